@@ -1,0 +1,33 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "nestdbg",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "nestdbg", targets: ["nestdbg"]),
+        .library(name: "KVMControl", targets: ["KVMControl"]),
+        .library(name: "SVMModel", targets: ["SVMModel"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // C shim: only what Swift cannot import from <linux/kvm.h> (the _IO* request
+        // macros, the variadic ioctl, a signal handler for kicking a vCPU).
+        .target(name: "CKVM"),
+        // Typed Swift over the /dev/kvm ioctls. Knows nothing about SVM.
+        .target(name: "KVMControl", dependencies: ["CKVM"]),
+        // Pure values: the VMCB layout, exit codes, checks, sync diff, nested state.
+        .target(name: "SVMModel"),
+        .executableTarget(
+            name: "nestdbg",
+            dependencies: [
+                "KVMControl", "SVMModel",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .testTarget(name: "KVMControlTests", dependencies: ["KVMControl", "CKVM"]),
+        .testTarget(name: "SVMModelTests", dependencies: ["SVMModel"]),
+        .testTarget(name: "NestdbgCLITests", dependencies: ["SVMModel"]),
+    ]
+)

@@ -1,0 +1,90 @@
+/// The value of one VMCB field: an integer, or the bytes of a wider field.
+public enum FieldValue: Equatable, Hashable, Sendable, CustomStringConvertible {
+    case integer(UInt64)
+    case bytes([UInt8])
+
+    public var integer: UInt64? { if case let .integer(v) = self { return v } else { return nil } }
+    public var isZero: Bool {
+        switch self {
+        case let .integer(v): return v == 0
+        case let .bytes(b): return b.allSatisfy { $0 == 0 }
+        }
+    }
+    /// `0x1000` for integers, memory-order hex pairs for byte runs (`0f01d8`).
+    public var description: String {
+        switch self {
+        case let .integer(v): return hex(v)
+        case let .bytes(b): return b.map { byteHex($0) }.joined()
+        }
+    }
+}
+
+/// Why bytes could not be read as a VMCB.
+public enum VMCBError: Error, Equatable, CustomStringConvertible {
+    case wrongSize(Int)
+    public var description: String {
+        switch self {
+        case let .wrongSize(n): return "a VMCB is \(VMCBLayout.size) bytes, this is \(n)"
+        }
+    }
+}
+
+/// A 4 KiB VMCB page as a value. Field access goes through `VMCBLayout`.
+public struct VMCB: Equatable, Hashable, Sendable {
+    /// The page, exactly 4096 bytes.
+    public private(set) var bytes: [UInt8]
+
+    /// An all-zero VMCB.
+    public init() { bytes = [UInt8](repeating: 0, count: VMCBLayout.size) }
+
+    /// Reads a page; anything but 4096 bytes is an error.
+    public init<C: Collection>(bytes: C) throws where C.Element == UInt8 {
+        guard bytes.count == VMCBLayout.size else { throw VMCBError.wrongSize(bytes.count) }
+        self.bytes = Array(bytes)
+    }
+
+    /// Encodes field values into a page (fields not given are zero).
+    public init(values: [VMCBField: FieldValue]) {
+        self.init()
+        for (field, value) in values { self[field] = value }
+    }
+
+    /// Every field of the layout with its value.
+    public var values: [VMCBField: FieldValue] {
+        Dictionary(uniqueKeysWithValues: VMCBLayout.fields.map { ($0, self[$0]) })
+    }
+
+    public subscript(field: VMCBField) -> FieldValue {
+        get {
+            if field.isInteger { return .integer(integer(at: field.offset, width: field.width)) }
+            return .bytes(Array(bytes[field.range]))
+        }
+        set {
+            switch newValue {
+            case let .integer(v):
+                for i in 0..<min(field.width, 8) { bytes[field.offset + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(i))) }
+            case let .bytes(b):
+                for i in 0..<field.width { bytes[field.offset + i] = i < b.count ? b[i] : 0 }
+            }
+        }
+    }
+
+    /// The integer value of a field by name (0 for byte runs). For nestdbg's own
+    /// lookups of fields the layout is known to have.
+    public subscript(name: String) -> UInt64 {
+        get { self[VMCBLayout.named(name)].integer ?? 0 }
+        set { self[VMCBLayout.named(name)] = .integer(newValue) }
+    }
+
+    private func integer(at offset: Int, width: Int) -> UInt64 {
+        var v: UInt64 = 0
+        for i in (0..<width).reversed() { v = v << 8 | UInt64(bytes[offset + i]) }
+        return v
+    }
+
+    /// EXITCODE as one 64-bit value (exit_code_hi:exit_code).
+    public var exitCode: UInt64 { self["control.exit_code_hi"] << 32 | self["control.exit_code"] }
+}
+
+func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+func byteHex(_ b: UInt8) -> String { b < 16 ? "0" + String(b, radix: 16) : String(b, radix: 16) }

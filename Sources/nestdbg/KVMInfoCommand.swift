@@ -1,0 +1,32 @@
+import ArgumentParser
+import KVMControl
+
+/// `nestdbg kvm-info`: what this KVM offers a nested debugger.
+struct KVMInfoCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kvm-info",
+        abstract: "Report the KVM capabilities nestdbg relies on (nested state, SREGS2, guest debug, SVM CPUID).")
+
+    @Option(help: "The KVM device.") var device = "/dev/kvm"
+
+    func run() throws {
+        do {
+            let kvm = try KVM(path: device)
+            print("device: \(device) (KVM API 12)")
+            for cap in Capability.reported {
+                print("\(cap.name): \(try kvm.checkExtension(cap))")
+            }
+            let cpuid = try kvm.supportedCPUID()
+            print("supported CPUID SVM (0x80000001 ECX[2]): \(CPUIDEntry.hasSVM(cpuid) ? "yes" : "no")")
+        } catch let error as KVMError {
+            throw CLIFailure(message: error.description, status: 1)
+        }
+    }
+}
+
+/// One line on stderr and an exit status: how every command fails.
+struct CLIFailure: Error, CustomStringConvertible {
+    let message: String
+    let status: Int32
+    var description: String { message }
+}

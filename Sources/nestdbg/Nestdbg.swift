@@ -1,0 +1,19 @@
+import ArgumentParser
+
+@main
+struct Nestdbg: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "nestdbg",
+        abstract: "A terminal debugger for nested AMD SVM on Linux KVM.",
+        version: NestdbgVersion.string,
+        subcommands: [VersionCommand.self, KVMInfoCommand.self])
+}
+
+enum NestdbgVersion {
+    static let string = "0.1.0"
+}
+
+struct VersionCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "version", abstract: "Print nestdbg's version.")
+    func run() { print("nestdbg \(NestdbgVersion.string)") }
+}
