@@ -19,7 +19,7 @@ let package = Package(
         // Typed Swift over the /dev/kvm ioctls. Knows nothing about SVM.
         .target(name: "KVMControl", dependencies: ["CKVM"]),
         // Pure values: the VMCB layout, exit codes, checks, sync diff, nested state.
-        .target(name: "SVMModel"),
+        .target(name: "SVMModel", dependencies: ["KVMControl"]),
         .executableTarget(
             name: "nestdbg",
             dependencies: [

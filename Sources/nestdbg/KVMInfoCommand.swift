@@ -19,14 +19,8 @@ struct KVMInfoCommand: ParsableCommand {
             let cpuid = try kvm.supportedCPUID()
             print("supported CPUID SVM (0x80000001 ECX[2]): \(CPUIDEntry.hasSVM(cpuid) ? "yes" : "no")")
         } catch let error as KVMError {
-            throw CLIFailure(message: error.description, status: 1)
+            throw fail(error.description, status: 1)
         }
     }
 }
 
-/// One line on stderr and an exit status: how every command fails.
-struct CLIFailure: Error, CustomStringConvertible {
-    let message: String
-    let status: Int32
-    var description: String { message }
-}

@@ -1,0 +1,122 @@
+/// What the sync diff says about a changed VMCB12 field.
+public enum SyncClass: String, Sendable, CaseIterable {
+    /// L2 state KVM copies into the save area at a nested #VMEXIT (reference §4.3).
+    case l2StateSynced = "l2_state_synced"
+    /// EXITCODE, EXITINFO1/2, EXITINTINFO (§4.4).
+    case exitInformation = "exit_information"
+    /// Control fields KVM writes back (int_ctl V_TPR/V_IRQ, int_state, next_rip, event_inj…) (§4.4).
+    case controlWriteBack = "control_write_back"
+    /// KVM does not write this field at #VMEXIT, yet it changed: someone else did.
+    case unexpected
+}
+
+/// One changed field: before → after, classed.
+public struct FieldChange: Equatable, Sendable {
+    public let field: VMCBField
+    public let before: FieldValue
+    public let after: FieldValue
+    public let sync: SyncClass
+    /// Why it got that class when the rule has a condition ("only with LBR virtualization").
+    public let note: String?
+}
+
+/// KVM's #VMEXIT write rules as data: which fields it writes into vmcb12, and under what condition.
+public struct SyncRule: Sendable {
+    public enum Condition: Sendable {
+        case always
+        /// Not for VMRUN failures: KVM then writes only the exit fields.
+        case unlessVMRUNFailed
+        /// Only when vmcb12 enables LBR virtualization (virt_ext bit 0) and KVM exposes LBRV.
+        case lbrVirtualization
+    }
+    public let fields: [String]
+    public let sync: SyncClass
+    public let condition: Condition
+    /// For partially written fields: the bits KVM may change (others changing are unexpected).
+    public let writableBits: UInt64?
+    public let note: String
+
+    init(_ fields: [String], _ sync: SyncClass, _ condition: Condition = .always, bits: UInt64? = nil, _ note: String = "") {
+        self.fields = fields; self.sync = sync; self.condition = condition; self.writableBits = bits; self.note = note
+    }
+
+    private static func segment(_ s: String) -> [String] { ["selector", "attrib", "limit", "base"].map { "save.\(s).\($0)" } }
+
+    /// Reference §4.3 and §4.4 (KVM 6.1–6.x, with the older and latest variations KVM
+    /// developers still meet noted).
+    public static let kvm: [SyncRule] = [
+        SyncRule(["control.exit_code", "control.exit_code_hi", "control.exit_info_1", "control.exit_info_2"],
+                 .exitInformation),
+        SyncRule(["control.exit_int_info", "control.exit_int_info_err"], .exitInformation, .unlessVMRUNFailed,
+                 "synthesised from the event KVM was injecting into L2"),
+        SyncRule(segment("es") + segment("cs") + segment("ss") + segment("ds") + segment("gdtr") + segment("idtr")
+                 + ["save.efer", "save.cr0", "save.cr3", "save.cr2", "save.cr4", "save.rflags", "save.rip",
+                    "save.rsp", "save.rax", "save.dr7", "save.dr6", "save.cpl"],
+                 .l2StateSynced, .unlessVMRUNFailed),
+        SyncRule(["save.dbgctl", "save.br_from", "save.br_to", "save.last_excp_from", "save.last_excp_to"],
+                 .l2StateSynced, .lbrVirtualization, "only with LBR virtualization enabled in vmcb12"),
+        SyncRule(["control.int_state"], .controlWriteBack, .unlessVMRUNFailed),
+        SyncRule(["control.int_ctl"], .controlWriteBack, .unlessVMRUNFailed,
+                 bits: 0xF | 1 << 8 | 1 << 9 | 1 << 11 | 1 << 12,
+                 "V_TPR and V_IRQ; V_GIF with nested vGIF; V_NMI_* with nested vNMI"),
+        SyncRule(["control.next_rip"], .controlWriteBack, .unlessVMRUNFailed, "only when NRIPS is exposed to L1"),
+        SyncRule(["control.event_inj", "control.event_inj_err"], .controlWriteBack, .always,
+                 "an injection that did not complete (latest KVM writes 0)"),
+        SyncRule(["control.tlb_ctl"], .controlWriteBack, .unlessVMRUNFailed, "written back by KVM up to 6.0"),
+    ]
+}
+
+public enum SyncDiff {
+    private static let ruleByField: [String: SyncRule] = {
+        var m: [String: SyncRule] = [:]
+        for rule in SyncRule.kvm { for f in rule.fields { m[f] = rule } }
+        return m
+    }()
+
+    /// The fields that differ between vmcb12 as L1 prepared it (`before`, at
+    /// VMRUN) and as KVM left it (`after`, at the nested #VMEXIT), classed by
+    /// KVM's write rules. In layout order.
+    public static func changes(before: VMCB, after: VMCB, rules: [SyncRule] = SyncRule.kvm) -> [FieldChange] {
+        let lookup = rules.count == SyncRule.kvm.count ? ruleByField
+            : Dictionary(rules.flatMap { r in r.fields.map { ($0, r) } }, uniquingKeysWith: { a, _ in a })
+        let vmrunFailed = SVMExit.isInvalid(after.exitCode)
+        let lbrv = before["control.virt_ext"] & 1 != 0
+        var out: [FieldChange] = []
+        // Compare 8-byte words first: most of the page is unchanged, and this is the per-stop hot path.
+        var changedWords = Set<Int>()
+        before.bytes.withUnsafeBytes { b in
+            after.bytes.withUnsafeBytes { a in
+                for w in 0..<(VMCBLayout.size / 8) where b.load(fromByteOffset: w * 8, as: UInt64.self)
+                    != a.load(fromByteOffset: w * 8, as: UInt64.self) { changedWords.insert(w) }
+            }
+        }
+        guard !changedWords.isEmpty else { return [] }
+        for field in VMCBLayout.fields {
+            let words = (field.offset / 8)...((field.offset + field.width - 1) / 8)
+            guard words.contains(where: changedWords.contains) else { continue }
+            let old = before[field], new = after[field]
+            guard old != new else { continue }
+            var sync = SyncClass.unexpected
+            var note: String? = nil
+            if let rule = lookup[field.name] {
+                let applies: Bool
+                switch rule.condition {
+                case .always: applies = true
+                case .unlessVMRUNFailed: applies = !vmrunFailed
+                case .lbrVirtualization: applies = !vmrunFailed && lbrv
+                }
+                if applies, let bits = rule.writableBits, let o = old.integer, let n = new.integer, (o ^ n) & ~bits != 0 {
+                    sync = .unexpected
+                    note = "bits outside \(hex(bits)) changed"
+                } else if applies {
+                    sync = rule.sync
+                    note = rule.note.isEmpty ? nil : rule.note
+                } else {
+                    note = vmrunFailed ? "KVM writes only the exit fields when VMRUN fails" : rule.note
+                }
+            }
+            out.append(FieldChange(field: field, before: old, after: new, sync: sync, note: note))
+        }
+        return out
+    }
+}

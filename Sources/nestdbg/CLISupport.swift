@@ -1,0 +1,47 @@
+import ArgumentParser
+import Foundation
+import SVMModel
+
+/// Prints one line on stderr and returns the exit status to throw: every
+/// command fails this way (2 = bad input, 1 = a failed check or KVM error).
+func fail(_ message: String, status: Int32 = 2) -> ExitCode {
+    FileHandle.standardError.write(Data("nestdbg: \(message)\n".utf8))
+    return ExitCode(status)
+}
+
+/// Reads a whole input file, or fails with one line naming it.
+func readInput(_ path: String) throws -> [UInt8] {
+    guard let data = FileManager.default.contents(atPath: path) else {
+        let reason = FileManager.default.fileExists(atPath: path) ? "cannot be read" : "does not exist"
+        throw fail("\(path): \(reason)")
+    }
+    return [UInt8](data)
+}
+
+/// Reads a VMCB page, or fails with one line naming the file and the problem.
+func readVMCB(_ path: String) throws -> VMCB {
+    do {
+        return try VMCB(bytes: readInput(path))
+    } catch let error as VMCBError {
+        throw fail("\(path): \(error)")
+    }
+}
+
+/// `name  value  meaning` rows with aligned columns.
+func table(_ rows: [(String, String, String)]) -> String {
+    let w0 = rows.map(\.0.count).max() ?? 0, w1 = rows.map(\.1.count).max() ?? 0
+    return rows.map { r in
+        let line = r.0.padding(toLength: w0, withPad: " ", startingAt: 0) + "  "
+            + r.1.padding(toLength: w1, withPad: " ", startingAt: 0) + (r.2.isEmpty ? "" : "  " + r.2)
+        return line.trimmingCharacters(in: .whitespaces)
+    }.joined(separator: "\n")
+}
+
+/// The rows of a VMCB: every field (zero ones only with `all`), value and meaning.
+func vmcbRows(_ vmcb: VMCB, all: Bool, fields: [VMCBField] = VMCBLayout.fields, nameOf: (VMCBField) -> String = \.name) -> [(String, String, String)] {
+    fields.compactMap { f in
+        let v = vmcb[f]
+        if v.isZero && (!all || f.isReserved) { return nil }
+        return (nameOf(f), v.description, f.meaning(of: v, in: vmcb))
+    }
+}

@@ -1,0 +1,145 @@
+import Foundation
+import SVMModel
+import Testing
+
+/// Runs the built `nestdbg` (it sits next to the test bundle) and captures its output.
+struct CLI {
+    static let executable: URL = {
+        let me = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
+        return me.deletingLastPathComponent().appendingPathComponent("nestdbg")
+    }()
+
+    struct Result { let status: Int32; let stdout: String; let stderr: String }
+
+    static func run(_ args: String...) throws -> Result {
+        let p = Process()
+        p.executableURL = executable
+        p.arguments = args
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    /// Writes bytes to a fresh temporary file.
+    static func file(_ bytes: [UInt8], _ name: String) throws -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("nestdbg-cli-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let url = dir.appendingPathComponent(name)
+        try Data(bytes).write(to: url)
+        return url.path
+    }
+}
+
+/// A vmcb12 as a long-mode L1 prepares it, and the same page after an IOIO #VMEXIT.
+func samplePages() -> (before: VMCB, after: VMCB) {
+    var v = VMCB()
+    v["control.intercepts[3]"] = 1 << 18 | 1 << 27
+    v["control.intercepts[4]"] = 1
+    v["control.iopm_base_pa"] = 0x10_0000
+    v["control.msrpm_base_pa"] = 0x10_4000
+    v["control.asid"] = 1
+    v["save.efer"] = 0x1500
+    v["save.cr0"] = 0x8000_0011
+    v["save.cr4"] = 0x20
+    v["save.cs.attrib"] = 0x29B
+    v["save.rip"] = 0x40_0000
+    var a = v
+    a["control.exit_code"] = 0x7B
+    a["control.exit_info_1"] = 0x0080_0090
+    a["control.exit_info_2"] = 0x40_1002
+    a["save.rip"] = 0x40_1000
+    return (v, a)
+}
+
+@Suite("nestdbg command line", .serialized)
+struct CLITests {
+    @Test("--help and version work")
+    func helpAndVersion() throws {
+        let help = try CLI.run("--help")
+        #expect(help.status == 0)
+        #expect(help.stdout.contains("vmcb") && help.stdout.contains("nested-state"))
+        let v = try CLI.run("version")
+        #expect(v.status == 0 && v.stdout.hasPrefix("nestdbg "))
+    }
+
+    @Test("vmcb decode: text lists non-zero fields with meanings; JSON uses the schema")
+    func decode() throws {
+        let path = try CLI.file(samplePages().after.bytes, "after.vmcb")
+        let text = try CLI.run("vmcb", "decode", path)
+        #expect(text.status == 0)
+        #expect(text.stdout.contains("exit: IOIO (OUT 0x80, 1 byte)"))
+        #expect(text.stdout.contains("save.cr0"))
+        #expect(text.stdout.contains("PE ET PG"))
+        #expect(!text.stdout.contains("save.cr2"), "zero fields are left out by default")
+        #expect(try CLI.run("vmcb", "decode", "--all", path).stdout.contains("save.cr2"))
+        let json = try CLI.run("vmcb", "decode", "--json", path)
+        #expect(json.status == 0)
+        let obj = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
+        let control = (obj?["vmcb"] as? [String: Any])?["control"] as? [String: Any]
+        #expect(control?["exit_code"] as? String == "0x7b")
+        #expect((obj?["exit"] as? [String: Any])?["name"] as? String == "IOIO")
+    }
+
+    @Test("vmcb check: exit 0 when accepted, 1 with the violations")
+    func check() throws {
+        let good = try CLI.file(samplePages().before.bytes, "good.vmcb")
+        let ok = try CLI.run("vmcb", "check", good)
+        #expect(ok.status == 0, "\(ok.stdout)")
+        var bad = samplePages().before
+        bad["control.asid"] = 0
+        bad["save.efer"] = 0x500
+        let r = try CLI.run("vmcb", "check", try CLI.file(bad.bytes, "bad.vmcb"))
+        #expect(r.status == 1)
+        #expect(r.stdout.contains("asid.zero") && r.stdout.contains("efer.svme"))
+    }
+
+    @Test("vmcb diff: the sync diff with classes, text and JSON")
+    func diff() throws {
+        let (b, a) = samplePages()
+        var odd = a
+        odd["control.asid"] = 9
+        let before = try CLI.file(b.bytes, "before.vmcb"), after = try CLI.file(odd.bytes, "odd.vmcb")
+        let text = try CLI.run("vmcb", "diff", before, after)
+        #expect(text.status == 0)
+        #expect(text.stdout.contains("save.rip") && text.stdout.contains("0x400000 -> 0x401000"))
+        #expect(text.stdout.contains("!! UNEXPECTED"))
+        let json = try CLI.run("vmcb", "diff", "--json", before, after)
+        let obj = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
+        let synced = obj?["synced"] as? [[String: String]] ?? []
+        #expect(synced.first { $0["field"] == "save.rip" }?["class"] == "l2_state_synced")
+        #expect(synced.first { $0["field"] == "control.asid" }?["class"] == "unexpected")
+    }
+
+    @Test("nested-state decode: header and both halves")
+    func nestedState() throws {
+        var data = VMCB()
+        data["save.rip"] = 0x20_0105
+        let blob = SVMNestedState.make(flags: [.guestMode, .gifSet], vmcbPA: 0x10_2000, data: data)
+        let path = try CLI.file(blob, "state.bin")
+        let r = try CLI.run("nested-state", "decode", path)
+        #expect(r.status == 0)
+        #expect(r.stdout.contains("GUEST_MODE|GIF_SET") && r.stdout.contains("vmcb_pa: 0x102000"))
+        #expect(r.stdout.contains("L1's state") && r.stdout.contains("save.rip"))
+        let j = try CLI.run("nested-state", "decode", "--json", path)
+        #expect(j.stdout.contains("\"vmcb_pa\":\"0x102000\""))
+    }
+
+    @Test("bad input: one clear line on stderr, exit status 2, never a crash")
+    func badInput() throws {
+        let short = try CLI.file([1, 2, 3], "short.bin")
+        let garbage = try CLI.file((0..<5000).map { UInt8($0 % 251) }, "garbage.bin")
+        for args in [["vmcb", "decode", short], ["vmcb", "check", garbage], ["vmcb", "diff", short, garbage],
+                     ["nested-state", "decode", short], ["nested-state", "decode", garbage],
+                     ["vmcb", "decode", "/nonexistent/file"]] {
+            let r = try CLI.run(args[0], args[1], args[2], args.count > 3 ? args[3] : "--json")
+            #expect(r.status == 2, "\(args): status \(r.status)")
+            #expect(r.stderr.split(separator: "\n").count == 1, "\(args): \(r.stderr)")
+            #expect(r.stderr.hasPrefix("nestdbg: "))
+        }
+    }
+}
