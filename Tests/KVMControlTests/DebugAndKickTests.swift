@@ -26,7 +26,11 @@ struct DebugAndKickTests {
             }
         }
         #expect(pcs == [0x1001, 0x1002, 0x1003, 0x1004, 0x1005])
-        #expect(try g.vcpu.registers().rip == 0x1007, "at the OUT exit KVM has already advanced RIP past it")
+        // Where RIP stands at the OUT exit is KVM's choice: past it with fast PIO
+        // (here), on it when KVM emulates the OUT (the sandbox's SVM KVM, no NRIPS).
+        let rip = try g.vcpu.registers().rip
+        print("RIP at the OUT exit: 0x\(String(rip, radix: 16))")
+        #expect(rip == 0x1005 || rip == 0x1007)
         try g.vcpu.setGuestDebug(GuestDebug())
         #expect(try g.vcpu.run() == .hlt, "with single-step off the guest runs to HLT")
     }
