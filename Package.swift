@@ -28,6 +28,8 @@ let package = Package(
             ]),
         .testTarget(name: "KVMControlTests", dependencies: ["KVMControl", "CKVM"]),
         .testTarget(name: "SVMModelTests", dependencies: ["SVMModel"]),
+        // Real nested SVM through KVMControl: runs where KVM offers SVM (the sandbox).
+        .testTarget(name: "NestedSVMTests", dependencies: ["KVMControl", "SVMModel"]),
         .testTarget(name: "NestdbgCLITests", dependencies: ["SVMModel"]),
     ]
 )
