@@ -20,16 +20,20 @@ let package = Package(
         .target(name: "KVMControl", dependencies: ["CKVM"]),
         // Pure values: the VMCB layout, exit codes, checks, sync diff, nested state.
         .target(name: "SVMModel", dependencies: ["KVMControl"]),
+        // The built-in demo L1 hypervisor and L2 guest, x86-64 assembly built with the package.
+        .target(name: "CDemoGuest"),
+        // Targets, stops, breakpoints: runs an L1 and stops at its nested exits.
+        .target(name: "DebuggerEngine", dependencies: ["KVMControl", "SVMModel", "CDemoGuest"]),
         .executableTarget(
             name: "nestdbg",
             dependencies: [
-                "KVMControl", "SVMModel",
+                "KVMControl", "SVMModel", "DebuggerEngine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .testTarget(name: "KVMControlTests", dependencies: ["KVMControl", "CKVM"]),
         .testTarget(name: "SVMModelTests", dependencies: ["SVMModel"]),
         // Real nested SVM through KVMControl: runs where KVM offers SVM (the sandbox).
-        .testTarget(name: "NestedSVMTests", dependencies: ["KVMControl", "SVMModel"]),
+        .testTarget(name: "NestedSVMTests", dependencies: ["KVMControl", "SVMModel", "DebuggerEngine"]),
         .testTarget(name: "NestdbgCLITests", dependencies: ["SVMModel"]),
     ]
 )

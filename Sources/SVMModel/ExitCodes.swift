@@ -143,7 +143,10 @@ extension DecodedExit {
                 add("error code", hex(info1 & 0xFFFF_FFFF))
             }
             if vector == 14 {
-                summary += " (\(Bits.names(info1 & 0xFFFF_FFFF, Bits.pageFaultErrorCode))) at \(hex(info2))"
+                let e = info1 & 0xFFFF_FFFF
+                let words = [e & 1 != 0 ? "protection" : "not present", e & 2 != 0 ? "write" : e & 16 != 0 ? "fetch" : "read",
+                             e & 4 != 0 ? "user" : "supervisor"] + (e & 8 != 0 ? ["reserved bit"] : [])
+                summary += " (\(words.joined(separator: ", "))) at \(hex(info2))"
                 add("fault address", hex(info2))
             }
         case 0x00...0x3F:

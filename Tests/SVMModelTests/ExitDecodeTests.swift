@@ -44,7 +44,8 @@ struct ExitDecodeTests {
         #expect(DecodedExit(code: 0x46, info1: 0, info2: 0).summary == "#UD")
         #expect(DecodedExit(code: 0x46, info1: 0, info2: 0).name == "EXCP_UD")
         #expect(DecodedExit(code: 0x4D, info1: 0x10, info2: 0).summary == "#GP error code 0x10")
-        #expect(DecodedExit(code: 0x4E, info1: 0x2, info2: 0xDEAD_0000).summary == "#PF error code 0x2 (W) at 0xdead0000")
+        #expect(DecodedExit(code: 0x4E, info1: 0x2, info2: 0xDEAD_0000).summary == "#PF error code 0x2 (not present, write, supervisor) at 0xdead0000")
+        #expect(DecodedExit(code: 0x4E, info1: 0x15, info2: 0x1000).summary == "#PF error code 0x15 (protection, fetch, user) at 0x1000")
     }
 
     @Test("CR/DR access with decode assists, INTn, INVLPG, task switch")

@@ -1,0 +1,385 @@
+/*
+ * The built-in demo: a tiny L1 SVM hypervisor and its L2 guest, 64-bit code
+ * assembled by the toolchain into the nestdbg binary as data. The VMM copies
+ * the bytes [nestdbg_demo_start, nestdbg_demo_end) to guest-physical
+ * DEMO_LOAD and enters L1 in long mode at nestdbg_demo_l1_entry.
+ *
+ * Only relative branches and fixed addresses (.equ) are used, so the image
+ * runs wherever DEMO_LOAD says without relocation.
+ *
+ * L1 enables EFER.SVME, writes VM_HSAVE_PA, builds the IOPM, MSRPM, nested
+ * page tables and vmcb12, then loops: VMRUN, save L2's GPRs, handle the exit,
+ * restore L2's GPRs. With NPT (CPUID 8000_000A EDX[0]) L2 runs on nested
+ * paging and NPF_PAGE is missing from the NPT (a nested page fault); without
+ * it (kvm_amd npt=0) NPF_PAGE is missing from L2's own page table and L1
+ * intercepts #PF instead. Either way L1 maps the page on demand and unmaps it
+ * at L2's VMMCALL. It advances L2's RIP itself (no nRIP save under TCG):
+ * IOIO exits carry the next RIP in EXITINFO2; the other instructions' lengths
+ * are known. L2 loops through one exit of each kind.
+ */
+        .intel_syntax noprefix
+
+        .equ DEMO_LOAD,   0x1000
+        .equ VMCB12,      0x20000
+        .equ HSAVE,       0x21000
+        .equ IOPM,        0x22000      /* 12 KiB */
+        .equ MSRPM,       0x26000      /* 8 KiB */
+        .equ NPT_PML4,    0x30000
+        .equ NPT_PDPT,    0x31000
+        .equ NPT_PD,      0x32000
+        .equ NPT_PT,      0x33000      /* 4 KiB pages for L2's first 2 MiB */
+        .equ L2_PML4,     0x40000      /* L2's own page tables (L2-physical = L1-physical) */
+        .equ L2_PDPT,     0x41000
+        .equ L2_PD,       0x42000
+        .equ L2_PT,       0x43000      /* 4 KiB pages for L2's first 2 MiB */
+        .equ L2_STACK,    0x50000
+        .equ NPF_PAGE,    0x60000      /* left out of the NPT until L2 touches it */
+        .equ L2_GPRS,     0x70000      /* L2's GPRs while L1 runs: rbx rcx rdx rsi rdi rbp r8..r15 */
+        .equ EXIT_COUNT,  0x70100      /* nested exits handled by L1 */
+        .equ L2_COUNT,    0x70108      /* L2 loop iterations */
+        .equ WRMSR_VALUE, 0x70110      /* what L2 last wrote to the emulated MSR */
+        .equ DEMO_MSR,    0xC0000081   /* STAR: intercepted for read and write through the MSRPM */
+        .equ PANIC_PORT,  0xE1         /* L1 reports an exit it cannot handle */
+
+        .section .rodata.nestdbg_demo, "a"
+        .p2align 12
+        .globl nestdbg_demo_start
+nestdbg_demo_start:
+
+        .globl nestdbg_demo_l1_entry
+nestdbg_demo_l1_entry:
+        /* EFER.SVME */
+        mov ecx, 0xC0000080
+        rdmsr
+        or eax, 0x1000
+        wrmsr
+        /* VM_HSAVE_PA */
+        mov ecx, 0xC0010117
+        mov eax, HSAVE
+        xor edx, edx
+        wrmsr
+        /* IOPM: intercept ports 0x60 and 0x80 (one bit per port) */
+        or byte ptr [IOPM + 0x60 / 8], 1 << (0x60 % 8)
+        or byte ptr [IOPM + 0x80 / 8], 1 << (0x80 % 8)
+        /* MSRPM: read and write of DEMO_MSR (range C000_0000 at byte 0x800, 2 bits per MSR) */
+        or byte ptr [MSRPM + 0x800 + (0x81 * 2) / 8], 3 << ((0x81 * 2) % 8)
+        /* Nested page tables: identity for L2's first 2 MiB, 4 KiB pages, all but NPF_PAGE */
+        mov qword ptr [NPT_PML4], NPT_PDPT | 7
+        mov qword ptr [NPT_PDPT], NPT_PD | 7
+        mov qword ptr [NPT_PD], NPT_PT | 7
+        xor ecx, ecx
+1:      mov rax, rcx
+        shl rax, 12
+        or rax, 7
+        mov qword ptr [NPT_PT + rcx * 8], rax
+        inc ecx
+        cmp ecx, 512
+        jne 1b
+        /* L2's page tables: identity for the first 2 MiB, 4 KiB pages */
+        mov qword ptr [L2_PML4], L2_PDPT | 3
+        mov qword ptr [L2_PDPT], L2_PD | 3
+        mov qword ptr [L2_PD], L2_PT | 3
+        xor ecx, ecx
+1:      mov rax, rcx
+        shl rax, 12
+        or rax, 3
+        mov qword ptr [L2_PT + rcx * 8], rax
+        inc ecx
+        cmp ecx, 512
+        jne 1b
+        /* vmcb12: controls */
+        mov ebx, VMCB12
+        mov dword ptr [rbx + 0x000], 1 << 20                       /* CR4 write */
+        mov dword ptr [rbx + 0x008], 1 << 6                        /* #UD */
+        mov dword ptr [rbx + 0x00C], (1 << 18) | (1 << 24) | (1 << 27) | (1 << 28)  /* CPUID HLT IOIO MSR */
+        mov dword ptr [rbx + 0x010], (1 << 0) | (1 << 1)           /* VMRUN VMMCALL */
+        mov qword ptr [rbx + 0x040], IOPM
+        mov qword ptr [rbx + 0x048], MSRPM
+        mov dword ptr [rbx + 0x058], 1                             /* ASID */
+        mov byte ptr [rbx + 0x05C], 1                              /* TLB_CONTROL: flush all (L1 edits page tables) */
+        mov dword ptr [rbx + 0x060], 1 << 24                       /* V_INTR_MASKING */
+        /* Nested paging if the CPU (L0) offers it, else #PF intercepts on L2's own tables */
+        mov eax, 0x8000000A
+        cpuid
+        mov ebx, VMCB12
+        test edx, 1
+        jz 2f
+        mov qword ptr [rbx + 0x090], 1                             /* NP_ENABLE */
+        mov qword ptr [rbx + 0x0B0], NPT_PML4
+        mov qword ptr [NPT_PT + (NPF_PAGE >> 12) * 8], 0
+        jmp 3f
+2:      or dword ptr [rbx + 0x008], 1 << 14                        /* intercept #PF */
+        mov qword ptr [L2_PT + (NPF_PAGE >> 12) * 8], 0
+3:
+        /* vmcb12: L2 state, 64-bit */
+        mov word ptr [rbx + 0x410], 0x08                           /* cs */
+        mov word ptr [rbx + 0x412], 0x29B
+        mov dword ptr [rbx + 0x414], 0xFFFFFFFF
+        mov word ptr [rbx + 0x400], 0x10                           /* es */
+        mov word ptr [rbx + 0x402], 0xC93
+        mov dword ptr [rbx + 0x404], 0xFFFFFFFF
+        mov word ptr [rbx + 0x420], 0x10                           /* ss */
+        mov word ptr [rbx + 0x422], 0xC93
+        mov dword ptr [rbx + 0x424], 0xFFFFFFFF
+        mov word ptr [rbx + 0x430], 0x10                           /* ds */
+        mov word ptr [rbx + 0x432], 0xC93
+        mov dword ptr [rbx + 0x434], 0xFFFFFFFF
+        mov qword ptr [rbx + 0x4D0], 0x1500                        /* EFER: LME LMA SVME */
+        mov qword ptr [rbx + 0x548], 0x20                          /* CR4: PAE */
+        mov qword ptr [rbx + 0x550], L2_PML4                       /* CR3 */
+        mov eax, 0x80000011                                        /* CR0: PG ET PE */
+        mov qword ptr [rbx + 0x558], rax
+        mov qword ptr [rbx + 0x560], 0x400                         /* DR7 */
+        mov eax, 0xFFFF0FF0                                        /* DR6 */
+        mov qword ptr [rbx + 0x568], rax
+        mov qword ptr [rbx + 0x570], 2                             /* RFLAGS */
+        lea rax, [rip + .Ll2_entry]                     /* L1 runs identity-mapped: */
+        mov qword ptr [rbx + 0x578], rax                           /* RIP = its L2-physical address */
+        mov qword ptr [rbx + 0x5D8], L2_STACK                      /* RSP */
+        mov rax, 0x0007040600070406
+        mov qword ptr [rbx + 0x668], rax                           /* g_pat */
+
+l1_loop:
+        /* L2's GPRs back in place: VMRUN switches only RAX, RSP, RIP, RFLAGS */
+        mov rbx, qword ptr [L2_GPRS + 0x00]
+        mov rcx, qword ptr [L2_GPRS + 0x08]
+        mov rdx, qword ptr [L2_GPRS + 0x10]
+        mov rsi, qword ptr [L2_GPRS + 0x18]
+        mov rdi, qword ptr [L2_GPRS + 0x20]
+        mov rbp, qword ptr [L2_GPRS + 0x28]
+        mov r8,  qword ptr [L2_GPRS + 0x30]
+        mov r9,  qword ptr [L2_GPRS + 0x38]
+        mov r10, qword ptr [L2_GPRS + 0x40]
+        mov r11, qword ptr [L2_GPRS + 0x48]
+        mov r12, qword ptr [L2_GPRS + 0x50]
+        mov r13, qword ptr [L2_GPRS + 0x58]
+        mov r14, qword ptr [L2_GPRS + 0x60]
+        mov r15, qword ptr [L2_GPRS + 0x68]
+        mov eax, VMCB12
+        .globl nestdbg_demo_vmrun
+nestdbg_demo_vmrun:
+        .byte 0x0F, 0x01, 0xD8                                     /* vmrun */
+        .globl nestdbg_demo_after_vmrun
+nestdbg_demo_after_vmrun:
+        mov qword ptr [L2_GPRS + 0x00], rbx
+        mov qword ptr [L2_GPRS + 0x08], rcx
+        mov qword ptr [L2_GPRS + 0x10], rdx
+        mov qword ptr [L2_GPRS + 0x18], rsi
+        mov qword ptr [L2_GPRS + 0x20], rdi
+        mov qword ptr [L2_GPRS + 0x28], rbp
+        mov qword ptr [L2_GPRS + 0x30], r8
+        mov qword ptr [L2_GPRS + 0x38], r9
+        mov qword ptr [L2_GPRS + 0x40], r10
+        mov qword ptr [L2_GPRS + 0x48], r11
+        mov qword ptr [L2_GPRS + 0x50], r12
+        mov qword ptr [L2_GPRS + 0x58], r13
+        mov qword ptr [L2_GPRS + 0x60], r14
+        mov qword ptr [L2_GPRS + 0x68], r15
+        inc qword ptr [EXIT_COUNT]
+        mov edi, VMCB12
+        mov eax, dword ptr [rdi + 0x70]                            /* exit_code */
+        cmp eax, 0x72
+        je h_cpuid
+        cmp eax, 0x7B
+        je h_ioio
+        cmp eax, 0x7C
+        je h_msr
+        cmp eax, 0x46
+        je h_ud
+        cmp eax, 0x400
+        je h_npf
+        cmp eax, 0x4E
+        je h_pf
+        cmp eax, 0x14
+        je h_cr4
+        cmp eax, 0x78
+        je h_hlt
+        cmp eax, 0x81
+        je h_vmmcall
+        /* Anything else (VMEXIT_INVALID included): report and stop here. */
+        mov edx, PANIC_PORT
+        out dx, eax
+2:      jmp 2b
+
+h_cpuid:        /* execute CPUID for L2 with its EAX/ECX, hand back all four */
+        mov eax, dword ptr [rdi + 0x5F8]
+        mov ecx, dword ptr [L2_GPRS + 0x08]
+        cpuid
+        mov qword ptr [rdi + 0x5F8], rax
+        mov qword ptr [L2_GPRS + 0x00], rbx
+        mov qword ptr [L2_GPRS + 0x08], rcx
+        mov qword ptr [L2_GPRS + 0x10], rdx
+        add qword ptr [rdi + 0x578], 2
+        jmp l1_loop
+h_ioio:         /* IN gets 0x5A; OUT is swallowed. EXITINFO2 is the next RIP. */
+        test byte ptr [rdi + 0x78], 1
+        jz 3f
+        mov byte ptr [rdi + 0x5F8], 0x5A
+3:      mov rax, qword ptr [rdi + 0x80]
+        mov qword ptr [rdi + 0x578], rax
+        jmp l1_loop
+h_msr:          /* RDMSR answers 0x55667788_11223344; WRMSR is remembered */
+        cmp qword ptr [rdi + 0x78], 0
+        jne 4f
+        mov qword ptr [rdi + 0x5F8], 0x11223344
+        mov qword ptr [L2_GPRS + 0x10], 0x55667788
+        jmp 5f
+4:      mov eax, dword ptr [rdi + 0x5F8]
+        mov edx, dword ptr [L2_GPRS + 0x10]
+        mov dword ptr [WRMSR_VALUE], eax
+        mov dword ptr [WRMSR_VALUE + 4], edx
+5:      add qword ptr [rdi + 0x578], 2
+        jmp l1_loop
+h_ud:           /* L2's UD2 is skipped */
+        add qword ptr [rdi + 0x578], 2
+        jmp l1_loop
+h_npf:          /* map the faulting page and retry the instruction */
+        mov rax, qword ptr [rdi + 0x80]
+        shr rax, 12
+        and eax, 511
+        mov rcx, qword ptr [rdi + 0x80]
+        and rcx, -4096
+        or rcx, 7
+        mov qword ptr [NPT_PT + rax * 8], rcx
+        jmp l1_loop
+h_pf:           /* L2's own page table lacks the page: map it there and retry */
+        mov rax, qword ptr [rdi + 0x80]
+        shr rax, 12
+        and eax, 511
+        mov rcx, qword ptr [rdi + 0x80]
+        and rcx, -4096
+        or rcx, 3
+        mov qword ptr [L2_PT + rax * 8], rcx
+        jmp l1_loop
+h_cr4:          /* L2's MOV CR4, RAX: take the value from L2's RAX */
+        mov rax, qword ptr [rdi + 0x5F8]
+        mov qword ptr [rdi + 0x548], rax
+        add qword ptr [rdi + 0x578], 3
+        jmp l1_loop
+h_hlt:
+        add qword ptr [rdi + 0x578], 1
+        jmp l1_loop
+h_vmmcall:      /* unmap NPF_PAGE again, so the next round faults once more */
+        test qword ptr [rdi + 0x090], 1
+        jz 4f
+        mov qword ptr [NPT_PT + (NPF_PAGE >> 12) * 8], 0
+        jmp 5f
+4:      mov qword ptr [L2_PT + (NPF_PAGE >> 12) * 8], 0
+5:
+        add qword ptr [rdi + 0x578], 3
+        jmp l1_loop
+
+        /* ---------------- L2 ---------------- */
+        .globl nestdbg_demo_l2_entry
+nestdbg_demo_l2_entry:
+.Ll2_entry:
+        mov eax, 1
+        .globl nestdbg_demo_l2_cpuid
+nestdbg_demo_l2_cpuid:
+        cpuid
+        .globl nestdbg_demo_l2_in
+nestdbg_demo_l2_in:
+        in al, 0x60
+        .globl nestdbg_demo_l2_out
+nestdbg_demo_l2_out:
+        out 0x80, al
+        mov ecx, DEMO_MSR
+        .globl nestdbg_demo_l2_rdmsr
+nestdbg_demo_l2_rdmsr:
+        rdmsr
+        .globl nestdbg_demo_l2_wrmsr
+nestdbg_demo_l2_wrmsr:
+        wrmsr
+        .globl nestdbg_demo_l2_ud
+nestdbg_demo_l2_ud:
+        ud2
+        .globl nestdbg_demo_l2_npf
+nestdbg_demo_l2_npf:
+        mov al, byte ptr [NPF_PAGE]
+        mov rax, cr4
+        .globl nestdbg_demo_l2_cr4
+nestdbg_demo_l2_cr4:
+        mov cr4, rax
+        .globl nestdbg_demo_l2_hlt
+nestdbg_demo_l2_hlt:
+        hlt
+        .globl nestdbg_demo_l2_vmmcall
+nestdbg_demo_l2_vmmcall:
+        .byte 0x0F, 0x01, 0xD9                                     /* vmmcall */
+        inc qword ptr [L2_COUNT]
+        mov eax, 0x4C32                                            /* "L2" */
+        .globl nestdbg_demo_l2_passthrough
+nestdbg_demo_l2_passthrough:
+        out 0xE9, al                                               /* not in the IOPM: reaches the VMM */
+        jmp .Ll2_entry
+
+        /* ------- the legacy-paging scenario: a 32-bit L1 (PSE or PAE paging) -------
+         * L2 runs without nested paging on L1's own page tables and loops on
+         * CPUID. The VMM picks PSE or PAE by how it sets up L1's paging. */
+        .code32
+        .globl nestdbg_demo_l1_32_entry
+nestdbg_demo_l1_32_entry:
+        mov ecx, 0xC0000080
+        rdmsr
+        or eax, 0x1000
+        wrmsr
+        mov ecx, 0xC0010117
+        mov eax, HSAVE
+        xor edx, edx
+        wrmsr
+        mov ebx, VMCB12
+        mov dword ptr [ebx + 0x00C], 1 << 18                       /* CPUID */
+        mov dword ptr [ebx + 0x010], 1                             /* VMRUN */
+        mov dword ptr [ebx + 0x040], IOPM
+        mov dword ptr [ebx + 0x048], MSRPM
+        mov dword ptr [ebx + 0x058], 1
+        mov dword ptr [ebx + 0x060], 1 << 24
+        mov word ptr [ebx + 0x410], 0x08                           /* cs: 32-bit code */
+        mov word ptr [ebx + 0x412], 0xC9B
+        mov dword ptr [ebx + 0x414], 0xFFFFFFFF
+        mov word ptr [ebx + 0x420], 0x10                           /* ss */
+        mov word ptr [ebx + 0x422], 0xC93
+        mov dword ptr [ebx + 0x424], 0xFFFFFFFF
+        mov word ptr [ebx + 0x430], 0x10                           /* ds */
+        mov word ptr [ebx + 0x432], 0xC93
+        mov dword ptr [ebx + 0x434], 0xFFFFFFFF
+        mov dword ptr [ebx + 0x4D0], 0x1000                        /* EFER.SVME */
+        mov eax, cr4                                               /* L2 pages like L1 */
+        mov dword ptr [ebx + 0x548], eax
+        mov eax, cr3
+        mov dword ptr [ebx + 0x550], eax
+        mov eax, cr0
+        mov dword ptr [ebx + 0x558], eax
+        mov dword ptr [ebx + 0x560], 0x400
+        mov dword ptr [ebx + 0x568], 0xFFFF0FF0
+        mov dword ptr [ebx + 0x570], 2
+        call .Ll1_32_continue                  /* pushes the address of L2's code, which follows */
+.Ll2_32:
+        mov eax, 0
+        .globl nestdbg_demo_l2_32_cpuid
+nestdbg_demo_l2_32_cpuid:
+        cpuid
+        jmp .Ll2_32
+.Ll1_32_continue:
+        pop eax
+        mov dword ptr [ebx + 0x578], eax
+        mov dword ptr [ebx + 0x5D8], L2_STACK
+.Ll1_32_loop:
+        mov eax, VMCB12
+        .globl nestdbg_demo_vmrun32
+nestdbg_demo_vmrun32:
+        .byte 0x0F, 0x01, 0xD8                                     /* vmrun */
+        inc dword ptr [EXIT_COUNT]
+        cmp dword ptr [VMCB12 + 0x70], 0x72
+        jne 7f
+        add dword ptr [VMCB12 + 0x578], 2
+        jmp .Ll1_32_loop
+7:      mov eax, dword ptr [VMCB12 + 0x70]
+        mov edx, PANIC_PORT
+        out dx, eax
+8:      jmp 8b
+        .code64
+
+        .globl nestdbg_demo_end
+nestdbg_demo_end:
+        .section .note.GNU-stack, "", @progbits

@@ -1,0 +1,14 @@
+// The built-in demo L1/L2 (demo.S): its bytes and symbols, by name.
+#ifndef CDEMOGUEST_H
+#define CDEMOGUEST_H
+#include <stddef.h>
+#include <stdint.h>
+
+/// The image bytes and their length.
+const unsigned char *nestdbg_demo_image(size_t *length);
+/// Number of exported symbols, and the i-th one's name and offset in the image.
+size_t nestdbg_demo_symbol_count(void);
+const char *nestdbg_demo_symbol_name(size_t index);
+size_t nestdbg_demo_symbol_offset(size_t index);
+
+#endif

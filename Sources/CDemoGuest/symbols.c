@@ -1,0 +1,28 @@
+#include "cdemoguest.h"
+
+extern const unsigned char nestdbg_demo_start[], nestdbg_demo_end[];
+extern const unsigned char nestdbg_demo_l1_entry[], nestdbg_demo_vmrun[], nestdbg_demo_after_vmrun[],
+    nestdbg_demo_l2_entry[], nestdbg_demo_l2_cpuid[], nestdbg_demo_l2_in[], nestdbg_demo_l2_out[],
+    nestdbg_demo_l2_rdmsr[], nestdbg_demo_l2_wrmsr[], nestdbg_demo_l2_ud[], nestdbg_demo_l2_npf[],
+    nestdbg_demo_l2_cr4[], nestdbg_demo_l2_hlt[], nestdbg_demo_l2_vmmcall[], nestdbg_demo_l2_passthrough[],
+    nestdbg_demo_l1_32_entry[], nestdbg_demo_vmrun32[], nestdbg_demo_l2_32_cpuid[];
+
+static const struct { const char *name; const unsigned char *at; } symbols[] = {
+    {"l1_entry", nestdbg_demo_l1_entry}, {"vmrun", nestdbg_demo_vmrun}, {"after_vmrun", nestdbg_demo_after_vmrun},
+    {"l2_entry", nestdbg_demo_l2_entry}, {"l2_cpuid", nestdbg_demo_l2_cpuid}, {"l2_in", nestdbg_demo_l2_in},
+    {"l2_out", nestdbg_demo_l2_out}, {"l2_rdmsr", nestdbg_demo_l2_rdmsr}, {"l2_wrmsr", nestdbg_demo_l2_wrmsr},
+    {"l2_ud", nestdbg_demo_l2_ud}, {"l2_npf", nestdbg_demo_l2_npf}, {"l2_cr4", nestdbg_demo_l2_cr4},
+    {"l2_hlt", nestdbg_demo_l2_hlt}, {"l2_vmmcall", nestdbg_demo_l2_vmmcall},
+    {"l2_passthrough", nestdbg_demo_l2_passthrough},
+    {"l1_32_entry", nestdbg_demo_l1_32_entry}, {"vmrun32", nestdbg_demo_vmrun32}, {"l2_32_cpuid", nestdbg_demo_l2_32_cpuid},
+};
+
+const unsigned char *nestdbg_demo_image(size_t *length) {
+    *length = (size_t)(nestdbg_demo_end - nestdbg_demo_start);
+    return nestdbg_demo_start;
+}
+size_t nestdbg_demo_symbol_count(void) { return sizeof symbols / sizeof symbols[0]; }
+const char *nestdbg_demo_symbol_name(size_t i) { return i < nestdbg_demo_symbol_count() ? symbols[i].name : 0; }
+size_t nestdbg_demo_symbol_offset(size_t i) {
+    return i < nestdbg_demo_symbol_count() ? (size_t)(symbols[i].at - nestdbg_demo_start) : 0;
+}

@@ -1,0 +1,44 @@
+import CDemoGuest
+
+/// The built-in demo (Sources/CDemoGuest/demo.S): an L1 SVM hypervisor and
+/// its L2 guest, with the symbols the engine and the tests need.
+public struct DemoImage: Sendable {
+    /// Where the VMM loads the image (guest-physical = L1-linear, identity-mapped).
+    public static let loadAddress: UInt64 = 0x1000
+    public static let vmcb12: UInt64 = 0x20000
+    public static let exitCounter: UInt64 = 0x70100
+    public static let l2Counter: UInt64 = 0x70108
+    public static let npfPage: UInt64 = 0x60000
+    /// The port L1 writes an exit code it cannot handle to.
+    public static let panicPort: UInt16 = 0xE1
+    /// The port L2 writes to without L1 intercepting it.
+    public static let passthroughPort: UInt16 = 0xE9
+
+    public let bytes: [UInt8]
+    /// Symbol → guest address (load address + offset).
+    public let symbols: [String: UInt64]
+
+    public init() {
+        var length = 0
+        let start = nestdbg_demo_image(&length)!
+        bytes = Array(UnsafeBufferPointer(start: start, count: length))
+        var s: [String: UInt64] = [:]
+        for i in 0..<nestdbg_demo_symbol_count() {
+            s[String(cString: nestdbg_demo_symbol_name(i))] = DemoImage.loadAddress + UInt64(nestdbg_demo_symbol_offset(i))
+        }
+        symbols = s
+    }
+
+    public func address(_ symbol: String) -> UInt64 {
+        guard let a = symbols[symbol] else { preconditionFailure("demo has no symbol \(symbol)") }
+        return a
+    }
+
+    /// L2's program: the instruction symbols in execution order with the exit
+    /// each causes. The page fault is a nested one (NPF) when L1 can use nested
+    /// paging (KVM offers NPT: kvm_amd npt=1), else L2's own #PF.
+    public static func l2Program(nestedPaging: Bool) -> [(symbol: String, exitCode: UInt64)] {
+        [("l2_cpuid", 0x72), ("l2_in", 0x7B), ("l2_out", 0x7B), ("l2_rdmsr", 0x7C), ("l2_wrmsr", 0x7C),
+         ("l2_ud", 0x46), ("l2_npf", nestedPaging ? 0x400 : 0x4E), ("l2_cr4", 0x14), ("l2_hlt", 0x78), ("l2_vmmcall", 0x81)]
+    }
+}

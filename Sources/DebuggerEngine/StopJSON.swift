@@ -1,0 +1,42 @@
+import SVMModel
+
+extension RegisterSet {
+    public var json: JSON {
+        var o: [(String, JSON)] = [("source", .string(source))]
+        for n in RegisterSet.order where values.keys.contains(n) {
+            o.append((n, self[n].map { JSON.hex($0) } ?? .null))
+        }
+        return .object(o)
+    }
+}
+
+extension Stop {
+    /// One stop in the README's schema (one line of `nestdbg run --batch --json`).
+    public var json: JSON {
+        var o: [(String, JSON)] = [
+            ("index", .int(index)), ("kind", .string(kind.rawValue)), ("level", .string(level.rawValue)),
+            ("reason", .string(reason)), ("kvm_exit", .string(kvmExit)),
+        ]
+        if let exit, let v = vmcb12 {
+            o.append(("exit", .object([
+                ("code", .hex(exit.code)), ("name", .string(exit.name)),
+                ("exit_info_1", .hex(v["control.exit_info_1"])), ("exit_info_2", .hex(v["control.exit_info_2"])),
+                ("exit_int_info", .hex(v["control.exit_int_info"])), ("next_rip", .hex(v["control.next_rip"])),
+                ("decoded", .string(exit.summary)),
+            ])))
+        }
+        o.append(("l1", l1.json))
+        o.append(("l2", l2?.json ?? .null))
+        if let v = vmcb12 {
+            var parts: [(String, JSON)] = [("gpa", vmcb12GPA.map { JSON.hex($0) } ?? .null)]
+            if case let .object(halves) = v.json(onlyNonZero: true) { parts += halves }
+            o.append(("vmcb12", .object(parts)))
+        }
+        o.append(("synced", .array(synced.map(\.json))))
+        o.append(("violations", .array(violations.map(\.json))))
+        o.append(("nested_state", .object([("flags", .hex(UInt64(nestedFlags.rawValue))),
+                                           ("flag_names", .string(nestedFlags.description)),
+                                           ("vmcb_pa", vmcb12GPA.map { JSON.hex($0) } ?? .null)])))
+        return .object(o)
+    }
+}

@@ -1,0 +1,68 @@
+import ArgumentParser
+import DebuggerEngine
+import KVMControl
+import SVMModel
+
+/// `nestdbg run`: run an L1 hypervisor and stop at its nested exits.
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run the built-in demo L1/L2 and stop at every nested #VMEXIT.",
+        discussion: """
+            Needs a KVM that offers SVM (scripts/sandbox provides one). With --batch, each stop \
+            is printed as it happens (one JSON object per line with --json); the interactive \
+            front end comes with the TUI.
+            """)
+
+    @Flag(help: "Run without the front end, printing every stop.") var batch = false
+    @Option(help: "Stop after this many nested exits.") var exits = 100
+    @Flag(help: "One JSON object per stop (the README's schema).") var json = false
+    @Option(name: .customLong("break"), help: "Exit code or name to stop at (batch: stops the run there). Repeatable.")
+    var breakAt: [String] = []
+    @Option(help: "L1's MAXPHYADDR for the VMRUN consistency checks.") var physBits = 40
+    @Option(help: "demo (64-bit L1, nested paging), or pse / pae: a 32-bit L1 with that paging, L2 without nested paging.")
+    var scenario = "demo"
+
+    func run() throws {
+        guard batch else { throw fail("the interactive front end is not built yet; use --batch", status: 2) }
+        guard exits > 0 else { throw fail("--exits must be positive", status: 2) }
+        var breakpoints: [Breakpoint] = []
+        for name in breakAt {
+            guard let code = SVMExit.code(named: name) else { throw fail("unknown exit code or name: \(name)", status: 2) }
+            breakpoints.append(.exit(code))
+        }
+        let engine: Engine
+        do {
+            let kvm = try KVM()
+            switch scenario {
+            case "demo": engine = try Engine(target: NestedTarget.demo(kvm: kvm))
+            case "pse": engine = try Engine(target: NestedTarget.legacyPagingScenario(kvm: kvm, paging: .pse))
+            case "pae": engine = try Engine(target: NestedTarget.legacyPagingScenario(kvm: kvm, paging: .pae))
+            default: throw fail("unknown scenario \(scenario): demo, pse or pae", status: 2)
+            }
+        } catch let error as TargetError {
+            throw fail(error.description, status: 1)
+        } catch let error as KVMError {
+            throw fail(error.description, status: 1)
+        }
+        engine.breakpoints = breakpoints
+        engine.checkEnvironment = CheckEnvironment(physicalAddressBits: physBits)
+        do {
+            while engine.nestedExitCount < exits {
+                let (stop, hit) = breakpoints.isEmpty ? (try engine.next(), nil) : try engine.continueRunning(limit: 1)
+                print(json ? stop.json.serialized() : line(stop))
+                if stop.kind == .fault { throw fail("stopped: \(stop.reason)", status: 1) }
+                if let hit { if !json { print("breakpoint: \(hit)") }; return }
+            }
+        } catch let error as KVMError {
+            throw fail(error.description, status: 1)
+        }
+    }
+
+    private func line(_ s: Stop) -> String {
+        let l2rip = s.l2?["rip"].map { "0x" + String($0, radix: 16) } ?? "?"
+        let unexpected = s.synced.filter { $0.sync == .unexpected }.count
+        return "#\(s.index) \(s.kind.rawValue) [\(s.level.rawValue)] L2 rip \(l2rip): \(s.reason)"
+            + (s.synced.isEmpty ? "" : " (\(s.synced.count) synced\(unexpected > 0 ? ", \(unexpected) UNEXPECTED" : ""))")
+    }
+}

@@ -1,0 +1,165 @@
+import DebuggerEngine
+import Foundation
+import KVMControl
+import SVMModel
+import Testing
+
+/// An engine on the built-in demo, or nil (reason printed, or a failure where
+/// nested SVM is required: NESTDBG_REQUIRE_NESTED in the sandbox).
+func demoEngine() throws -> Engine? {
+    let required = ProcessInfo.processInfo.environment["NESTDBG_REQUIRE_NESTED"] != nil
+    guard access("/dev/kvm", R_OK | W_OK) == 0 else {
+        if required || ProcessInfo.processInfo.environment["CI"] != nil { Issue.record("/dev/kvm is not accessible") }
+        return nil
+    }
+    do {
+        return try Engine(target: NestedTarget.demo(kvm: KVM()))
+    } catch let error as TargetError {
+        if required { Issue.record(Comment(rawValue: error.description)) } else { print("note: engine test not run here: \(error)") }
+        return nil
+    }
+}
+
+/// Does KVM offer nested paging to L1 (CPUID 8000_000A EDX[0])? kvm_amd npt=0 does not.
+func nestedPagingOffered() throws -> Bool {
+    try KVM().supportedCPUID().first { $0.function == 0x8000_000A }.map { $0.edx & 1 != 0 } ?? false
+}
+
+@Suite("the nested stepping engine on the demo (real nested KVM)", .serialized)
+struct EngineTests {
+    let demo = DemoImage()
+
+    @Test("exits follow L2's program; vmcb12, EXITINFO, sync diff and both panes are right at every stop")
+    func stepsThroughTheDemo() throws {
+        guard let engine = try demoEngine() else { return }
+        let vmcb12 = DemoImage.vmcb12
+        let np = try nestedPagingOffered()
+        print("demo: L2 page faults are \(np ? "nested (NPF)" : "L2's own (#PF)")")
+        for round in 0..<3 {
+            for (symbol, code) in DemoImage.l2Program(nestedPaging: np) {
+                // L2 loops from its passthrough OUT straight into CPUID: that exit's VMRUN came before the OUT.
+                if round == 0 || symbol != "l2_cpuid" {
+                    let vmrun = try engine.step()
+                    #expect(vmrun.kind == .vmrun, "round \(round) \(symbol): VMRUN stop first")
+                    #expect(vmrun.l1["rip"] == demo.address("vmrun"))
+                    #expect(vmrun.violations.isEmpty, "the demo's vmcb12 passes the checks")
+                }
+
+                let s = try engine.step()
+                #expect(s.kind == .nestedExit, "round \(round) \(symbol): \(s.reason)")
+                #expect(s.exit?.code == code, "round \(round): \(symbol) exits with 0x\(String(code, radix: 16)), got \(s.reason)")
+                #expect(s.vmcb12?["save.rip"] == demo.address(symbol), "save.rip is the L2 instruction \(symbol)")
+                #expect(s.l2?["rip"] == demo.address(symbol))
+                #expect(s.l1["rip"] == demo.address("after_vmrun"), "L1 resumes after VMRUN")
+                #expect(s.l1["rax"] == vmcb12, "RAX holds the vmcb12 address")
+                #expect(!s.l1.isKnown("rbx"), "L1's RBX is unknowable after #VMEXIT")
+                #expect(s.l2?.isKnown("rbx") == true, "L2's RBX is the vCPU's")
+                #expect(!s.nestedFlags.contains(.guestMode))
+                let unexpected = s.synced.filter { $0.sync == .unexpected }.map(\.field.name)
+                #expect(unexpected.isEmpty, "\(symbol): KVM wrote fields it should not: \(unexpected)")
+                #expect(s.synced.contains { $0.field.name == "control.exit_code" } || round > 0 || symbol != "l2_cpuid")
+                let summary = s.exit?.summary ?? ""
+                switch symbol {
+                case "l2_in": #expect(summary == "IN 0x60, 1 byte")
+                case "l2_out": #expect(summary == "OUT 0x80, 1 byte")
+                case "l2_rdmsr": #expect(summary == "RDMSR 0xc0000081")
+                case "l2_wrmsr": #expect(summary == "WRMSR 0xc0000081 = 0x5566778811223344")
+                case "l2_npf":
+                    #expect(summary.hasPrefix(np ? "NPF read at GPA 0x60000, not present" : "#PF error code 0x0"), "\(summary)")
+                    #expect(s.vmcb12?["control.exit_info_2"] == DemoImage.npfPage)
+                case "l2_ud": #expect(summary == "#UD")
+                case "l2_cpuid":
+                    // L2's RAX (1: the leaf) reached vmcb12 through KVM's sync.
+                    #expect(s.vmcb12?["save.rax"] == 1 || round > 0)
+                default: break
+                }
+            }
+            // The OUT to 0xE9 is not intercepted by L1: the VMM sees it with the vCPU in L2.
+            #expect(try engine.step().kind == .vmrun)
+            let p = try engine.step()
+            #expect(p.kind == .l2UserspaceExit && p.level == .l2, "\(p.reason)")
+            let rip = p.l2?["rip"] ?? 0
+            #expect(rip == demo.address("l2_passthrough") || rip == demo.address("l2_passthrough") + 2)
+            #expect(p.l2?["rax"].map { $0 & 0xFFFF } == 0x4C32, "L2's registers as L2 set them")
+            #expect(p.l1["rip"] == demo.address("after_vmrun"), "nested state: L1 parked after VMRUN")
+            #expect(p.l1["rax"] == vmcb12)
+            #expect(!p.l1.isKnown("rbx"))
+            #expect(p.nestedFlags.contains(.guestMode) && p.vmcb12GPA == vmcb12)
+        }
+    }
+
+    @Test("500 consecutive nested exits: exactly one stop per exit, none missing, the guest never sees the patches")
+    func fiveHundredExits() throws {
+        guard let engine = try demoEngine() else { return }
+        var codes: [UInt64] = []
+        while engine.nestedExitCount < 500 {
+            let s = try engine.next()
+            #expect(s.kind == .nestedExit || s.kind == .l2UserspaceExit, "\(s.reason)")
+            if s.kind == .fault { return }
+            if let code = s.exit?.code, s.kind == .nestedExit { codes.append(code) }
+        }
+        // L1 counts the exits it handled. The engine stops before L1's first
+        // instruction after VMRUN, so L1 has counted all but the current one.
+        let l1Count = try engine.target.vm.readInteger(UInt64.self, at: DemoImage.exitCounter)
+        #expect(l1Count == 499, "L1 handled \(l1Count) exits before the 500th stop")
+        let np = try nestedPagingOffered()
+        let expected = (0..<50).flatMap { _ in DemoImage.l2Program(nestedPaging: np).map(\.exitCode) }
+        #expect(codes == expected)
+        // Stopped: the patch bytes are not in guest memory.
+        let vmrunGPA = demo.address("vmrun"), after = demo.address("after_vmrun")
+        #expect(try engine.target.vm.read(at: after, count: 1) != [0xF4], "the post-VMRUN byte is the guest's while stopped")
+        try engine.detach()
+        #expect(try engine.target.vm.read(at: vmrunGPA, count: 3) == [0x0F, 0x01, 0xD8])
+    }
+
+    @Test("breakpoints: on an exit code, on an L2 RIP, on a VMCB12 field changing")
+    func breakpoints() throws {
+        guard let engine = try demoEngine() else { return }
+        engine.breakpoints = [.exit(0x400)]
+        var (s, hit) = try engine.continueRunning(limit: 200)
+        #expect(hit == .exit(0x400) && s.exit?.name == "NPF")
+        engine.breakpoints = [.l2RIP(demo.address("l2_hlt"))]
+        (s, hit) = try engine.continueRunning(limit: 200)
+        #expect(hit == .l2RIP(demo.address("l2_hlt")) && s.exit?.name == "HLT")
+        // save.cr4 is rewritten by L1 at each WRITE_CR4 exit, but with the same value: only exit_code changes each time.
+        engine.breakpoints = [.watch(VMCBLayout.field(named: "control.exit_code")!)]
+        _ = try engine.continueRunning(limit: 5)
+        (s, hit) = try engine.continueRunning(limit: 5)
+        #expect(hit != nil)
+    }
+
+    @Test("single-step in L1 after an exit, refused in L2 and at VMRUN")
+    func singleStep() throws {
+        guard let engine = try demoEngine() else { return }
+        let vmrun = try engine.step()
+        #expect(vmrun.kind == .vmrun)
+        #expect(throws: EngineError.cannotStepVMRUN) { try engine.stepInstruction() }
+        let exit = try engine.step()
+        #expect(exit.kind == .nestedExit)
+        let stepped = try engine.stepInstruction()
+        #expect(stepped.kind == .singleStep && stepped.level == .l1)
+        #expect(stepped.l1["rip"]! > demo.address("after_vmrun"), "one instruction past the post-VMRUN site")
+        // Run to the guest-mode OUT and try to step L2.
+        while try engine.next().kind != .l2UserspaceExit {}
+        #expect(throws: EngineError.cannotStepL2) { try engine.stepInstruction() }
+        // The run goes on correctly afterwards.
+        #expect(try engine.next().exit?.name == "CPUID")
+    }
+
+    @Test("pause from another thread stops a running engine")
+    func pause() throws {
+        guard let engine = try demoEngine() else { return }
+        engine.breakpoints = [.exit(0x1234)]   // never hit: continue runs until paused
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var result: Stop?
+        Thread {
+            result = try? engine.continueRunning().stop
+            done.signal()
+        }.start()
+        Thread.sleep(forTimeInterval: 0.3)
+        engine.pause()
+        #expect(done.wait(timeout: .now() + 5) == .success)
+        #expect(result?.kind == .paused)
+        #expect(try engine.next().kind != .fault, "the guest continues after a pause")
+    }
+}
