@@ -70,6 +70,10 @@ public final class Engine: @unchecked Sendable {
     public var breakpoints: [Breakpoint] = []
     public var checkEnvironment = CheckEnvironment(physicalAddressBits: 40)
     public private(set) var timings = EngineTimings()
+    /// What the guest wrote to COM1 (port 0x3F8), all of it.
+    public private(set) var serialOutput: [UInt8] = []
+    public static let com1: UInt16 = 0x3F8
+    public static let debugExitPort: UInt16 = 0xF4
 
     public init(target: NestedTarget) throws {
         self.target = target
@@ -148,7 +152,7 @@ public final class Engine: @unchecked Sendable {
             let s = try step()
             taken += 1
             if let hit = breakpointHit(s) { return (s, hit) }
-            if s.kind == .fault || s.kind == .paused || taken >= limit { return (s, nil) }
+            if s.kind == .fault || s.kind == .paused || s.kind == .exited || taken >= limit { return (s, nil) }
         }
     }
 
@@ -192,7 +196,13 @@ public final class Engine: @unchecked Sendable {
 
     private func currentlyInGuestMode() throws -> Bool {
         if vcpu.reportsGuestMode { return vcpu.lastRunFlags.contains(.guestMode) }
-        return try timed(\.nestedStateIoctls) { try vcpu.nestedState() }.flags.contains(.guestMode)
+        return try nestedState()?.flags.contains(.guestMode) ?? false
+    }
+
+    /// KVM_GET_NESTED_STATE, or nil on a KVM without nested state (a plain guest runs there too).
+    private func nestedState() throws -> NestedState? {
+        guard vcpu.nestedStateMaxSize > 0 else { return nil }
+        return try timed(\.nestedStateIoctls) { try vcpu.nestedState() }
     }
 
     private func record(_ stop: Stop) -> Stop {
@@ -264,6 +274,17 @@ public final class Engine: @unchecked Sendable {
             }
             return try userspaceStop(kind: nil, reason: "HLT", kvmExit: exit.kvmName)
         case let .io(port, direction, size, count, data):
+            // COM1: collect output, report an always-ready transmitter; no stop.
+            if (Engine.com1...Engine.com1 + 7).contains(port) {
+                if direction == .out, port == Engine.com1 { serialOutput += data }
+                if direction == .in { try vcpu.completeIn([UInt8](repeating: port == Engine.com1 + 5 ? 0x60 : 0, count: size * count)) }
+                return nil
+            }
+            if port == Engine.debugExitPort, direction == .out {
+                var stop = try userspaceStop(kind: .exited, reason: "the guest wrote \(data.first ?? 0) to the debug-exit port 0xF4", kvmExit: exit.kvmName)
+                stop.exitStatus = Int32(data.first ?? 0)
+                return stop
+            }
             if direction == .in { try vcpu.completeIn([UInt8](repeating: 0xFF, count: size * count)) }
             let what = "\(direction == .in ? "IN" : "OUT") port 0x\(String(port, radix: 16)), \(size) byte\(size == 1 ? "" : "s")"
                 + (direction == .out ? " = " + data.map { String($0, radix: 16) }.joined(separator: " ") : "")
@@ -320,7 +341,7 @@ public final class Engine: @unchecked Sendable {
     private func nestedExitStop(_ r: GeneralRegisters, _ s: SpecialRegisters, _ d: DebugRegisters) throws -> Stop {
         let gpa = atVMRUN?.gpa ?? r.rax
         let after = try readVMCB12(gpa)
-        let flags = try timed(\.nestedStateIoctls) { try vcpu.nestedState() }.flags
+        let flags = try nestedState()?.flags ?? []
         let (exit, changes) = timed(\.decodeAndDiff) { () -> (DecodedExit, [FieldChange]) in
             let exit = DecodedExit(vmcb: after, context: ExitContext(l2RCX: r.rcx, l2RAX: after["save.rax"], l2RDX: r.rdx))
             let changes = atVMRUN.map { SyncDiff.changes(before: $0.vmcb, after: after) } ?? []
@@ -338,9 +359,8 @@ public final class Engine: @unchecked Sendable {
     /// A stop at an exit that is not one of the patches; the level decides where each pane comes from.
     private func userspaceStop(kind: StopKind?, reason: String, kvmExit: String) throws -> Stop {
         let (r, s, d) = try vcpuRegisters()
-        let state = try timed(\.nestedStateIoctls) { try vcpu.nestedState() }
-        let inL2 = state.flags.contains(.guestMode)
-        if inL2, let nested = try? SVMNestedState(state), let data = nested.data {
+        let state = try nestedState()
+        if let state, state.flags.contains(.guestMode), let nested = try? SVMNestedState(state), let data = nested.data {
             let l1 = RegisterSet.fromVMCBSave(data, gprs: nil, source: "nested-state save half (L1 parked at VMRUN); RBX…R15 are not held by KVM")
             let vmcb = try? readVMCB12(nested.vmcbPA)
             return Stop(index: 0, kind: kind ?? .l2UserspaceExit, level: .l2, reason: "\(reason) while L2 runs", exit: nil,
@@ -350,7 +370,7 @@ public final class Engine: @unchecked Sendable {
         }
         return Stop(index: 0, kind: kind ?? .l1UserspaceExit, level: .l1, reason: "\(reason) from L1", exit: nil,
                     l1: .fromVCPU(r, s, d, source: "vCPU registers"), l2: nil, vmcb12GPA: atVMRUN?.gpa,
-                    vmcb12AtVMRUN: atVMRUN?.vmcb, vmcb12: nil, synced: [], violations: [], nestedFlags: state.flags,
+                    vmcb12AtVMRUN: atVMRUN?.vmcb, vmcb12: nil, synced: [], violations: [], nestedFlags: state?.flags ?? [],
                     cachedControls: nil, kvmExit: kvmExit)
     }
 }

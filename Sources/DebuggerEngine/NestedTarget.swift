@@ -37,6 +37,46 @@ public final class NestedTarget: @unchecked Sendable {
         return cpuid
     }
 
+    /// Memory for a user's image (its segments must fit).
+    public static let imageMemorySize = 64 << 20
+    /// Where the Multiboot information structure goes.
+    static let multibootInfo: UInt64 = 0x9000
+
+    /// A user's L1 image, entered as Multiboot v1 specifies: 32-bit protected
+    /// mode, paging off, flat segments, EAX = 0x2BADB002, EBX = the info
+    /// structure. A flat binary starts the same way at its entry. Guest CPUID
+    /// is KVM's supported set (so SVM where KVM offers it); `vmrunSites`
+    /// default to the image's own (symbols, else a scan for 0F 01 D8).
+    public static func image(kvm: KVM, image: GuestImage, vmrunSites: [UInt64]? = nil) throws -> NestedTarget {
+        let vm = try kvm.createVM()
+        try vm.addMemory(at: 0, size: imageMemorySize)
+        for seg in image.segments {
+            guard seg.physicalAddress + UInt64(max(seg.memorySize, seg.bytes.count)) <= UInt64(imageMemorySize) else {
+                throw ImageError.outsideMemory(seg.physicalAddress, seg.memorySize)
+            }
+            try vm.write(seg.bytes, at: seg.physicalAddress)   // the rest of memsz stays zero (fresh memory)
+        }
+        let vcpu = try vm.createVCPU()
+        try vcpu.setCPUID(try kvm.supportedCPUID())
+        var sregs = try vcpu.specialRegisters()
+        let code = Segment(base: 0, limit: 0xFFFF_FFFF, selector: 0x08, type: 11, db: true, s: true, g: true)
+        let data = Segment(base: 0, limit: 0xFFFF_FFFF, selector: 0x10, type: 3, db: true, s: true, g: true)
+        sregs.cs = code; sregs.ss = data; sregs.ds = data; sregs.es = data; sregs.fs = data; sregs.gs = data
+        sregs.cr0 = 0x11; sregs.cr3 = 0; sregs.cr4 = 0; sregs.efer = 0
+        try vcpu.setSpecialRegisters(sregs)
+        var regs = GeneralRegisters()
+        regs.rip = image.entry
+        if image.isMultiboot {
+            // flags bit 0: mem_lower / mem_upper (KiB below 1 MiB and above it) are valid.
+            let info: [UInt32] = [1, 639, UInt32((imageMemorySize - (1 << 20)) / 1024)]
+            for (i, v) in info.enumerated() { try vm.writeInteger(v, at: multibootInfo + UInt64(i * 4)) }
+            regs.rax = 0x2BAD_B002
+            regs.rbx = multibootInfo
+        }
+        try vcpu.setRegisters(regs)
+        return NestedTarget(name: "image", vm: vm, vcpu: vcpu, vmrunSites: vmrunSites ?? image.vmrunSites(), symbols: image.symbols)
+    }
+
     /// L1's paging in the legacy-paging scenario.
     public enum LegacyPaging: String, Sendable, CaseIterable { case pse, pae }
 
@@ -77,6 +117,9 @@ public final class NestedTarget: @unchecked Sendable {
         return NestedTarget(name: "scenario-\(paging.rawValue)", vm: vm, vcpu: vcpu,
                             vmrunSites: [image.address("vmrun32")], symbols: image.symbols)
     }
+
+    /// Throws unless KVM offers nested SVM (for tests deciding whether to run).
+    public static func nestedCPUIDForTests(_ kvm: KVM) throws { _ = try nestedCPUID(kvm) }
 
     /// The built-in demo: L1 entered in 64-bit long mode (identity-mapped first 2 MiB, CPL 0).
     public static func demo(kvm: KVM) throws -> NestedTarget {

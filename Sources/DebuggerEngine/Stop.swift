@@ -20,6 +20,8 @@ public enum StopKind: String, Sendable {
     case paused
     /// L1 triple-faulted (KVM_EXIT_SHUTDOWN), KVM failed an entry, or an internal error.
     case fault
+    /// The guest wrote its exit code to the isa-debug-exit port (0xF4).
+    case exited
 }
 
 /// A register pane's values and where they came from. A value the engine
@@ -94,4 +96,6 @@ public struct Stop: Sendable {
     public var cachedControls: VMCB?
     /// What KVM_RUN returned, for the record.
     public var kvmExit: String
+    /// The code written to port 0xF4 (`.exited` stops).
+    public var exitStatus: Int32? = nil
 }

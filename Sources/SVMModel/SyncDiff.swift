@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// What the sync diff says about a changed VMCB12 field.
 public enum SyncClass: String, Sendable, CaseIterable {
     /// L2 state KVM copies into the save area at a nested #VMEXIT (reference §4.3).
@@ -82,18 +86,30 @@ public enum SyncDiff {
         let vmrunFailed = SVMExit.isInvalid(after.exitCode)
         let lbrv = before["control.virt_ext"] & 1 != 0
         var out: [FieldChange] = []
-        // Compare 8-byte words first: most of the page is unchanged, and this is the per-stop hot path.
-        var changedWords = Set<Int>()
+        // Compare 8-byte words first (a bitmap of 512 bits): most of the page is
+        // unchanged, and this is the per-stop hot path.
+        var changed = [UInt64](repeating: 0, count: VMCBLayout.size / 512)
+        var any = false
         before.bytes.withUnsafeBytes { b in
             after.bytes.withUnsafeBytes { a in
-                for w in 0..<(VMCBLayout.size / 8) where b.load(fromByteOffset: w * 8, as: UInt64.self)
-                    != a.load(fromByteOffset: w * 8, as: UInt64.self) { changedWords.insert(w) }
+                for block in 0..<(VMCBLayout.size / 64) where memcmp(b.baseAddress! + block * 64, a.baseAddress! + block * 64, 64) != 0 {
+                    for w in (block * 8)..<(block * 8 + 8) where b.load(fromByteOffset: w * 8, as: UInt64.self)
+                        != a.load(fromByteOffset: w * 8, as: UInt64.self) {
+                        changed[w >> 6] |= 1 << UInt64(w & 63)
+                        any = true
+                    }
+                }
             }
         }
-        guard !changedWords.isEmpty else { return [] }
+        guard any else { return [] }
         for field in VMCBLayout.fields {
-            let words = (field.offset / 8)...((field.offset + field.width - 1) / 8)
-            guard words.contains(where: changedWords.contains) else { continue }
+            var touched = false
+            var w = field.firstWord
+            while !touched && w <= field.lastWord {
+                touched = changed[w >> 6] & (1 << UInt64(w & 63)) != 0
+                w += 1
+            }
+            guard touched else { continue }
             let old = before[field], new = after[field]
             guard old != new else { continue }
             var sync = SyncClass.unexpected

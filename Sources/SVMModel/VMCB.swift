@@ -77,9 +77,14 @@ public struct VMCB: Equatable, Hashable, Sendable {
     }
 
     private func integer(at offset: Int, width: Int) -> UInt64 {
-        var v: UInt64 = 0
-        for i in (0..<width).reversed() { v = v << 8 | UInt64(bytes[offset + i]) }
-        return v
+        bytes.withUnsafeBytes { raw in
+            switch width {
+            case 1: return UInt64(raw[offset])
+            case 2: return UInt64(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt16.self)))
+            case 4: return UInt64(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
+            default: return UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+            }
+        }
     }
 
     /// EXITCODE as one 64-bit value (exit_code_hi:exit_code).

@@ -29,6 +29,14 @@ public enum FieldMeaning: Sendable, Equatable {
 
 /// One VMCB field: KVM's name, where it lives, how wide it is, what it means.
 public struct VMCBField: Sendable, Hashable {
+    init(name: String, offset: Int, width: Int, area: VMCBArea, meaning: FieldMeaning, summary: String) {
+        self.name = name; self.offset = offset; self.width = width; self.area = area; self.meaning = meaning
+        self.summary = summary
+        isInteger = [1, 2, 4, 8].contains(width) && meaning != .bytes && meaning != .reserved
+        firstWord = offset / 8
+        lastWord = (offset + width - 1) / 8
+    }
+
     /// `control.exit_info_1`, `save.cs.attrib`, ...
     public let name: String
     /// Offset from the start of the 4 KiB page.
@@ -40,7 +48,10 @@ public struct VMCBField: Sendable, Hashable {
     /// One line a pane can show as help.
     public let summary: String
 
-    public var isInteger: Bool { [1, 2, 4, 8].contains(width) && meaning != .bytes && meaning != .reserved }
+    /// Fields of 1, 2, 4 or 8 bytes that are numbers (not opaque or reserved bytes).
+    public let isInteger: Bool
+    /// The 8-byte words of the page the field touches (for the diff's fast path).
+    let firstWord: Int, lastWord: Int
     public var isReserved: Bool { meaning == .reserved }
     /// The name inside its area (`exit_info_1`, `cs.attrib`).
     public var shortName: String { String(name.dropFirst(area.rawValue.count + 1)) }

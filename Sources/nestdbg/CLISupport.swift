@@ -45,3 +45,11 @@ func vmcbRows(_ vmcb: VMCB, all: Bool, fields: [VMCBField] = VMCBLayout.fields, 
         return (nameOf(f), v.description, f.meaning(of: v, in: vmcb))
     }
 }
+
+/// "0x1000", "1000h" or "4096" as an address.
+func parseAddress(_ text: String) -> UInt64? {
+    let t = text.lowercased()
+    if t.hasPrefix("0x") { return UInt64(t.dropFirst(2), radix: 16) }
+    if t.hasSuffix("h") { return UInt64(t.dropLast(), radix: 16) }
+    return UInt64(t)
+}

@@ -1,5 +1,6 @@
 import ArgumentParser
 import DebuggerEngine
+import Foundation
 import KVMControl
 import SVMModel
 
@@ -7,7 +8,7 @@ import SVMModel
 struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
-        abstract: "Run the built-in demo L1/L2 and stop at every nested #VMEXIT.",
+        abstract: "Run an L1 hypervisor (the built-in demo, or --image) and stop at every nested #VMEXIT.",
         discussion: """
             Needs a KVM that offers SVM (scripts/sandbox provides one). With --batch, each stop \
             is printed as it happens (one JSON object per line with --json); the interactive \
@@ -22,6 +23,11 @@ struct RunCommand: ParsableCommand {
     @Option(help: "L1's MAXPHYADDR for the VMRUN consistency checks.") var physBits = 40
     @Option(help: "demo (64-bit L1, nested paging), or pse / pae: a 32-bit L1 with that paging, L2 without nested paging.")
     var scenario = "demo"
+    @Option(help: "An L1 image of your own: a Multiboot v1 ELF, or a flat binary with --load-at.") var image: String?
+    @Option(help: "Load a flat binary at this guest-physical address (hex).") var loadAt: String?
+    @Option(help: "Entry point of a flat binary (hex; default: the load address).") var entry: String?
+    @Option(help: "A VMRUN site in the image (hex), instead of its symbols or a scan. Repeatable.") var vmrunAt: [String] = []
+    @Option(help: "Save what the guest writes to COM1 (port 0x3F8) in this file.") var serial: String?
 
     func run() throws {
         guard batch else { throw fail("the interactive front end is not built yet; use --batch", status: 2) }
@@ -34,28 +40,65 @@ struct RunCommand: ParsableCommand {
         let engine: Engine
         do {
             let kvm = try KVM()
+            if let image {
+                engine = try Engine(target: NestedTarget.image(kvm: kvm, image: try loadImage(image), vmrunSites: try sites()))
+            } else {
             switch scenario {
             case "demo": engine = try Engine(target: NestedTarget.demo(kvm: kvm))
             case "pse": engine = try Engine(target: NestedTarget.legacyPagingScenario(kvm: kvm, paging: .pse))
             case "pae": engine = try Engine(target: NestedTarget.legacyPagingScenario(kvm: kvm, paging: .pae))
             default: throw fail("unknown scenario \(scenario): demo, pse or pae", status: 2)
             }
+            }
         } catch let error as TargetError {
             throw fail(error.description, status: 1)
+        } catch let error as ImageError {
+            throw fail("\(image ?? ""): \(error)", status: 2)
+        } catch let error as EngineError {
+            throw fail(error.description, status: 2)
         } catch let error as KVMError {
             throw fail(error.description, status: 1)
         }
         engine.breakpoints = breakpoints
         engine.checkEnvironment = CheckEnvironment(physicalAddressBits: physBits)
+        defer { saveSerial(engine) }
         do {
             while engine.nestedExitCount < exits {
                 let (stop, hit) = breakpoints.isEmpty ? (try engine.next(), nil) : try engine.continueRunning(limit: 1)
                 print(json ? stop.json.serialized() : line(stop))
                 if stop.kind == .fault { throw fail("stopped: \(stop.reason)", status: 1) }
+                if stop.kind == .exited { throw ExitCode(stop.exitStatus ?? 0) }
                 if let hit { if !json { print("breakpoint: \(hit)") }; return }
             }
         } catch let error as KVMError {
             throw fail(error.description, status: 1)
+        }
+    }
+
+    private func loadImage(_ path: String) throws -> GuestImage {
+        let bytes = try readInput(path)
+        if let loadAt {
+            guard let load = parseAddress(loadAt) else { throw fail("--load-at \(loadAt) is not an address", status: 2) }
+            guard let start = entry.map(parseAddress) ?? load else { throw fail("--entry \(entry ?? "") is not an address", status: 2) }
+            return try GuestImage.flat(bytes, loadAddress: load, entry: start)
+        }
+        return try GuestImage.multiboot(bytes)
+    }
+
+    private func sites() throws -> [UInt64]? {
+        guard !vmrunAt.isEmpty else { return nil }
+        return try vmrunAt.map { text in
+            guard let a = parseAddress(text) else { throw fail("--vmrun-at \(text) is not an address", status: 2) }
+            return a
+        }
+    }
+
+    private func saveSerial(_ engine: Engine) {
+        guard !engine.serialOutput.isEmpty else { return }
+        if let serial {
+            _ = FileManager.default.createFile(atPath: serial, contents: Data(engine.serialOutput))
+        } else if !json {
+            print("serial (COM1): " + String(decoding: engine.serialOutput, as: UTF8.self))
         }
     }
 

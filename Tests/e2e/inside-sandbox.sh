@@ -13,7 +13,7 @@ echo "$info" | grep -q 'SVM (0x80000001 ECX\[2\]): yes' || fail "KVM inside the 
 # makes the nested tests fail instead of stepping aside when SVM is missing; the
 # nested test leaves real vmcb12 pages and a nested-state blob in /out/e2e.
 NESTDBG_REQUIRE_NESTED=1 NESTDBG_E2E_OUT=/out/e2e \
-    nestdbgPackageTests.xctest --testing-library swift-testing --filter 'KVMControlTests|NestedSVMTests|EngineTests'
+    nestdbgPackageTests.xctest --testing-library swift-testing --filter 'KVMControlTests|NestedSVMTests|EngineTests|ImageTests'
 
 # The command line on those real files.
 state=$(nestdbg nested-state decode /out/e2e/nested-state-guest-mode.bin)

@@ -1,0 +1,141 @@
+import DebuggerEngine
+import Foundation
+import KVMControl
+import SVMModel
+import Testing
+
+/// Builds ELF32 Multiboot v1 images for the tests: segments, a Multiboot
+/// header, and a symbol table.
+struct ELF32Builder {
+    var segments: [(paddr: UInt32, bytes: [UInt8], executable: Bool)] = []
+    var symbols: [(String, UInt32)] = []
+    var entry: UInt32 = 0
+    var multiboot = true
+
+    func build() -> [UInt8] {
+        func le(_ v: UInt32, _ n: Int = 4) -> [UInt8] { (0..<n).map { UInt8(truncatingIfNeeded: v >> (8 * UInt32($0))) } }
+        let phoff = 52, phnum = segments.count
+        let mbOffset = (phoff + 32 * phnum + 3) & ~3
+        var dataOffset = (mbOffset + 12 + 0xFFF) & ~0xFFF
+        var file = [UInt8](repeating: 0, count: dataOffset)
+        var ph: [UInt8] = []
+        for seg in segments {
+            ph += le(1) + le(UInt32(dataOffset)) + le(seg.paddr) + le(seg.paddr) + le(UInt32(seg.bytes.count))
+                + le(UInt32(seg.bytes.count)) + le(seg.executable ? 5 : 6) + le(0x1000)
+            file += seg.bytes
+            dataOffset += seg.bytes.count
+        }
+        // Symbol table: null symbol, then the named ones; string table after it.
+        var strtab: [UInt8] = [0], symtab = [UInt8](repeating: 0, count: 16)
+        for (name, value) in symbols {
+            symtab += le(UInt32(strtab.count)) + le(value) + le(0) + [0x12, 0] + le(1, 2)
+            strtab += Array(name.utf8) + [0]
+        }
+        let symOff = file.count; file += symtab
+        let strOff = file.count; file += strtab
+        let shstr: [UInt8] = Array("\0.symtab\0.strtab\0".utf8)
+        let shstrOff = file.count; file += shstr
+        let shoff = file.count
+        file += [UInt8](repeating: 0, count: 40)                                             // null section
+        file += le(1) + le(2) + le(0) + le(0) + le(UInt32(symOff)) + le(UInt32(symtab.count)) + le(2) + le(1) + le(4) + le(16)
+        file += le(9) + le(3) + le(0) + le(0) + le(UInt32(strOff)) + le(UInt32(strtab.count)) + le(0) + le(0) + le(1) + le(0)
+        file += le(0) + le(3) + le(0) + le(0) + le(UInt32(shstrOff)) + le(UInt32(shstr.count)) + le(0) + le(0) + le(1) + le(0)
+        var header: [UInt8] = [0x7F, 0x45, 0x4C, 0x46, 1, 1, 1, 0] + [UInt8](repeating: 0, count: 8)
+        header += le(2, 2) + le(3, 2) + le(1) + le(entry) + le(UInt32(phoff)) + le(UInt32(shoff)) + le(0)
+        header += le(52, 2) + le(32, 2) + le(UInt32(phnum), 2) + le(40, 2) + le(4, 2) + le(3, 2)
+        file.replaceSubrange(0..<52, with: header)
+        file.replaceSubrange(phoff..<(phoff + ph.count), with: ph)
+        if multiboot {
+            let magic: UInt32 = 0x1BAD_B002
+            file.replaceSubrange(mbOffset..<(mbOffset + 12), with: le(magic) + le(0) + le(0 &- magic))
+        }
+        return file
+    }
+}
+
+/// A Multiboot L1: a 32-bit prologue at 1 MiB says hello on COM1, turns on
+/// PSE paging and jumps into the demo's 32-bit L1 (which runs L2 on CPUID).
+func multibootL1() -> (image: [UInt8], demo: DemoImage) {
+    let demo = DemoImage()
+    let target = UInt32(demo.address("l1_32_entry"))
+    var code: [UInt8] = []
+    for ch in Array("MB\n".utf8) { code += [0x66, 0xBA, 0xF8, 0x03, 0xB0, ch, 0xEE] }   // mov dx, 0x3f8; mov al, ch; out dx, al
+    code += [0xC7, 0x05, 0x00, 0x00, 0x01, 0x00, 0x83, 0x00, 0x00, 0x00]               // mov dword [0x10000], 0x83
+    code += [0xB8, 0x00, 0x00, 0x01, 0x00, 0x0F, 0x22, 0xD8]                           // mov eax, 0x10000; mov cr3, eax
+    code += [0x0F, 0x20, 0xE0, 0x83, 0xC8, 0x10, 0x0F, 0x22, 0xE0]                     // cr4 |= PSE
+    code += [0x0F, 0x20, 0xC0, 0x0D, 0x00, 0x00, 0x00, 0x80, 0x0F, 0x22, 0xC0]         // cr0 |= PG
+    code += [0xBC, 0x00, 0x80, 0x00, 0x00]                                             // mov esp, 0x8000
+    code += [0xB8] + (0..<4).map { UInt8(truncatingIfNeeded: target >> (8 * UInt32($0))) } + [0xFF, 0xE0]   // jmp l1_32_entry
+    let elf = ELF32Builder(segments: [(0x10_0000, code, true), (UInt32(DemoImage.loadAddress), demo.bytes, true)],
+                           symbols: [("l1_vmrun_site", UInt32(demo.address("vmrun32")))], entry: 0x10_0000).build()
+    return (elf, demo)
+}
+
+@Suite("user images: Multiboot ELF and flat binaries")
+struct ImageTests {
+    @Test("a Multiboot ELF parses: segments, entry, symbols, VMRUN sites from symbols, else a scan")
+    func parse() throws {
+        let (elf, demo) = multibootL1()
+        let image = try GuestImage.multiboot(elf)
+        #expect(image.entry == 0x10_0000)
+        #expect(image.segments.map(\.physicalAddress) == [0x10_0000, DemoImage.loadAddress])
+        #expect(image.symbols["l1_vmrun_site"] == demo.address("vmrun32"))
+        #expect(image.vmrunSites() == [demo.address("vmrun32")])
+        // Without the symbol, both VMRUNs of the demo's bytes are found by the scan.
+        var plain = ELF32Builder(segments: [(UInt32(DemoImage.loadAddress), demo.bytes, true)], entry: 0x1000)
+        #expect(try GuestImage.multiboot(plain.build()).vmrunSites() == [demo.address("vmrun"), demo.address("vmrun32")])
+        plain.multiboot = false
+        #expect(throws: ImageError.noMultibootHeader) { try GuestImage.multiboot(plain.build()) }
+    }
+
+    @Test("malformed images get a clear error, never a crash")
+    func malformed() throws {
+        #expect(throws: ImageError.empty) { try GuestImage.multiboot([]) }
+        #expect(throws: ImageError.notELF32) { try GuestImage.multiboot(Array("not an elf at all".utf8) + [UInt8](repeating: 0, count: 60)) }
+        let (elf, _) = multibootL1()
+        for cut in [60, 100, 200, 4096, elf.count - 10] {
+            do { _ = try GuestImage.multiboot(Array(elf.prefix(cut))) } catch is ImageError {}
+        }
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<200 {
+            var bad = elf
+            for _ in 0..<8 { bad[Int.random(in: 0..<bad.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng) }
+            do { _ = try GuestImage.multiboot(bad) } catch is ImageError {}
+        }
+    }
+
+    @Test("a flat binary runs: COM1 output is collected, a write to port 0xF4 ends the run with its code")
+    func flatBinaryExits() throws {
+        guard access("/dev/kvm", R_OK | W_OK) == 0 else {
+            if ProcessInfo.processInfo.environment["CI"] != nil { Issue.record("/dev/kvm is not accessible") }
+            return
+        }
+        let code: [UInt8] = [0x66, 0xBA, 0xF8, 0x03, 0xB0, 0x68, 0xEE, 0xB0, 0x69, 0xEE,   // "hi" to COM1
+                             0xB0, 0x2A, 0xE6, 0xF4, 0xF4]                                 // out 0xf4, 42; hlt
+        let target = try NestedTarget.image(kvm: KVM(), image: GuestImage.flat(code, loadAddress: 0x20_0000, entry: nil))
+        let engine = try Engine(target: target)
+        let stop = try engine.next()
+        #expect(stop.kind == .exited && stop.exitStatus == 42, "\(stop.reason)")
+        #expect(String(decoding: engine.serialOutput, as: UTF8.self) == "hi")
+    }
+
+    @Test("a Multiboot L1 of the user's runs through the engine like the demo (nested KVM)")
+    func multibootRuns() throws {
+        guard let kvm = try? KVM(), (try? NestedTarget.nestedCPUIDForTests(kvm)) != nil else {
+            if ProcessInfo.processInfo.environment["NESTDBG_REQUIRE_NESTED"] != nil { Issue.record("no nested SVM") }
+            else { print("note: Multiboot nested test not run here: this KVM offers no nested SVM") }
+            return
+        }
+        let (elf, demo) = multibootL1()
+        let engine = try Engine(target: NestedTarget.image(kvm: kvm, image: GuestImage.multiboot(elf)))
+        for i in 0..<20 {
+            let s = try engine.next()
+            #expect(s.kind == .nestedExit && s.exit?.name == "CPUID", "exit \(i): \(s.reason)")
+            #expect(s.vmcb12?["save.rip"] == demo.address("l2_32_cpuid"))
+            #expect(s.synced.filter { $0.sync == .unexpected }.isEmpty)
+        }
+        #expect(String(decoding: engine.serialOutput, as: UTF8.self) == "MB\n")
+        let info = try engine.target.vm.readInteger(UInt32.self, at: 0x9000)
+        #expect(info == 1, "Multiboot info flags")
+    }
+}
