@@ -24,10 +24,16 @@ let package = Package(
         .target(name: "CDemoGuest"),
         // Targets, stops, breakpoints: runs an L1 and stops at its nested exits.
         .target(name: "DebuggerEngine", dependencies: ["KVMControl", "SVMModel", "CDemoGuest"]),
+        // ncursesw (libncurses-dev) through pkg-config; the shim carries the macros Swift cannot import.
+        .systemLibrary(name: "CNcurses", pkgConfig: "ncursesw", providers: [.apt(["libncurses-dev"])]),
+        // The front end: a view model rendered into a screen buffer; ncurses calls live in Terminal.swift.
+        .target(name: "TUI", dependencies: ["DebuggerEngine", "SVMModel", "CNcurses"],
+                // ncurses state (stdscr, COLORS) is C globals: Swift 5 mode keeps them usable.
+                swiftSettings: [.swiftLanguageMode(.v5)]),
         .executableTarget(
             name: "nestdbg",
             dependencies: [
-                "KVMControl", "SVMModel", "DebuggerEngine",
+                "KVMControl", "SVMModel", "DebuggerEngine", "TUI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .testTarget(name: "KVMControlTests", dependencies: ["KVMControl", "CKVM"]),
@@ -35,5 +41,6 @@ let package = Package(
         // Real nested SVM through KVMControl: runs where KVM offers SVM (the sandbox).
         .testTarget(name: "NestedSVMTests", dependencies: ["KVMControl", "SVMModel", "DebuggerEngine"]),
         .testTarget(name: "NestdbgCLITests", dependencies: ["SVMModel"]),
+        .testTarget(name: "TUITests", dependencies: ["TUI", "DebuggerEngine", "SVMModel"]),
     ]
 )

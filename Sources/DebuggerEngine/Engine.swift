@@ -330,7 +330,7 @@ public final class Engine: @unchecked Sendable {
         let vmcb = try readVMCB12(gpa)
         let violations = timed(\.decodeAndDiff) { ConsistencyChecks.check(vmcb, environment: checkEnvironment) }
         atVMRUN = (gpa, vmcb, violations)
-        let l2 = RegisterSet.fromVMCBSave(vmcb, gprs: r, source: "vmcb12 save area as L1 prepared it; RBX…R15 are the vCPU's (VMRUN does not switch them)")
+        let l2 = RegisterSet.fromVMCBSave(vmcb, gprs: r, source: "vmcb12 save area as L1 prepared it; RBX-R15 are the vCPU's (VMRUN does not switch them)")
         let verdict = violations.isEmpty ? "consistency checks pass" : "\(violations.count) consistency violation(s): VMRUN will fail"
         return Stop(index: 0, kind: .vmrun, level: .l1, reason: "L1 at VMRUN, vmcb12 at 0x\(String(gpa, radix: 16)); \(verdict)",
                     exit: nil, l1: .fromVCPU(r, s, d, source: "vCPU registers"), l2: l2, vmcb12GPA: gpa,
@@ -347,7 +347,7 @@ public final class Engine: @unchecked Sendable {
             let changes = atVMRUN.map { SyncDiff.changes(before: $0.vmcb, after: after) } ?? []
             return (exit, changes)
         }
-        var l1 = RegisterSet.fromVCPU(r, s, d, source: "vCPU registers; RBX…R15 now hold L2's values (VMRUN does not switch them)")
+        var l1 = RegisterSet.fromVCPU(r, s, d, source: "vCPU registers; RBX-R15 are L2's now (VMRUN does not switch them)")
         for n in RegisterSet.gprNames { l1.values[n] = .some(nil) }
         let l2 = RegisterSet.fromVMCBSave(after, gprs: r, source: "vmcb12 save area as KVM synced it + vCPU GPRs (L2's: not switched by VMRUN)")
         let reason = SVMExit.isInvalid(exit.code) ? "VMRUN failed: VMEXIT_INVALID" : "nested #VMEXIT \(exit.name): \(exit.summary)"
@@ -361,7 +361,7 @@ public final class Engine: @unchecked Sendable {
         let (r, s, d) = try vcpuRegisters()
         let state = try nestedState()
         if let state, state.flags.contains(.guestMode), let nested = try? SVMNestedState(state), let data = nested.data {
-            let l1 = RegisterSet.fromVMCBSave(data, gprs: nil, source: "nested-state save half (L1 parked at VMRUN); RBX…R15 are not held by KVM")
+            let l1 = RegisterSet.fromVMCBSave(data, gprs: nil, source: "nested-state save half (L1 parked at VMRUN); RBX-R15 are not held by KVM")
             let vmcb = try? readVMCB12(nested.vmcbPA)
             return Stop(index: 0, kind: kind ?? .l2UserspaceExit, level: .l2, reason: "\(reason) while L2 runs", exit: nil,
                         l1: l1, l2: .fromVCPU(r, s, d, source: "vCPU registers (guest mode: L2)"), vmcb12GPA: nested.vmcbPA,

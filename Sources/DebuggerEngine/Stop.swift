@@ -36,6 +36,8 @@ public struct RegisterSet: Equatable, Sendable {
     ] + ["cs", "ss", "ds", "es", "fs", "gs", "tr", "ldtr"].flatMap { s in ["selector", "base", "limit", "attrib"].map { "\(s).\($0)" } }
       + ["gdtr.base", "gdtr.limit", "idtr.base", "idtr.limit"]
 
+    public init(source: String, values: [String: UInt64?]) { self.source = source; self.values = values }
+
     public subscript(name: String) -> UInt64? { values[name] ?? nil }
     public func isKnown(_ name: String) -> Bool { (values[name] ?? nil) != nil }
 
@@ -98,4 +100,22 @@ public struct Stop: Sendable {
     public var kvmExit: String
     /// The code written to port 0xF4 (`.exited` stops).
     public var exitStatus: Int32? = nil
+
+    public init(index: Int, kind: StopKind, level: Level, reason: String, exit: DecodedExit?, l1: RegisterSet,
+                l2: RegisterSet?, vmcb12GPA: UInt64?, vmcb12AtVMRUN: VMCB?, vmcb12: VMCB?, synced: [FieldChange],
+                violations: [Violation], nestedFlags: NestedStateFlags, cachedControls: VMCB?, kvmExit: String) {
+        self.index = index; self.kind = kind; self.level = level; self.reason = reason; self.exit = exit; self.l1 = l1
+        self.l2 = l2; self.vmcb12GPA = vmcb12GPA; self.vmcb12AtVMRUN = vmcb12AtVMRUN; self.vmcb12 = vmcb12
+        self.synced = synced; self.violations = violations; self.nestedFlags = nestedFlags
+        self.cachedControls = cachedControls; self.kvmExit = kvmExit
+    }
+
+    /// A nested-exit stop built from two vmcb12 pages and register values, as
+    /// the engine builds them (for the renderer's tests and benchmark).
+    public static func synthetic(index: Int, before: VMCB, after: VMCB, l1: [String: UInt64?], l2: [String: UInt64?]) -> Stop {
+        Stop(index: index, kind: .nestedExit, level: .l1, reason: "nested #VMEXIT", exit: DecodedExit(vmcb: after),
+             l1: RegisterSet(source: "vCPU registers", values: l1), l2: RegisterSet(source: "vmcb12 save area", values: l2),
+             vmcb12GPA: 0x20000, vmcb12AtVMRUN: before, vmcb12: after, synced: SyncDiff.changes(before: before, after: after),
+             violations: [], nestedFlags: [], cachedControls: nil, kvmExit: "KVM_EXIT_HLT")
+    }
 }

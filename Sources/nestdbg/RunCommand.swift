@@ -1,6 +1,7 @@
 import ArgumentParser
 import DebuggerEngine
 import Foundation
+import TUI
 import KVMControl
 import SVMModel
 
@@ -15,11 +16,74 @@ struct RunCommand: ParsableCommand {
             front end comes with the TUI.
             """)
 
+    @OptionGroup var target: TargetOptions
     @Flag(help: "Run without the front end, printing every stop.") var batch = false
-    @Option(help: "Stop after this many nested exits.") var exits = 100
+    @Option(help: "Stop after this many nested exits (batch).") var exits = 100
     @Flag(help: "One JSON object per stop (the README's schema).") var json = false
     @Option(name: .customLong("break"), help: "Exit code or name to stop at (batch: stops the run there). Repeatable.")
     var breakAt: [String] = []
+    @Option(help: "Save what the guest writes to COM1 (port 0x3F8) in this file.") var serial: String?
+
+    func run() throws {
+        guard exits > 0 else { throw fail("--exits must be positive", status: 2) }
+        var breakpoints: [Breakpoint] = []
+        for name in breakAt {
+            guard let code = SVMExit.code(named: name) else { throw fail("unknown exit code or name: \(name)", status: 2) }
+            breakpoints.append(.exit(code))
+        }
+        let engine = try target.makeEngine()
+        engine.breakpoints = breakpoints
+        guard batch else {
+            try target.interactive(engine: engine, watch: nil)
+            return
+        }
+        defer { saveSerial(engine) }
+        do {
+            while engine.nestedExitCount < exits {
+                let (stop, hit) = breakpoints.isEmpty ? (try engine.next(), nil) : try engine.continueRunning(limit: 1)
+                print(json ? stop.json.serialized() : line(stop))
+                if stop.kind == .fault { throw fail("stopped: \(stop.reason)", status: 1) }
+                if stop.kind == .exited { throw ExitCode(stop.exitStatus ?? 0) }
+                if let hit { if !json { print("breakpoint: \(hit)") }; return }
+            }
+        } catch let error as KVMError {
+            throw fail(error.description, status: 1)
+        }
+    }
+
+    private func saveSerial(_ engine: Engine) {
+        guard !engine.serialOutput.isEmpty else { return }
+        if let serial {
+            _ = FileManager.default.createFile(atPath: serial, contents: Data(engine.serialOutput))
+        } else if !json {
+            print("serial (COM1): " + String(decoding: engine.serialOutput, as: UTF8.self))
+        }
+    }
+
+    private func line(_ s: Stop) -> String {
+        let l2rip = s.l2?["rip"].map { "0x" + String($0, radix: 16) } ?? "?"
+        let unexpected = s.synced.filter { $0.sync == .unexpected }.count
+        return "#\(s.index) \(s.kind.rawValue) [\(s.level.rawValue)] L2 rip \(l2rip): \(s.reason)"
+            + (s.synced.isEmpty ? "" : " (\(s.synced.count) synced\(unexpected > 0 ? ", \(unexpected) UNEXPECTED" : ""))")
+    }
+}
+
+/// `nestdbg watch`: the guest runs while the panes refresh.
+struct WatchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "watch",
+        abstract: "Live watch: the guest runs while the panes and a per-exit rate table refresh.")
+    @OptionGroup var target: TargetOptions
+    @Option(help: "Refresh rate in Hz (1 to 60).") var rate = 10.0
+
+    func run() throws {
+        guard (1...60).contains(rate) else { throw fail("--rate must be between 1 and 60", status: 2) }
+        try target.interactive(engine: target.makeEngine(), watch: rate)
+    }
+}
+
+/// Which L1 to run, shared by run, watch and the front end.
+struct TargetOptions: ParsableArguments {
     @Option(help: "L1's MAXPHYADDR for the VMRUN consistency checks.") var physBits = 40
     @Option(help: "demo (64-bit L1, nested paging), or pse / pae: a 32-bit L1 with that paging, L2 without nested paging.")
     var scenario = "demo"
@@ -27,16 +91,18 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Load a flat binary at this guest-physical address (hex).") var loadAt: String?
     @Option(help: "Entry point of a flat binary (hex; default: the load address).") var entry: String?
     @Option(help: "A VMRUN site in the image (hex), instead of its symbols or a scan. Repeatable.") var vmrunAt: [String] = []
-    @Option(help: "Save what the guest writes to COM1 (port 0x3F8) in this file.") var serial: String?
+    @Option(help: "Theme name (Themes/NAME.theme) or path, for the front end.") var theme = "default"
 
-    func run() throws {
-        guard batch else { throw fail("the interactive front end is not built yet; use --batch", status: 2) }
-        guard exits > 0 else { throw fail("--exits must be positive", status: 2) }
-        var breakpoints: [Breakpoint] = []
-        for name in breakAt {
-            guard let code = SVMExit.code(named: name) else { throw fail("unknown exit code or name: \(name)", status: 2) }
-            breakpoints.append(.exit(code))
-        }
+    var name: String { image.map { "image \(URL(fileURLWithPath: $0).lastPathComponent)" } ?? scenario }
+
+    func interactive(engine: Engine, watch: Double?) throws {
+        let t: Theme
+        do { t = try Theme.load(theme) } catch let error as ThemeError { throw fail(error.description, status: 2) }
+        guard isatty(0) == 1, isatty(1) == 1 else { throw fail("the front end needs a terminal; use run --batch", status: 2) }
+        App(engine: engine, target: name, theme: t, themeName: theme).run(watch: watch)
+    }
+
+    func makeEngine() throws -> Engine {
         let engine: Engine
         do {
             let kvm = try KVM()
@@ -59,20 +125,8 @@ struct RunCommand: ParsableCommand {
         } catch let error as KVMError {
             throw fail(error.description, status: 1)
         }
-        engine.breakpoints = breakpoints
         engine.checkEnvironment = CheckEnvironment(physicalAddressBits: physBits)
-        defer { saveSerial(engine) }
-        do {
-            while engine.nestedExitCount < exits {
-                let (stop, hit) = breakpoints.isEmpty ? (try engine.next(), nil) : try engine.continueRunning(limit: 1)
-                print(json ? stop.json.serialized() : line(stop))
-                if stop.kind == .fault { throw fail("stopped: \(stop.reason)", status: 1) }
-                if stop.kind == .exited { throw ExitCode(stop.exitStatus ?? 0) }
-                if let hit { if !json { print("breakpoint: \(hit)") }; return }
-            }
-        } catch let error as KVMError {
-            throw fail(error.description, status: 1)
-        }
+        return engine
     }
 
     private func loadImage(_ path: String) throws -> GuestImage {
@@ -93,19 +147,4 @@ struct RunCommand: ParsableCommand {
         }
     }
 
-    private func saveSerial(_ engine: Engine) {
-        guard !engine.serialOutput.isEmpty else { return }
-        if let serial {
-            _ = FileManager.default.createFile(atPath: serial, contents: Data(engine.serialOutput))
-        } else if !json {
-            print("serial (COM1): " + String(decoding: engine.serialOutput, as: UTF8.self))
-        }
-    }
-
-    private func line(_ s: Stop) -> String {
-        let l2rip = s.l2?["rip"].map { "0x" + String($0, radix: 16) } ?? "?"
-        let unexpected = s.synced.filter { $0.sync == .unexpected }.count
-        return "#\(s.index) \(s.kind.rawValue) [\(s.level.rawValue)] L2 rip \(l2rip): \(s.reason)"
-            + (s.synced.isEmpty ? "" : " (\(s.synced.count) synced\(unexpected > 0 ? ", \(unexpected) UNEXPECTED" : ""))")
-    }
 }

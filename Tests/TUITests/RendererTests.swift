@@ -1,0 +1,171 @@
+import DebuggerEngine
+import Foundation
+import SVMModel
+import Testing
+@testable import TUI
+
+/// Two stops of an IOIO exit, built from real VMCB pages (no KVM).
+func sampleView(width: Int = 160, unknownRBX: Bool = true, unexpected: Bool = false) -> SessionView {
+    var before = VMCB()
+    before["control.intercepts[4]"] = 1; before["control.asid"] = 1
+    before["save.rip"] = 0x14F0; before["save.efer"] = 0x1500; before["save.cr0"] = 0x8000_0011
+    var after = before
+    after["control.exit_code"] = 0x7B; after["control.exit_info_1"] = 0x0080_0090; after["control.exit_info_2"] = 0x14F6
+    after["save.rip"] = 0x14F4
+    if unexpected { after["control.asid"] = 9 }
+    let l1a: [String: UInt64?] = ["rax": 0x20000, "rbx": unknownRBX ? UInt64?.none : UInt64?.some(5), "rip": 0x12A8, "cr0": 0x8000_0011]
+    var l1b = l1a; l1b["rip"] = 0x12A8; l1b["rax"] = 0x20000
+    let l2a: [String: UInt64?] = ["rax": 1, "rbx": 0x800, "rip": 0x14F0, "cr0": 0x8000_0011]
+    var l2b = l2a; l2b["rip"] = 0x14F4
+    let s0 = Stop.synthetic(index: 0, before: before, after: before, l1: l1a, l2: l2a)
+    let s1 = Stop.synthetic(index: 1, before: before, after: after, l1: l1b, l2: l2b)
+    return SessionView(target: "demo", stops: [s0, s1])
+}
+
+@Suite("the front end's renderer (in-memory screen)")
+struct RendererTests {
+    func render(_ v: SessionView, _ w: Int, _ h: Int) -> ScreenBuffer {
+        var s = ScreenBuffer(width: w, height: h)
+        Renderer.render(v, into: &s)
+        return s
+    }
+
+    @Test("L1 and L2 side by side, labelled, with the live level in the banner")
+    func panes() throws {
+        let s = render(sampleView(), 160, 50)
+        let l1 = try #require(s.find("L1 (live)")), l2 = try #require(s.find("┌─ L2"))
+        #expect(l1.row == l2.row && l2.col >= 79, "side by side")
+        #expect(s.line(0).contains("live: L1") && s.line(0).contains("exit IOIO"))
+        #expect(s.style(row: 0, col: s.line(0).distance(from: s.line(0).startIndex, to: s.line(0).range(of: "live: L1")!.lowerBound)) == .live)
+    }
+
+    @Test("a value that changed since the previous stop is highlighted; an unknowable one is shown as unknown")
+    func changedAndUnknown() throws {
+        let s = render(sampleView(), 160, 50)
+        // L2 rip went 0x14f0 -> 0x14f4.
+        let rip = try #require(s.find("00000000000014f4"))
+        #expect(s.style(row: rip.row, col: rip.col) == .changed)
+        let rax = try #require(s.find("0000000000000001"))
+        #expect(s.style(row: rax.row, col: rax.col) == .value, "unchanged values are plain")
+        let unknown = try #require(s.find("????????????????"))
+        #expect(s.style(row: unknown.row, col: unknown.col) == .unknown)
+        #expect(unknown.col < 80, "L1's RBX is the unknown one")
+    }
+
+    @Test("the sync pane shows the decoded exit and the diff; unexpected changes are marked loudly")
+    func syncPane() throws {
+        var s = render(sampleView(), 160, 50)
+        #expect(s.find("IOIO: OUT 0x80, 1 byte") != nil)
+        let rip = try #require(s.find("save.rip"))
+        #expect(s.line(rip.row).contains("0x14f0 -> 0x14f4") && s.line(rip.row).contains("l2_state_synced"))
+        #expect(s.find("UNEXPECTED") == nil)
+        s = render(sampleView(unexpected: true), 160, 50)
+        let bad = try #require(s.find("!! UNEXPECTED"))
+        #expect(s.style(row: bad.row, col: bad.col) == .unexpected)
+        #expect(s.line(bad.row).contains("control.asid"))
+    }
+
+    @Test("history lists the stops; selecting a past one shows its snapshot")
+    func history() throws {
+        var v = sampleView()
+        var s = render(v, 160, 50)
+        #expect(s.find("#1 IOIO") != nil && s.find("#0 ") != nil)
+        v.selected = 0
+        s = render(v, 160, 50)
+        #expect(s.line(0).contains("stop #0"))
+        let row = try #require(s.find("#0 READ_CR0"))
+        #expect(s.style(row: row.row, col: row.col) == .selected)
+    }
+
+    @Test("narrow (80×24) and wide (200×60) terminals both lay out; below the minimum a clear message")
+    func sizes() {
+        for (w, h) in [(80, 24), (200, 60), (120, 40)] {
+            let s = render(sampleView(), w, h)
+            #expect(s.find("L1 (live)") != nil && s.find("L2") != nil && s.find("VMCB12 sync") != nil, "\(w)x\(h)")
+            #expect(s.line(h - 1).contains("next exit") || s.line(h - 1).contains("nested"), "status line at \(w)x\(h)")
+        }
+        let small = render(sampleView(), 60, 20)
+        #expect(small.text.contains("needs at least 80×24; this terminal is 60×20"))
+        #expect(small.find("L1 (live)") == nil)
+    }
+
+    @Test("ASCII box drawing when the terminal is not UTF-8")
+    func ascii() {
+        var v = sampleView()
+        v.unicode = false
+        let s = render(v, 120, 40)
+        #expect(s.find("+- L1") != nil && s.find("┌") == nil)
+    }
+
+    @Test("the full VMCB12 view lists fields with meanings and the check result")
+    func fullVMCB() {
+        var v = sampleView()
+        v.fullVMCB = true
+        let s = render(v, 160, 50)
+        #expect(s.find("consistency check at VMRUN: passes") != nil)
+        #expect(s.find("control.exit_code") != nil && s.find("SVM_EXIT_IOIO") != nil)
+    }
+
+    @Test("help lists the keys")
+    func help() {
+        var v = sampleView()
+        v.showHelp = true
+        let s = render(v, 120, 40)
+        #expect(s.find("n  next nested #VMEXIT") != nil && s.find("q  quit") != nil)
+    }
+}
+
+@Suite("themes")
+struct ThemeTests {
+    static let themesDir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Themes").standardized
+
+    @Test("the shipped themes parse: default, light, mono (monochrome)", arguments: ["default", "light", "mono"])
+    func shipped(name: String) throws {
+        let path = Self.themesDir.appendingPathComponent("\(name).theme").path
+        let theme = try Theme.parse(String(contentsOfFile: path, encoding: .utf8), source: path)
+        #expect(theme.specs.count == Style.allCases.count, "every style is given")
+        #expect(theme.usesColor == (name != "mono"))
+        if name == "mono" { #expect(theme[.changed].bold && theme[.unexpected].reverse) }
+    }
+
+    @Test("a malformed theme gets one error naming the line")
+    func malformed() {
+        let cases: [(String, Int, String)] = [
+            ("normal = default\nchanged yellow", 2, "expected"),
+            ("normal = default\n\n# ok\nchanged = purple", 4, "unknown colour `purple`"),
+            ("changed = yellow, blink", 1, "unknown attribute `blink`"),
+            ("sparkles = red", 1, "unknown style `sparkles`"),
+            ("changed = red on", 1, "expected `colour` or `colour on colour`"),
+        ]
+        for (text, line, message) in cases {
+            do {
+                _ = try Theme.parse(text, source: "t.theme")
+                Issue.record("\(text) parsed")
+            } catch let e as ThemeError {
+                #expect(e.line == line && e.message.contains(message), "\(e)")
+                #expect(e.description.hasPrefix("t.theme:\(line): "))
+            } catch { Issue.record("\(error)") }
+        }
+    }
+
+    @Test("theme load by path, and a missing theme is an error")
+    func load() throws {
+        let t = try Theme.load(Self.themesDir.appendingPathComponent("light.theme").path)
+        #expect(t.name == "light")
+        #expect(throws: ThemeError.self) { try Theme.load("/nonexistent/x.theme") }
+        #expect(Theme.builtIn.monochrome.usesColor == false)
+    }
+}
+
+@Suite("command-line completion")
+struct CompletionTests {
+    @Test("exit names and VMCB field names complete; ambiguous prefixes list the candidates")
+    func complete() {
+        #expect(Completion.complete("break exit np").line == "break exit npf ")
+        #expect(Completion.complete("watch save.cr4").line == "watch save.cr4 ")
+        let (line, candidates) = Completion.complete("watch save.cr")
+        #expect(line == "watch save.cr" && candidates.contains("save.cr0") && candidates.contains("save.cr3"))
+        #expect(Completion.complete("con").line == "continue ")
+        #expect(Completion.complete("break exit zzz").line == "break exit zzz")
+    }
+}
