@@ -3,6 +3,7 @@ import DebuggerEngine
 import Foundation
 import KVMControl
 import SVMModel
+import TUI
 
 /// `nestdbg bench`: what stopping at every nested exit costs, measured on the demo.
 struct BenchCommand: ParsableCommand {
@@ -12,8 +13,10 @@ struct BenchCommand: ParsableCommand {
         discussion: "Needs nested SVM: scripts/sandbox -- nestdbg bench")
 
     @Option(help: "Seconds per measurement.") var seconds = 2.0
+    @Flag(help: "Measure the front end's full redraw of a 200×60 screen instead (no KVM needed).") var render = false
 
     func run() throws {
+        if render { return renderBench() }
         do {
             try measure()
         } catch let error as TargetError {
@@ -79,6 +82,33 @@ struct BenchCommand: ParsableCommand {
         print("  decode + diff + checks       \(us(perStop(t.decodeAndDiff)))")
         print("decode + diff alone:           \(us(decodeDiff)) per stop, "
               + String(format: "%.1f%% of one KVM_RUN round trip", kvmPerRoundTrip > .zero ? decodeDiff / kvmPerRoundTrip * 100 : 0))
+    }
+}
+
+extension BenchCommand {
+    /// Full redraws of a 200×60 screen from a realistic session (real VMCB pages, 300 stops of history).
+    func renderBench() {
+        var before = VMCB()
+        before["control.intercepts[4]"] = 1; before["save.rip"] = 0x14F0; before["save.cr0"] = 0x8000_0011
+        var after = before
+        after["control.exit_code"] = 0x7B; after["control.exit_info_1"] = 0x0080_0090; after["save.rip"] = 0x14F4
+        let regs = Dictionary(uniqueKeysWithValues: RegisterSet.order.map { ($0, UInt64?.some(0x1234)) })
+        let stops = (0..<300).map { Stop.synthetic(index: $0, before: before, after: after, l1: regs, l2: regs) }
+        let view = SessionView(target: "demo", stops: stops)
+        let clock = ContinuousClock()
+        var screen = ScreenBuffer(width: 200, height: 60)
+        let n = 2000
+        // Baseline in the same run: allocating and clearing the buffer alone.
+        var start = clock.now
+        for _ in 0..<n { screen = ScreenBuffer(width: 200, height: 60) }
+        let baseline = (clock.now - start) / n
+        start = clock.now
+        for _ in 0..<n { Renderer.render(view, into: &screen) }
+        let frame = (clock.now - start) / n
+        print("nestdbg bench --render (200×60, 300 stops of history)")
+        print(String(format: "full redraw into the screen buffer: %8.1f µs", frame.seconds * 1e6))
+        print(String(format: "baseline (clearing the buffer):     %8.1f µs  (redraw = %.1f× baseline)", baseline.seconds * 1e6, frame / baseline))
+        print(String(format: "share of a 60 Hz frame (16.7 ms):   %8.2f %%", frame.seconds / (1.0 / 60) * 100))
     }
 }
 
