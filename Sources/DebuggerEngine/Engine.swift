@@ -211,7 +211,8 @@ public final class Engine: @unchecked Sendable {
         stopCount += 1
         if s.kind == .nestedExit { nestedExitCount += 1 }
         history.append(s)
-        if history.count > Engine.historyLimit { history.removeFirst(history.count - Engine.historyLimit) }
+        // Trim in batches: removing from the front of an array is O(n).
+        if history.count > Engine.historyLimit + 500 { history.removeFirst(history.count - Engine.historyLimit) }
         return s
     }
 

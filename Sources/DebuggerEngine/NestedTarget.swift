@@ -29,6 +29,14 @@ public final class NestedTarget: @unchecked Sendable {
     // L1's boot page tables, written by the VMM like firmware would.
     static let l1PML4: UInt64 = 0x10000, l1PDPT: UInt64 = 0x11000, l1PD: UInt64 = 0x12000
 
+    /// Flat 4 GiB segments as a boot loader leaves them: code 0x08 (32-bit, or
+    /// 64-bit in long mode), data 0x10.
+    static func setFlatSegments(_ sregs: inout SpecialRegisters, longMode: Bool) {
+        let code = Segment(base: 0, limit: 0xFFFF_FFFF, selector: 0x08, type: 11, db: !longMode, s: true, l: longMode, g: true)
+        let data = Segment(base: 0, limit: 0xFFFF_FFFF, selector: 0x10, type: 3, db: true, s: true, g: true)
+        sregs.cs = code; sregs.ss = data; sregs.ds = data; sregs.es = data; sregs.fs = data; sregs.gs = data
+    }
+
     /// Checks that KVM offers nested SVM; returns the CPUID to give the guest.
     static func nestedCPUID(_ kvm: KVM) throws -> [CPUIDEntry] {
         let cpuid = try kvm.supportedCPUID()
@@ -59,9 +67,7 @@ public final class NestedTarget: @unchecked Sendable {
         let vcpu = try vm.createVCPU()
         try vcpu.setCPUID(try kvm.supportedCPUID())
         var sregs = try vcpu.specialRegisters()
-        let code = Segment(base: 0, limit: 0xFFFF_FFFF, selector: 0x08, type: 11, db: true, s: true, g: true)
-        let data = Segment(base: 0, limit: 0xFFFF_FFFF, selector: 0x10, type: 3, db: true, s: true, g: true)
-        sregs.cs = code; sregs.ss = data; sregs.ds = data; sregs.es = data; sregs.fs = data; sregs.gs = data
+        setFlatSegments(&sregs, longMode: false)
         sregs.cr0 = 0x11; sregs.cr3 = 0; sregs.cr4 = 0; sregs.efer = 0
         try vcpu.setSpecialRegisters(sregs)
         var regs = GeneralRegisters()
@@ -93,9 +99,7 @@ public final class NestedTarget: @unchecked Sendable {
         let vcpu = try vm.createVCPU()
         try vcpu.setCPUID(cpuid)
         var sregs = try vcpu.specialRegisters()
-        let code = Segment(base: 0, limit: 0xFFFF_FFFF, selector: 0x08, type: 11, db: true, s: true, g: true)
-        let data = Segment(base: 0, limit: 0xFFFF_FFFF, selector: 0x10, type: 3, db: true, s: true, g: true)
-        sregs.cs = code; sregs.ss = data; sregs.ds = data; sregs.es = data; sregs.fs = data; sregs.gs = data
+        setFlatSegments(&sregs, longMode: false)
         sregs.cr0 = 0x8000_0011
         sregs.efer = 0
         switch paging {
@@ -134,9 +138,7 @@ public final class NestedTarget: @unchecked Sendable {
         let vcpu = try vm.createVCPU()
         try vcpu.setCPUID(cpuid)
         var sregs = try vcpu.specialRegisters()
-        let code = Segment(base: 0, limit: 0xFFFF_FFFF, selector: 0x08, type: 11, s: true, l: true, g: true)
-        let data = Segment(base: 0, limit: 0xFFFF_FFFF, selector: 0x10, type: 3, db: true, s: true, g: true)
-        sregs.cs = code; sregs.ss = data; sregs.ds = data; sregs.es = data; sregs.fs = data; sregs.gs = data
+        setFlatSegments(&sregs, longMode: true)
         sregs.cr3 = l1PML4; sregs.cr4 = 1 << 5; sregs.cr0 = 0x8000_0011
         sregs.efer = 1 << 8 | 1 << 10                    // LME LMA; L1 sets SVME itself
         try vcpu.setSpecialRegisters(sregs)

@@ -67,6 +67,7 @@ public final class App {
     /// Handles one key; false quits.
     private func handle(_ key: Terminal.Key) -> Bool {
         if view.commandLine != nil { editCommand(key); return true }
+        if view.editingSearch { editSearch(key); return true }
         view.message = nil
         if view.showHelp, key != .resize { view.showHelp = false; if key == .char("?") { return true } }
         switch key {
@@ -80,6 +81,7 @@ public final class App {
         case .char("v"): view.fullVMCB.toggle()
         case .char("?"): view.showHelp = true
         case .char(":"): view.commandLine = ""
+        case .char("/"): view.editingSearch = true; view.search = ""; view.fullVMCB = true
         case .char("b"): view.commandLine = "break exit "
         case .char("["), .left: moveSelection(-1)
         case .char("]"), .right: moveSelection(1)
@@ -97,6 +99,18 @@ public final class App {
         let current = view.selected ?? view.stops.count - 1
         let next = max(0, min(view.stops.count - 1, current + delta))
         view.selected = next == view.stops.count - 1 ? nil : next
+    }
+
+    private func editSearch(_ key: Terminal.Key) {
+        var text = view.search ?? ""
+        switch key {
+        case .enter: view.editingSearch = false; return
+        case .escape: view.editingSearch = false; view.search = nil; return
+        case .backspace: if !text.isEmpty { text.removeLast() }
+        case let .char(c): text.append(c)
+        default: break
+        }
+        view.search = text
     }
 
     private func editCommand(_ key: Terminal.Key) {

@@ -155,7 +155,8 @@ public enum Renderer {
     }
 
     static func fullVMCBPane(_ v: SessionView, row: Int, col: Int, width: Int, height: Int, _ s: inout ScreenBuffer) {
-        s.box(row: row, col: col, width: width, height: height, title: "VMCB12 (full, v returns)", unicode: v.unicode)
+        s.box(row: row, col: col, width: width, height: height,
+              title: "VMCB12 (full, v returns)" + (v.search.map { ", fields matching \"\($0)\"" } ?? ""), unicode: v.unicode)
         guard let stop = v.current, let vmcb = stop.vmcb12 else {
             s.put("no vmcb12 at this stop", row: row + 1, col: col + 1, style: .dim)
             return
@@ -166,7 +167,9 @@ public enum Renderer {
         var r = row + 2
         for f in VMCBLayout.fields where r < row + height - 1 {
             let value = vmcb[f]
-            if value.isZero { continue }
+            if let q = v.search, !q.isEmpty {
+                if !f.name.localizedCaseInsensitiveContains(q) { continue }
+            } else if value.isZero { continue }
             s.put(f.name, row: r, col: col + 1, style: .label, maxWidth: 24)
             s.put(value.description, row: r, col: col + 26, style: changed.contains(f.name) ? .changed : .value, maxWidth: 18)
             s.put(f.meaning(of: value, in: vmcb), row: r, col: col + 45, style: .dim, maxWidth: width - 46)
@@ -200,7 +203,9 @@ public enum Renderer {
 
     static func statusLine(_ v: SessionView, _ s: inout ScreenBuffer) {
         let row = s.height - 1
-        if let line = v.commandLine {
+        if v.editingSearch {
+            s.put("/" + (v.search ?? ""), row: row, col: 0, style: .normal)
+        } else if let line = v.commandLine {
             s.put(":" + line, row: row, col: 0, style: .normal)
         } else if let message = v.message {
             s.put(message, row: row, col: 0, style: v.messageIsError ? .error : .normal)
@@ -222,6 +227,7 @@ public enum Renderer {
         "b  breakpoint prompt          :  command line",
         "[ ] or <- ->  through the exit history",
         "Tab  pane focus               v  full VMCB12 / sync",
+        "/  search VMCB12 fields (shows the full view)",
         "?  this help                  q  quit",
         "commands: step next vmrun continue pause watch [HZ]",
         "  break exit NAME | break l2-rip ADDR | watch FIELD",

@@ -24,6 +24,10 @@ public struct SessionView: Sendable {
     public var rates: [(name: String, perSecond: Double, total: Int)] = []
     public var unicode = true
     public var breakpoints: [String] = []
+    /// `/` search: the full VMCB12 view lists only fields whose name contains this.
+    public var search: String?
+    /// True while the search text is being typed.
+    public var editingSearch = false
 
     public init(target: String, runState: String = "stopped", stops: [Stop] = []) {
         self.target = target; self.runState = runState; self.stops = stops

@@ -106,6 +106,16 @@ struct RendererTests {
         #expect(s.find("control.exit_code") != nil && s.find("SVM_EXIT_IOIO") != nil)
     }
 
+    @Test("/ search narrows the full VMCB12 view to matching fields, zero ones included")
+    func search() {
+        var v = sampleView()
+        v.fullVMCB = true
+        v.search = "cr"
+        let s = render(v, 160, 50)
+        #expect(s.find("save.cr0") != nil && s.find("save.cr2") != nil, "zero fields shown when they match")
+        #expect(s.find("control.exit_code") == nil, "non-matching fields hidden")
+    }
+
     @Test("help lists the keys")
     func help() {
         var v = sampleView()
