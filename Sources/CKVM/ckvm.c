@@ -4,6 +4,8 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 // The reference (kvm-nested-svm.md §8) records these ABI facts; the build
 // fails if the system header disagrees with it.
@@ -60,6 +62,8 @@ int ckvm_unblock_in_this_thread(int signo) {
     if (r == 0) unblocked = 1;
     return -r;
 }
+
+int ckvm_gettid(void) { return (int)syscall(SYS_gettid); }
 
 size_t ckvm_offsetof_run_exit_union(void) { return offsetof(struct kvm_run, io); }
 size_t ckvm_offsetof_run_flags(void) { return offsetof(struct kvm_run, flags); }

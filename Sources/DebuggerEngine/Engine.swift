@@ -171,8 +171,40 @@ public final class Engine: @unchecked Sendable {
         return record(try classify(exit) ?? singleStepStop())
     }
 
-    /// Makes a running `step`/`next`/`continueRunning` on another thread stop with `.paused`.
+    /// Makes a running `step`/`next`/`continueRunning` on another thread stop with `.paused`
+    /// (during `runFree`: take a sample).
     public func pause() { vcpu.kick() }
+
+    /// Lets the guest run freely: no patches, no stops. Each kick (`pause()`
+    /// from another thread) hands `sample` a snapshot, then the guest goes on,
+    /// until `shouldStop` says so at a kick. Returns the fault or guest exit
+    /// that ended it early, else nil. The stop patches are back afterwards.
+    public func runFree(shouldStop: () -> Bool, sample: (Stop) -> Void) throws -> Stop? {
+        try detach()
+        stepOverAfter = nil
+        defer {
+            for site in sites {
+                try? patch(site.vmrunGPA)
+                try? patch(site.afterGPA)
+            }
+            atVMRUN = nil   // VMRUNs happened unseen: no "before" page to diff against
+        }
+        while true {
+            let exit = try runVCPU()
+            if case .interrupted = exit {
+                if shouldStop() { return nil }
+                sample(try userspaceStop(kind: .paused, reason: "live sample", kvmExit: exit.kvmName))
+                continue
+            }
+            // An I/O exit that is not COM1 or the debug-exit port (L2's passthrough OUT) is part of free running.
+            if case let .io(port, direction, size, count, _) = exit, !(Engine.com1...Engine.com1 + 7).contains(port),
+               port != Engine.debugExitPort {
+                if direction == .in { try vcpu.completeIn([UInt8](repeating: 0xFF, count: size * count)) }
+                continue
+            }
+            if let stop = try classify(exit), stop.kind == .fault || stop.kind == .exited { return record(stop) }
+        }
+    }
 
     // MARK: The stop machinery
 

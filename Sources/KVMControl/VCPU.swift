@@ -73,6 +73,9 @@ public final class VCPU: @unchecked Sendable {
         }
     }
 
+    /// The kernel id of the calling thread (tracepoints filter on it as common_pid).
+    public static func currentThreadID() -> Int32 { ckvm_gettid() }
+
     /// `kvm_run.flags` of the last exit (guest mode on 6.10+).
     public var lastRunFlags: RunFlags { RunFlags(rawValue: shared.pointee.flags) }
 

@@ -59,6 +59,25 @@ public enum SVMExit {
         t = aliases[t] ?? t
         return allNamed.first { $0.name == t }?.code
     }
+
+    /// Looks a code up by the name KVM's tracepoints print (uapi SVM_EXIT_REASONS:
+    /// "io", "cpuid", "UD excp", "hypercall", "read_rt", "write_cr4", "npf", …).
+    public static func code(traceName name: String) -> UInt64? {
+        if name.hasSuffix(" excp") {
+            let mnemonic = name.dropLast(5)
+            return code(named: "EXCP_" + (mnemonic == "XF" ? "XM" : mnemonic))
+        }
+        let special: [String: String] = [
+            "io": "IOIO", "hypercall": "VMMCALL", "interrupt": "INTR", "read_rt": "TR_READ", "write_rt": "TR_WRITE",
+            "read_idtr": "IDTR_READ", "read_gdtr": "GDTR_READ", "read_ldtr": "LDTR_READ", "write_idtr": "IDTR_WRITE",
+            "write_gdtr": "GDTR_WRITE", "write_ldtr": "LDTR_WRITE", "write_efer_trap": "EFER_WRITE_TRAP",
+            "buslock": "BUS_LOCK", "idle-halt": "IDLE_HLT", "avic_unaccelerated_access": "AVIC_UNACCELERATED_ACCESS",
+            "invalid_guest_state": "ERR",
+        ]
+        if let n = special[name] { return code(named: n) }
+        if name.hasPrefix("write_cr"), name.hasSuffix("_trap") { return code(named: "CR" + name.dropFirst(8).dropLast(5) + "_WRITE_TRAP") }
+        return code(named: name)
+    }
 }
 
 /// One nested exit decoded: its name and EXITINFO in words.

@@ -1,5 +1,6 @@
 import DebuggerEngine
 import Foundation
+import KVMControl
 import SVMModel
 import Synchronization
 
@@ -19,6 +20,8 @@ public final class App {
         var latest: Stop?
         var counts: [String: Int] = [:]
         var finished: (stop: Stop?, hit: Breakpoint?, error: String?)?
+        /// Live watch on KVM's tracepoint: the guest runs freely, the UI drains the counts.
+        var trace: NestedExitTrace?
     }
     /// A reference the worker thread can hold (a Mutex cannot be copied).
     private final class SharedBox: @unchecked Sendable {
@@ -28,6 +31,7 @@ public final class App {
     private let shared = SharedBox()
     private var watchHz: Double?
     private var lastCounts: [String: Int] = [:]
+    private var tracedCounts: [String: Int] = [:]
     private var lastSample = ContinuousClock.now
 
     public init(engine: Engine, target: String, theme: Theme, themeName: String) {
@@ -206,7 +210,14 @@ public final class App {
         let engine = self.engine, shared = self.shared
         Thread {
             do {
-                if watch {
+                if watch, let trace = try? NestedExitTrace(threadID: VCPU.currentThreadID()) {
+                    // Free running: the UI kicks the vCPU at the watch rate for a sample.
+                    shared.withLock { $0.trace = trace }
+                    let end = try engine.runFree(shouldStop: { shared.withLock { $0.stopRequested } },
+                                                 sample: { s in shared.withLock { $0.latest = s } })
+                    shared.withLock { $0.finished = (end, nil, nil) }
+                } else if watch {
+                    // No tracepoints (not root, no tracefs): count exits by stopping at each.
                     while !shared.withLock({ $0.stopRequested }) {
                         let s = try engine.next()
                         let name = s.exit?.name ?? s.kind.rawValue
@@ -231,13 +242,19 @@ public final class App {
     private func startWatch(hz: Double) {
         watchHz = min(60, max(1, hz))
         lastCounts = [:]
+        tracedCounts = [:]
         lastSample = .now
         startWorker(watch: true)
     }
 
     /// Picks up what the worker did since the last look.
     private func collectWorker() {
-        let (latest, counts, finished, running) = shared.withLock { ($0.latest, $0.counts, $0.finished, $0.running) }
+        var (latest, counts, finished, running, trace) = shared.withLock { ($0.latest, $0.counts, $0.finished, $0.running, $0.trace) }
+        if let trace, watchHz != nil {
+            for (code, n) in trace.drain() { tracedCounts[SVMExit.name(of: code) ?? "0x" + String(code, radix: 16), default: 0] += n }
+            counts = tracedCounts
+            if running { engine.pause() }   // the next sample
+        }
         if watchHz != nil {
             let now = ContinuousClock.now
             let dt = max(1e-3, Double((now - lastSample).components.attoseconds) / 1e18 + Double((now - lastSample).components.seconds))
@@ -246,9 +263,10 @@ public final class App {
             lastCounts = counts
             lastSample = now
             if let latest { view.stops = [latest]; view.selected = nil }
+            view.runState = trace != nil ? "watching \(Int(watchHz ?? 10)) Hz, free-running" : "watching \(Int(watchHz ?? 10)) Hz, stopping at each exit"
         }
         if let finished, !running {
-            shared.withLock { $0.finished = nil }
+            shared.withLock { $0.finished = nil; $0.trace = nil }
             watchHz = nil
             view.rates = []
             view.runState = "stopped"
@@ -268,3 +286,4 @@ public final class App {
         collectWorker()
     }
 }
+

@@ -88,5 +88,12 @@ struct ExitDecodeTests {
         #expect(SVMExit.code(named: "0x78") == 0x78)
         #expect(SVMExit.code(named: "nonsense") == nil)
         #expect(SVMExit.allNamed.count > 150)
+        // The names KVM's tracepoints print (uapi SVM_EXIT_REASONS).
+        for (trace, code) in [("io", 0x7B), ("cpuid", 0x72), ("UD excp", 0x46), ("XF excp", 0x53), ("hypercall", 0x81),
+                              ("write_cr4", 0x14), ("read_rt", 0x69), ("npf", 0x400), ("write_cr8_trap", 0x98),
+                              ("hlt", 0x78), ("msr", 0x7C), ("0x7b", 0x7B)] as [(String, UInt64)] {
+            #expect(SVMExit.code(traceName: trace) == code, "\(trace)")
+        }
+        #expect(SVMExit.code(traceName: "no such exit") == nil)
     }
 }

@@ -66,6 +66,9 @@ int ckvm_install_kick_handler(int signo);
 /// would never reach KVM_RUN.
 int ckvm_unblock_in_this_thread(int signo);
 
+/// The calling thread's kernel id (what tracepoints call common_pid).
+int ckvm_gettid(void);
+
 /// Offsets and sizes of the uapi structs, for the layout tests (computed by
 /// the C compiler from the system header, compared there with the reference).
 size_t ckvm_offsetof_run_exit_union(void);
