@@ -201,6 +201,8 @@ nestdbg_demo_after_vmrun:
         out dx, eax
 2:      jmp 2b
 
+        .globl nestdbg_demo_h_cpuid
+nestdbg_demo_h_cpuid:
 h_cpuid:        /* execute CPUID for L2 with its EAX/ECX, hand back all four */
         mov eax, dword ptr [rdi + 0x5F8]
         mov ecx, dword ptr [L2_GPRS + 0x08]

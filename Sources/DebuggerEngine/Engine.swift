@@ -9,12 +9,15 @@ public enum Breakpoint: Equatable, Sendable, CustomStringConvertible {
     case l2RIP(UInt64)
     /// A VMCB12 field whose value differs from the last one seen at a stop.
     case watch(VMCBField)
+    /// An L1 instruction (set with `Engine.addL1Breakpoint`).
+    case l1RIP(UInt64)
 
     public var description: String {
         switch self {
         case let .exit(code): return "exit \(SVMExit.name(of: code) ?? "0x" + String(code, radix: 16))"
         case let .l2RIP(rip): return "l2 rip 0x\(String(rip, radix: 16))"
         case let .watch(field): return "watch \(field.name)"
+        case let .l1RIP(rip): return "l1 rip 0x\(String(rip, radix: 16))"
         }
     }
 }
@@ -24,12 +27,18 @@ public enum EngineError: Error, Equatable, CustomStringConvertible {
     case notVMRUN(UInt64)
     case cannotStepL2
     case cannotStepVMRUN
+    case breakpointOnVMRUNSite
+    case breakpointNeedsL1
+    case notMapped(UInt64)
     public var description: String {
         switch self {
         case let .notVMRUN(a): return "no VMRUN (0F 01 D8) at L1 address 0x\(String(a, radix: 16))"
         case .cannotStepL2:
             return "single-step in L2 is refused: re-arming it on an instruction L1 intercepts makes KVM inject #DB into L1; use n (next exit)"
         case .cannotStepVMRUN: return "L1 is at VMRUN: use n (next exit) or e (next VMRUN) to run L2"
+        case .breakpointOnVMRUNSite: return "VMRUN and the instruction after it are stops already: use e and n"
+        case .breakpointNeedsL1: return "set L1 breakpoints while stopped in L1 (its paging translates the address)"
+        case let .notMapped(a): return "L1 address 0x\(String(a, radix: 16)) is not mapped"
         }
     }
 }
@@ -60,7 +69,11 @@ public final class Engine: @unchecked Sendable {
     private struct Site { let vmrun: UInt64, after: UInt64, vmrunGPA: UInt64, afterGPA: UInt64 }
     private let sites: [Site]
     private var original: [UInt64: UInt8] = [:]      // GPA -> the byte under a patch
-    private var stepOverAfter: Site?                 // resume must step this post-VMRUN instruction first
+    /// Resume must first single-step the instruction under this patch (its byte is
+    /// back in place), then patch again: the post-VMRUN site or an L1 breakpoint.
+    private var stepOverPatch: UInt64?
+    /// L1 breakpoints: L1 address → guest-physical address of the patch.
+    private var l1Breakpoints: [UInt64: UInt64] = [:]
     private var atVMRUN: (gpa: UInt64, vmcb: VMCB, violations: [Violation])?
     private var watched: [VMCBField: FieldValue] = [:]
     public private(set) var history: [Stop] = []
@@ -89,6 +102,31 @@ public final class Engine: @unchecked Sendable {
         for site in sites {
             try patch(site.vmrunGPA)
             try patch(site.afterGPA)
+        }
+    }
+
+    /// Sets a breakpoint on an L1 instruction: a HLT patch like the VMRUN ones.
+    /// Only for code that L1 alone executes (L2 would see the HLT). Set it while
+    /// stopped in L1: the address is translated through L1's paging.
+    public func addL1Breakpoint(_ address: UInt64) throws {
+        if sites.contains(where: { $0.vmrun == address || $0.after == address }) { throw EngineError.breakpointOnVMRUNSite }
+        guard try !currentlyInGuestMode() else { throw EngineError.breakpointNeedsL1 }
+        guard let gpa = try vcpu.translate(address) else { throw EngineError.notMapped(address) }
+        l1Breakpoints[address] = gpa
+        // Stopped on that very instruction: patch it once it has executed.
+        if try vcpu.registers().rip == address, stepOverPatch == nil { stepOverPatch = gpa } else if stepOverPatch != gpa { try patch(gpa) }
+        breakpoints.append(.l1RIP(address))
+    }
+
+    /// Removes breakpoints (all when `index` is nil), taking L1 patches out.
+    public func deleteBreakpoints(at index: Int? = nil) throws {
+        let removed = index.map { breakpoints.indices.contains($0) ? [breakpoints.remove(at: $0)] : [] } ?? breakpoints
+        if index == nil { breakpoints.removeAll() }
+        for case let .l1RIP(address) in removed {
+            if let gpa = l1Breakpoints.removeValue(forKey: address) {
+                try unpatch(gpa)
+                if stepOverPatch == gpa { stepOverPatch = nil }
+            }
         }
     }
 
@@ -158,10 +196,10 @@ public final class Engine: @unchecked Sendable {
 
     /// Executes one L1 instruction (L2 single-step is refused: see `EngineError.cannotStepL2`).
     public func stepInstruction() throws -> Stop {
-        if let site = stepOverAfter {
-            stepOverAfter = nil
+        if let gpa = stepOverPatch {
+            stepOverPatch = nil
             let exit = try stepOneInstruction()
-            try patch(site.afterGPA)
+            try patch(gpa)
             return record(try classify(exit) ?? singleStepStop())
         }
         if try currentlyInGuestMode() { throw EngineError.cannotStepL2 }
@@ -181,12 +219,13 @@ public final class Engine: @unchecked Sendable {
     /// that ended it early, else nil. The stop patches are back afterwards.
     public func runFree(shouldStop: () -> Bool, sample: (Stop) -> Void) throws -> Stop? {
         try detach()
-        stepOverAfter = nil
+        stepOverPatch = nil
         defer {
             for site in sites {
                 try? patch(site.vmrunGPA)
                 try? patch(site.afterGPA)
             }
+            for gpa in l1Breakpoints.values { try? patch(gpa) }
             atVMRUN = nil   // VMRUNs happened unseen: no "before" page to diff against
         }
         while true {
@@ -216,10 +255,10 @@ public final class Engine: @unchecked Sendable {
 
     /// One KVM_RUN (after finishing a pending step-over) and its classification; nil for no stop.
     private func advance() throws -> Stop? {
-        if let site = stepOverAfter {
-            stepOverAfter = nil
+        if let gpa = stepOverPatch {
+            stepOverPatch = nil
             let exit = try stepOneInstruction()
-            try timed(\.patching) { try patch(site.afterGPA) }
+            try timed(\.patching) { try patch(gpa) }
             if case .debug = exit { return nil }
             return try classify(exit)
         }
@@ -249,15 +288,17 @@ public final class Engine: @unchecked Sendable {
     }
 
     private func breakpointHit(_ s: Stop) -> Breakpoint? {
-        guard let v = s.vmcb12 else { return nil }
         var hit: Breakpoint?
         for bp in breakpoints {
+            if case let .l1RIP(rip) = bp, s.kind == .breakpoint, s.l1["rip"] == rip { hit = hit ?? bp }
+            guard let v = s.vmcb12 else { continue }
             switch bp {
             case let .exit(code):
                 if s.kind == .nestedExit, let e = s.exit,
                    e.code == code || (SVMExit.isInvalid(code) && SVMExit.isInvalid(e.code)) { hit = hit ?? bp }
             case let .l2RIP(rip):
                 if s.kind == .nestedExit, v["save.rip"] == rip { hit = hit ?? bp }
+            case .l1RIP: break
             case let .watch(field):
                 let value = v[field]
                 if let old = watched[field], old != value { hit = hit ?? bp }
@@ -302,8 +343,18 @@ public final class Engine: @unchecked Sendable {
                     try unpatch(site.afterGPA)
                     try patch(site.vmrunGPA)
                 }
-                stepOverAfter = site
+                stepOverPatch = site.afterGPA
                 return try nestedExitStop(r, s, d)
+            }
+            if let gpa = l1Breakpoints[at], original[gpa] != nil {
+                r.rip = at
+                try timed(\.registerIoctls) { try vcpu.setRegisters(r) }
+                try timed(\.patching) { try unpatch(gpa) }
+                stepOverPatch = gpa
+                return Stop(index: 0, kind: .breakpoint, level: .l1, reason: "L1 breakpoint at 0x\(String(at, radix: 16))",
+                            exit: nil, l1: .fromVCPU(r, s, d, source: "vCPU registers"), l2: nil, vmcb12GPA: atVMRUN?.gpa,
+                            vmcb12AtVMRUN: atVMRUN?.vmcb, vmcb12: nil, synced: [], violations: [], nestedFlags: [],
+                            cachedControls: nil, kvmExit: "KVM_EXIT_HLT (patch at an L1 breakpoint)")
             }
             return try userspaceStop(kind: nil, reason: "HLT", kvmExit: exit.kvmName)
         case let .io(port, direction, size, count, data):

@@ -16,6 +16,8 @@ public enum StopKind: String, Sendable {
     case l1UserspaceExit = "l1_userspace_exit"
     /// One L1 instruction stepped.
     case singleStep = "single_step"
+    /// An L1 breakpoint (`Engine.addL1Breakpoint`).
+    case breakpoint
     /// The user paused a running vCPU.
     case paused
     /// L1 triple-faulted (KVM_EXIT_SHUTDOWN), KVM failed an entry, or an internal error.

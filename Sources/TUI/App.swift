@@ -161,11 +161,11 @@ public final class App {
                 guard words.count >= 3 else { say("break exit NAME | break l2-rip ADDR", error: true); return }
                 if words[1] == "exit", let code = SVMExit.code(named: words[2]) { engine.breakpoints.append(.exit(code)) }
                 else if words[1] == "l2-rip", let a = UInt64(words[2].replacingOccurrences(of: "0x", with: ""), radix: 16) { engine.breakpoints.append(.l2RIP(a)) }
+                else if words[1] == "l1-rip", let a = UInt64(words[2].replacingOccurrences(of: "0x", with: ""), radix: 16) { try engine.addL1Breakpoint(a) }
                 else { say("unknown breakpoint: \(text)", error: true); return }
                 refreshBreakpoints()
             case "delete":
-                if words.count > 1, let n = Int(words[1]), engine.breakpoints.indices.contains(n) { engine.breakpoints.remove(at: n) }
-                else { engine.breakpoints.removeAll() }
+                try engine.deleteBreakpoints(at: words.count > 1 ? Int(words[1]) : nil)
                 refreshBreakpoints()
             case "goto":
                 guard words.count > 1, let n = Int(words[1]), let i = view.stops.firstIndex(where: { $0.index == n }) else {

@@ -230,7 +230,8 @@ public enum Renderer {
         "/  search VMCB12 fields (shows the full view)",
         "?  this help                  q  quit",
         "commands: step next vmrun continue pause watch [HZ]",
-        "  break exit NAME | break l2-rip ADDR | watch FIELD",
+        "  break exit NAME | break l1-rip ADDR | break l2-rip ADDR",
+        "  watch FIELD",
         "  delete [N] | goto N | theme NAME | help",
     ]
 

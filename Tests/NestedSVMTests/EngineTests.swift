@@ -130,6 +130,25 @@ struct EngineTests {
         #expect(hit != nil)
     }
 
+    @Test("an L1 breakpoint stops before L1's CPUID handler, once per CPUID exit, unseen by the guest")
+    func l1Breakpoint() throws {
+        guard let engine = try demoEngine() else { return }
+        let handler = demo.address("l1_h_cpuid")
+        #expect(throws: EngineError.breakpointOnVMRUNSite) { try engine.addL1Breakpoint(demo.address("vmrun")) }
+        try engine.addL1Breakpoint(handler)
+        for round in 0..<3 {
+            let (s, hit) = try engine.continueRunning(limit: 100)
+            #expect(hit == .l1RIP(handler) && s.kind == .breakpoint, "round \(round): \(s.reason)")
+            #expect(s.l1["rip"] == handler)
+            #expect(try engine.target.vm.read(at: handler, count: 1) != [0xF4], "the patch is out while stopped")
+        }
+        // 3 CPUID exits were handled among 21 nested exits (10 per round, plus the first).
+        #expect(engine.nestedExitCount == 21)
+        try engine.deleteBreakpoints()
+        #expect(try engine.target.vm.read(at: handler, count: 1) != [0xF4])
+        #expect(try engine.next().kind == .nestedExit, "the guest runs on")
+    }
+
     @Test("single-step in L1 after an exit, refused in L2 and at VMRUN")
     func singleStep() throws {
         guard let engine = try demoEngine() else { return }
