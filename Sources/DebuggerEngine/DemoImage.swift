@@ -7,12 +7,9 @@ public struct DemoImage: Sendable {
     public static let loadAddress: UInt64 = 0x1000
     public static let vmcb12: UInt64 = 0x20000
     public static let exitCounter: UInt64 = 0x70100
-    public static let l2Counter: UInt64 = 0x70108
     public static let npfPage: UInt64 = 0x60000
     /// The port L1 writes an exit code it cannot handle to.
     public static let panicPort: UInt16 = 0xE1
-    /// The port L2 writes to without L1 intercepting it.
-    public static let passthroughPort: UInt16 = 0xE9
 
     public let bytes: [UInt8]
     /// Symbol → guest address (load address + offset).

@@ -99,10 +99,16 @@ public final class Engine: @unchecked Sendable {
             s.append(Site(vmrun: site, after: site + 3, vmrunGPA: gpa, afterGPA: afterGPA))
         }
         sites = s
+        try patchAll()
+    }
+
+    /// Puts every stop patch in place: the VMRUN sites, their next instructions, L1 breakpoints.
+    private func patchAll() throws {
         for site in sites {
             try patch(site.vmrunGPA)
             try patch(site.afterGPA)
         }
+        for gpa in l1Breakpoints.values { try patch(gpa) }
     }
 
     /// Sets a breakpoint on an L1 instruction: a HLT patch like the VMRUN ones.
@@ -196,12 +202,7 @@ public final class Engine: @unchecked Sendable {
 
     /// Executes one L1 instruction (L2 single-step is refused: see `EngineError.cannotStepL2`).
     public func stepInstruction() throws -> Stop {
-        if let gpa = stepOverPatch {
-            stepOverPatch = nil
-            let exit = try stepOneInstruction()
-            try patch(gpa)
-            return record(try classify(exit) ?? singleStepStop())
-        }
+        if let exit = try stepOverPendingPatch() { return record(try classify(exit) ?? singleStepStop()) }
         if try currentlyInGuestMode() { throw EngineError.cannotStepL2 }
         let rip = try vcpu.registers().rip
         if sites.contains(where: { $0.vmrun == rip }) { throw EngineError.cannotStepVMRUN }
@@ -221,11 +222,7 @@ public final class Engine: @unchecked Sendable {
         try detach()
         stepOverPatch = nil
         defer {
-            for site in sites {
-                try? patch(site.vmrunGPA)
-                try? patch(site.afterGPA)
-            }
-            for gpa in l1Breakpoints.values { try? patch(gpa) }
+            try? patchAll()
             atVMRUN = nil   // VMRUNs happened unseen: no "before" page to diff against
         }
         while true {
@@ -255,14 +252,21 @@ public final class Engine: @unchecked Sendable {
 
     /// One KVM_RUN (after finishing a pending step-over) and its classification; nil for no stop.
     private func advance() throws -> Stop? {
-        if let gpa = stepOverPatch {
-            stepOverPatch = nil
-            let exit = try stepOneInstruction()
-            try timed(\.patching) { try patch(gpa) }
+        if let exit = try stepOverPendingPatch() {
             if case .debug = exit { return nil }
             return try classify(exit)
         }
         return try classify(try runVCPU())
+    }
+
+    /// Executes the instruction under a patch taken out at the last stop, then
+    /// puts the patch back; nil when there is none.
+    private func stepOverPendingPatch() throws -> VCPUExit? {
+        guard let gpa = stepOverPatch else { return nil }
+        stepOverPatch = nil
+        let exit = try stepOneInstruction()
+        try timed(\.patching) { try patch(gpa) }
+        return exit
     }
 
     private func currentlyInGuestMode() throws -> Bool {
@@ -330,26 +334,24 @@ public final class Engine: @unchecked Sendable {
         case .hlt:
             var (r, s, d) = try vcpuRegisters()
             let at = r.rip &- 1
-            if let site = sites.first(where: { $0.vmrun == at }), original[site.vmrunGPA] != nil {
+            // A HLT of ours: rewind RIP onto the instruction and put its byte back.
+            func rewind(_ gpa: UInt64) throws {
                 r.rip = at
                 try timed(\.registerIoctls) { try vcpu.setRegisters(r) }
-                try timed(\.patching) { try unpatch(site.vmrunGPA) }
+                try timed(\.patching) { try unpatch(gpa) }
+            }
+            if let site = sites.first(where: { $0.vmrun == at }), original[site.vmrunGPA] != nil {
+                try rewind(site.vmrunGPA)
                 return try vmrunStop(r, s, d)
             }
             if let site = sites.first(where: { $0.after == at }), original[site.afterGPA] != nil {
-                r.rip = at
-                try timed(\.registerIoctls) { try vcpu.setRegisters(r) }
-                try timed(\.patching) {
-                    try unpatch(site.afterGPA)
-                    try patch(site.vmrunGPA)
-                }
+                try rewind(site.afterGPA)
+                try timed(\.patching) { try patch(site.vmrunGPA) }   // VMRUN has run: arm it again
                 stepOverPatch = site.afterGPA
                 return try nestedExitStop(r, s, d)
             }
             if let gpa = l1Breakpoints[at], original[gpa] != nil {
-                r.rip = at
-                try timed(\.registerIoctls) { try vcpu.setRegisters(r) }
-                try timed(\.patching) { try unpatch(gpa) }
+                try rewind(gpa)
                 stepOverPatch = gpa
                 return Stop(index: 0, kind: .breakpoint, level: .l1, reason: "L1 breakpoint at 0x\(String(at, radix: 16))",
                             exit: nil, l1: .fromVCPU(r, s, d, source: "vCPU registers"), l2: nil, vmcb12GPA: atVMRUN?.gpa,

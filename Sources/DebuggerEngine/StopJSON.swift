@@ -34,9 +34,14 @@ extension Stop {
         }
         o.append(("synced", .array(synced.map(\.json))))
         o.append(("violations", .array(violations.map(\.json))))
-        o.append(("nested_state", .object([("flags", .hex(UInt64(nestedFlags.rawValue))),
-                                           ("flag_names", .string(nestedFlags.description)),
-                                           ("vmcb_pa", vmcb12GPA.map { JSON.hex($0) } ?? .null)])))
+        var nested: [(String, JSON)] = [("flags", .hex(UInt64(nestedFlags.rawValue))),
+                                         ("flag_names", .string(nestedFlags.description)),
+                                         ("vmcb_pa", vmcb12GPA.map { JSON.hex($0) } ?? .null)]
+        // While L2 runs: KVM's cache of L1's vmcb12 controls, from the nested-state blob.
+        if let cached = cachedControls, case let .object(halves) = cached.json(onlyNonZero: true) {
+            nested.append(("cached_controls", halves[0].1))
+        }
+        o.append(("nested_state", .object(nested)))
         return .object(o)
     }
 }

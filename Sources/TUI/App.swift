@@ -11,7 +11,6 @@ public final class App {
     let engine: Engine
     let terminal: Terminal
     public private(set) var view: SessionView
-    private var themeName: String
 
     /// What the worker shares with the UI thread.
     private struct Shared {
@@ -34,9 +33,8 @@ public final class App {
     private var tracedCounts: [String: Int] = [:]
     private var lastSample = ContinuousClock.now
 
-    public init(engine: Engine, target: String, theme: Theme, themeName: String) {
+    public init(engine: Engine, target: String, theme: Theme) {
         self.engine = engine
-        self.themeName = themeName
         terminal = Terminal(theme: ProcessInfo.processInfo.environment["NO_COLOR"] != nil ? theme.monochrome : theme)
         view = SessionView(target: target)
         view.unicode = terminal.unicode
@@ -176,7 +174,6 @@ public final class App {
                 guard words.count > 1 else { say("theme NAME|PATH", error: true); return }
                 let theme = try Theme.load(words[1])
                 terminal.apply(ProcessInfo.processInfo.environment["NO_COLOR"] != nil ? theme.monochrome : theme)
-                themeName = words[1]
             case "help", "?": view.showHelp = true
             case "quit", "q": stopWorker(); terminal.stop(); exit(0)
             default: say("unknown command \(verb): ? lists them", error: true)
@@ -187,8 +184,8 @@ public final class App {
     }
 
     private func refreshBreakpoints() {
-        view.breakpoints = engine.breakpoints.map(\.description)
-        say("breakpoints: " + (view.breakpoints.isEmpty ? "none" : view.breakpoints.enumerated().map { "\($0.offset): \($0.element)" }.joined(separator: ", ")))
+        let list = engine.breakpoints.enumerated().map { "\($0.offset): \($0.element)" }
+        say("breakpoints: " + (list.isEmpty ? "none" : list.joined(separator: ", ")))
     }
 
     private func synchronous(_ body: () throws -> Stop) throws {

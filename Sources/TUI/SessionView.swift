@@ -23,7 +23,6 @@ public struct SessionView: Sendable {
     /// Live watch: exit name → (per second, total).
     public var rates: [(name: String, perSecond: Double, total: Int)] = []
     public var unicode = true
-    public var breakpoints: [String] = []
     /// `/` search: the full VMCB12 view lists only fields whose name contains this.
     public var search: String?
     /// True while the search text is being typed.

@@ -99,7 +99,7 @@ struct TargetOptions: ParsableArguments {
         let t: Theme
         do { t = try Theme.load(theme) } catch let error as ThemeError { throw fail(error.description, status: 2) }
         guard isatty(0) == 1, isatty(1) == 1 else { throw fail("the front end needs a terminal; use run --batch", status: 2) }
-        App(engine: engine, target: name, theme: t, themeName: theme).run(watch: watch)
+        App(engine: engine, target: name, theme: t).run(watch: watch)
     }
 
     func makeEngine() throws -> Engine {

@@ -31,6 +31,7 @@ exits=$(grep -c '"kind":"nested_exit"' /out/e2e/run.jsonl)
 [ "$exits" = 500 ] || fail "nestdbg run: $exits nested-exit stops, expected 500"
 grep -q '"class":"unexpected"' /out/e2e/run.jsonl && fail "nestdbg run: an unexpected vmcb12 change"
 grep -q '"kind":"fault"' /out/e2e/run.jsonl && fail "nestdbg run: a fault stop"
+grep '"kind":"l2_userspace_exit"' /out/e2e/run.jsonl | grep -q '"cached_controls":{' || fail "nestdbg run: no cached vmcb12 controls at a guest-mode stop"
 head -c 600 /out/e2e/run.jsonl; echo " ..."
 echo "nestdbg run: 500 nested exits, $(wc -l < /out/e2e/run.jsonl) stops"
 # The legacy-paging scenario: a 32-bit L1 (PSE or PAE paging), L2 without nested
