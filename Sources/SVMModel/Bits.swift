@@ -34,10 +34,20 @@ public enum Bits {
         .init(30, "X2APIC_MODE"), .init(31, "AVIC_ENABLE"),
     ]
     public static let intState: [BitName] = [.init(0, "INTERRUPT_SHADOW"), .init(1, "GUEST_INTERRUPT_MASK")]
-    public static let nestedCtl: [BitName] = [
+    /// `control.misc_ctl` (formerly nested_ctl; Linux SVM_MISC_ENABLE_*).
+    public static let miscCtl: [BitName] = [
         .init(0, "NP_ENABLE"), .init(1, "SEV_ENABLE"), .init(2, "SEV_ES_ENABLE"), .init(3, "GMET"), .init(5, "VTE"),
     ]
-    public static let virtExt: [BitName] = [.init(0, "LBR_VIRT"), .init(1, "V_VMLOAD_VMSAVE")]
+    /// `control.misc_ctl2` (formerly virt_ext; Linux SVM_MISC2_ENABLE_*).
+    public static let miscCtl2: [BitName] = [.init(0, "LBR_VIRT"), .init(1, "V_VMLOAD_VMSAVE")]
+    /// `control.erap_ctl` (Linux ERAP_CONTROL_*).
+    public static let erapCtl: [BitName] = [.init(0, "ALLOW_LARGER_RAP"), .init(1, "CLEAR_RAP")]
+    /// `control.allowed_sev_features` / `guest_sev_features` (Linux SVM_SEV_FEAT_*; bit 63 is
+    /// VMCB_ALLOWED_SEV_FEATURES_VALID, meaningful in allowed_sev_features).
+    public static let sevFeatures: [BitName] = [
+        .init(0, "SNP_ACTIVE"), .init(3, "RESTRICTED_INJECTION"), .init(4, "ALTERNATE_INJECTION"),
+        .init(5, "DEBUG_SWAP"), .init(9, "SECURE_TSC"), .init(63, "VALID"),
+    ]
     public static let clean: [BitName] = [
         .init(0, "INTERCEPTS"), .init(1, "PERM_MAP"), .init(2, "ASID"), .init(3, "INTR"), .init(4, "NPT"),
         .init(5, "CR"), .init(6, "DR"), .init(7, "DT"), .init(8, "SEG"), .init(9, "CR2"), .init(10, "LBR"),

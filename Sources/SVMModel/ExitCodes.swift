@@ -205,8 +205,8 @@ extension DecodedExit {
 
     /// Decodes the exit recorded in a VMCB.
     public init(vmcb: VMCB, context: ExitContext = ExitContext()) {
-        self.init(code: vmcb.exitCode, info1: vmcb["control.exit_info_1"], info2: vmcb["control.exit_info_2"],
-                  exitIntInfo: vmcb["control.exit_int_info"], context: context)
+        self.init(code: vmcb.exitCode, info1: vmcb[integer: .exitInfo1], info2: vmcb[integer: .exitInfo2],
+                  exitIntInfo: vmcb[integer: .exitIntInfo], context: context)
     }
 }
 

@@ -105,7 +105,7 @@ extension SVMNestedState {
     public var json: JSON {
         var o: [(String, JSON)] = [
             ("flags", .hex(UInt64(flags.rawValue))), ("flag_names", .string(flags.description)),
-            ("format", .int(Int(raw.format))), ("size", .int(Int(raw.size))), ("vmcb_pa", .hex(vmcbPA)),
+            ("format", .int(Int(SVMNestedState.formatSVM))), ("size", .int(bytes.count)), ("vmcb_pa", .hex(vmcbPA)),
         ]
         if let data {
             let halves = data.json()

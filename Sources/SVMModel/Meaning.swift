@@ -4,7 +4,7 @@ extension VMCBField {
     public func meaning(of value: FieldValue, in vmcb: VMCB? = nil) -> String {
         guard case let .integer(v) = value else {
             if case let .bytes(b) = value, meaning == .bytes, let vmcb {
-                let n = Int(vmcb["control.insn_len"])
+                let n = Int(vmcb[integer: .insnLen])
                 return n > 0 ? "fetched: " + b.prefix(n).map(byteHex).joined(separator: " ") : ""
             }
             return value.isZero ? "" : "non-zero"
@@ -24,6 +24,7 @@ extension VMCBField {
         case let .interceptMisc(word):
             return Bits.names(v, perBit: word == 3 ? Bits.interceptWord3 : word == 4 ? Bits.interceptWord4 : Bits.interceptWord5)
         case .tlbControl: return Bits.tlbControl[v] ?? "invalid \(v)"
+        case .erapControl: return Bits.names(v, Bits.erapCtl)
         case .intControl:
             let tpr = v & 0xF, prio = v >> 16 & 0xF
             var parts = ["V_TPR=\(tpr)"]
@@ -37,12 +38,13 @@ extension VMCBField {
             let code = vmcb?.exitCode ?? v
             return SVMExit.name(of: code).map { "SVM_EXIT_" + $0 } ?? "unknown"
         case .exitInfo1, .exitInfo2:
-            guard let vmcb, vmcb.exitCode != 0 || vmcb["control.exit_info_1"] != 0 else { return "" }
+            guard let vmcb, vmcb.exitCode != 0 || vmcb[integer: .exitInfo1] != 0 else { return "" }
             return meaning == .exitInfo1 ? DecodedExit(vmcb: vmcb).summary : ""
         case .eventInjection: return EventInjection(v).description == "none" ? "" : EventInjection(v).description
-        case .nestedControl: return Bits.names(v, Bits.nestedCtl)
-        case .virtExt: return Bits.names(v, Bits.virtExt)
+        case .miscControl: return Bits.names(v, Bits.miscCtl)
+        case .miscControl2: return Bits.names(v, Bits.miscCtl2)
         case .cleanBits: return Bits.names(v, Bits.clean)
+        case .sevFeatures: return Bits.names(v, Bits.sevFeatures)
         case .cr0: return Bits.names(v, Bits.cr0)
         case .cr4: return Bits.names(v, Bits.cr4)
         case .efer: return Bits.names(v, Bits.efer)

@@ -1,5 +1,3 @@
-import KVMControl
-
 /// Why bytes could not be read as an SVM nested-state blob.
 public enum NestedStateError: Error, Equatable, CustomStringConvertible {
     case tooShort(Int)
@@ -17,37 +15,62 @@ public enum NestedStateError: Error, Equatable, CustomStringConvertible {
     }
 }
 
+/// Flags of `struct kvm_nested_state` (KVM_STATE_NESTED_*).
+public struct NestedStateFlags: OptionSet, Sendable, CustomStringConvertible {
+    public let rawValue: UInt16
+    public init(rawValue: UInt16) { self.rawValue = rawValue }
+    public static let guestMode = NestedStateFlags(rawValue: 0x1)
+    public static let runPending = NestedStateFlags(rawValue: 0x2)
+    public static let evmcs = NestedStateFlags(rawValue: 0x4)
+    public static let mtfPending = NestedStateFlags(rawValue: 0x8)
+    public static let gifSet = NestedStateFlags(rawValue: 0x100)
+
+    static let names: [(NestedStateFlags, String)] = [
+        (.guestMode, "GUEST_MODE"), (.runPending, "RUN_PENDING"), (.evmcs, "EVMCS"),
+        (.mtfPending, "MTF_PENDING"), (.gifSet, "GIF_SET"),
+    ]
+    public var description: String {
+        let known = NestedStateFlags.names.filter { contains($0.0) }.map(\.1)
+        let rest = rawValue & ~NestedStateFlags.names.reduce(0) { $0 | $1.0.rawValue }
+        return (known + (rest != 0 ? ["0x\(String(rest, radix: 16))"] : [])).joined(separator: "|")
+    }
+}
+
 /// `struct kvm_nested_state` in SVM format, decoded: the header, and (in guest
 /// mode) the data page whose control half is KVM's cache of L1's vmcb12
 /// controls and whose save half is L1's own state parked in vmcb01 (reference §5.1).
 public struct SVMNestedState: Equatable, Sendable {
     public static let dataSize = 4096
-    public let raw: NestedState
+    public static let headerSize = 128
+    public static let formatSVM: UInt16 = 1
+    /// The blob exactly as KVM returned it (round-trips through KVM_SET_NESTED_STATE).
+    public let bytes: [UInt8]
+    public let flags: NestedStateFlags
+    /// The vmcb12 GPA (valid in guest mode).
+    public let vmcbPA: UInt64
     /// The data page, laid out as a VMCB; nil outside guest mode.
     public let data: VMCB?
 
-    public init(_ raw: NestedState) throws {
-        let bytes = raw.bytes
-        guard bytes.count >= NestedState.headerSize else { throw NestedStateError.tooShort(bytes.count) }
-        guard raw.format == NestedState.formatSVM else { throw NestedStateError.notSVM(format: raw.format) }
-        guard Int(raw.size) == bytes.count else { throw NestedStateError.sizeMismatch(header: raw.size, actual: bytes.count) }
-        if bytes.count == NestedState.headerSize + SVMNestedState.dataSize {
-            data = try VMCB(bytes: raw.data)
-        } else if bytes.count == NestedState.headerSize {
-            if raw.flags.contains(.guestMode) { throw NestedStateError.missingData(flags: raw.flags.description) }
+    public init(bytes: [UInt8]) throws {
+        func load(_ offset: Int, _ count: Int) -> UInt64 {
+            (0..<count).reversed().reduce(UInt64(0)) { ($0 << 8) | UInt64(bytes[offset + $1]) }
+        }
+        guard bytes.count >= SVMNestedState.headerSize else { throw NestedStateError.tooShort(bytes.count) }
+        let format = UInt16(load(2, 2)), size = UInt32(load(4, 4))
+        flags = NestedStateFlags(rawValue: UInt16(load(0, 2)))
+        vmcbPA = load(8, 8)
+        guard format == SVMNestedState.formatSVM else { throw NestedStateError.notSVM(format: format) }
+        guard Int(size) == bytes.count else { throw NestedStateError.sizeMismatch(header: size, actual: bytes.count) }
+        if bytes.count == SVMNestedState.headerSize + SVMNestedState.dataSize {
+            data = try VMCB(bytes: bytes.dropFirst(SVMNestedState.headerSize))
+        } else if bytes.count == SVMNestedState.headerSize {
+            if flags.contains(.guestMode) { throw NestedStateError.missingData(flags: flags.description) }
             data = nil
         } else {
-            throw NestedStateError.sizeMismatch(header: raw.size, actual: bytes.count)
+            throw NestedStateError.sizeMismatch(header: size, actual: bytes.count)
         }
-        self.raw = raw
+        self.bytes = bytes
     }
-
-    public init(bytes: [UInt8]) throws { try self.init(NestedState(bytes: bytes)) }
-
-    public var flags: NestedStateFlags { raw.flags }
-    public var vmcbPA: UInt64 { raw.vmcbPA }
-    /// The bytes, exactly as KVM returned them (round-trips).
-    public var bytes: [UInt8] { raw.bytes }
 
     /// The data fields that belong to each half, for panes and JSON:
     /// control = cached vmcb12 controls, save = L1's state.
@@ -56,11 +79,11 @@ public struct SVMNestedState: Equatable, Sendable {
 
     /// Builds a blob (for tests and for editing state before KVM_SET_NESTED_STATE).
     public static func make(flags: NestedStateFlags, vmcbPA: UInt64, data: VMCB?) -> [UInt8] {
-        var b = [UInt8](repeating: 0, count: NestedState.headerSize)
+        var b = [UInt8](repeating: 0, count: headerSize)
         func put(_ v: UInt64, _ off: Int, _ n: Int) { for i in 0..<n { b[off + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(i))) } }
-        let size = NestedState.headerSize + (data == nil ? 0 : dataSize)
+        let size = headerSize + (data == nil ? 0 : dataSize)
         put(UInt64(flags.rawValue), 0, 2)
-        put(UInt64(NestedState.formatSVM), 2, 2)
+        put(UInt64(formatSVM), 2, 2)
         put(UInt64(size), 4, 4)
         put(vmcbPA, 8, 8)
         if let data { b += data.bytes }

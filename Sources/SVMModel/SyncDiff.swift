@@ -30,49 +30,52 @@ public struct SyncRule: Sendable {
         case always
         /// Not for VMRUN failures: KVM then writes only the exit fields.
         case unlessVMRUNFailed
-        /// Only when vmcb12 enables LBR virtualization (virt_ext bit 0) and KVM exposes LBRV.
+        /// Only when vmcb12 enables LBR virtualization (misc_ctl2 bit 0) and KVM exposes LBRV.
         case lbrVirtualization
     }
-    public let fields: [String]
+    public let fields: [VMCBField]
     public let sync: SyncClass
     public let condition: Condition
     /// For partially written fields: the bits KVM may change (others changing are unexpected).
     public let writableBits: UInt64?
     public let note: String
 
-    init(_ fields: [String], _ sync: SyncClass, _ condition: Condition = .always, bits: UInt64? = nil, _ note: String = "") {
+    init(_ fields: [VMCBField], _ sync: SyncClass, _ condition: Condition = .always, bits: UInt64? = nil, _ note: String = "") {
         self.fields = fields; self.sync = sync; self.condition = condition; self.writableBits = bits; self.note = note
     }
 
-    private static func segment(_ s: String) -> [String] { ["selector", "attrib", "limit", "base"].map { "save.\(s).\($0)" } }
 
     /// Reference §4.3 and §4.4 (KVM 6.1–6.x, with the older and latest variations KVM
     /// developers still meet noted).
     public static let kvm: [SyncRule] = [
-        SyncRule(["control.exit_code", "control.exit_code_hi", "control.exit_info_1", "control.exit_info_2"],
-                 .exitInformation),
-        SyncRule(["control.exit_int_info", "control.exit_int_info_err"], .exitInformation, .unlessVMRUNFailed,
+        SyncRule([.exitCode, .exitInfo1, .exitInfo2], .exitInformation),
+        SyncRule([.exitIntInfo, .exitIntInfoErr], .exitInformation, .unlessVMRUNFailed,
                  "synthesised from the event KVM was injecting into L2"),
-        SyncRule(segment("es") + segment("cs") + segment("ss") + segment("ds") + segment("gdtr") + segment("idtr")
-                 + ["save.efer", "save.cr0", "save.cr3", "save.cr2", "save.cr4", "save.rflags", "save.rip",
-                    "save.rsp", "save.rax", "save.dr7", "save.dr6", "save.cpl"],
+        SyncRule([.saveESSelector, .saveESAttrib, .saveESLimit, .saveESBase,
+                  .saveCSSelector, .saveCSAttrib, .saveCSLimit, .saveCSBase,
+                  .saveSSSelector, .saveSSAttrib, .saveSSLimit, .saveSSBase,
+                  .saveDSSelector, .saveDSAttrib, .saveDSLimit, .saveDSBase,
+                  .saveGDTRSelector, .saveGDTRAttrib, .saveGDTRLimit, .saveGDTRBase,
+                  .saveIDTRSelector, .saveIDTRAttrib, .saveIDTRLimit, .saveIDTRBase,
+                  .saveEFER, .saveCR0, .saveCR3, .saveCR2, .saveCR4, .saveRFLAGS, .saveRIP,
+                  .saveRSP, .saveRAX, .saveDR7, .saveDR6, .saveCPL],
                  .l2StateSynced, .unlessVMRUNFailed),
-        SyncRule(["save.dbgctl", "save.br_from", "save.br_to", "save.last_excp_from", "save.last_excp_to"],
+        SyncRule([.saveDbgctl, .saveBrFrom, .saveBrTo, .saveLastExcpFrom, .saveLastExcpTo],
                  .l2StateSynced, .lbrVirtualization, "only with LBR virtualization enabled in vmcb12"),
-        SyncRule(["control.int_state"], .controlWriteBack, .unlessVMRUNFailed),
-        SyncRule(["control.int_ctl"], .controlWriteBack, .unlessVMRUNFailed,
+        SyncRule([.intState], .controlWriteBack, .unlessVMRUNFailed),
+        SyncRule([.intCtl], .controlWriteBack, .unlessVMRUNFailed,
                  bits: 0xF | 1 << 8 | 1 << 9 | 1 << 11 | 1 << 12,
                  "V_TPR and V_IRQ; V_GIF with nested vGIF; V_NMI_* with nested vNMI"),
-        SyncRule(["control.next_rip"], .controlWriteBack, .unlessVMRUNFailed, "only when NRIPS is exposed to L1"),
-        SyncRule(["control.event_inj", "control.event_inj_err"], .controlWriteBack, .always,
+        SyncRule([.nextRIP], .controlWriteBack, .unlessVMRUNFailed, "only when NRIPS is exposed to L1"),
+        SyncRule([.eventInj, .eventInjErr], .controlWriteBack, .always,
                  "an injection that did not complete (latest KVM writes 0)"),
-        SyncRule(["control.tlb_ctl"], .controlWriteBack, .unlessVMRUNFailed, "written back by KVM up to 6.0"),
+        SyncRule([.tlbCtl], .controlWriteBack, .unlessVMRUNFailed, "written back by KVM up to 6.0"),
     ]
 }
 
 public enum SyncDiff {
-    private static let ruleByField: [String: SyncRule] = {
-        var m: [String: SyncRule] = [:]
+    private static let ruleByField: [VMCBField: SyncRule] = {
+        var m: [VMCBField: SyncRule] = [:]
         for rule in SyncRule.kvm { for f in rule.fields { m[f] = rule } }
         return m
     }()
@@ -84,7 +87,7 @@ public enum SyncDiff {
         let lookup = rules.count == SyncRule.kvm.count ? ruleByField
             : Dictionary(rules.flatMap { r in r.fields.map { ($0, r) } }, uniquingKeysWith: { a, _ in a })
         let vmrunFailed = SVMExit.isInvalid(after.exitCode)
-        let lbrv = before["control.virt_ext"] & 1 != 0
+        let lbrv = before[integer: .miscCtl2] & 1 != 0
         var out: [FieldChange] = []
         // Compare 8-byte words first (a bitmap of 512 bits): most of the page is
         // unchanged, and this is the per-stop hot path.
@@ -114,7 +117,7 @@ public enum SyncDiff {
             guard old != new else { continue }
             var sync = SyncClass.unexpected
             var note: String? = nil
-            if let rule = lookup[field.name] {
+            if let rule = lookup[field] {
                 let applies: Bool
                 switch rule.condition {
                 case .always: applies = true

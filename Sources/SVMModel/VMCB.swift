@@ -69,11 +69,12 @@ public struct VMCB: Equatable, Hashable, Sendable {
         }
     }
 
-    /// The integer value of a field by name (0 for byte runs). For nestdbg's own
-    /// lookups of fields the layout is known to have.
-    public subscript(name: String) -> UInt64 {
-        get { self[VMCBLayout.named(name)].integer ?? 0 }
-        set { self[VMCBLayout.named(name)] = .integer(newValue) }
+    /// The integer value of a field (`vmcb[integer: .exitInfo1]`); 0 for byte runs
+    /// and reserved fields. Setting stores the value little-endian in the field's
+    /// first `min(width, 8)` bytes.
+    public subscript(integer field: VMCBField) -> UInt64 {
+        get { field.isInteger ? integer(at: field.offset, width: field.width) : 0 }
+        set { self[field] = .integer(newValue) }
     }
 
     private func integer(at offset: Int, width: Int) -> UInt64 {
@@ -87,8 +88,8 @@ public struct VMCB: Equatable, Hashable, Sendable {
         }
     }
 
-    /// EXITCODE as one 64-bit value (exit_code_hi:exit_code).
-    public var exitCode: UInt64 { self["control.exit_code_hi"] << 32 | self["control.exit_code"] }
+    /// EXITCODE, the 64-bit `control.exit_code`.
+    public var exitCode: UInt64 { self[integer: .exitCode] }
 }
 
 func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }

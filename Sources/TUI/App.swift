@@ -4,56 +4,43 @@ import KVMControl
 import SVMModel
 import Synchronization
 
-/// The interactive session: keys and commands drive the engine, the view is
-/// redrawn from stops. The engine runs on a worker thread while the guest
-/// runs (continue, watch) so the keyboard stays live and `p` can pause it.
+/// The interactive session: keys and commands become typed engine commands;
+/// the view is redrawn from the stops the engine's thread reports. The UI
+/// thread never touches the vCPU, so the keyboard stays live while the
+/// guest runs and `p` can pause it.
 public final class App {
-    let engine: Engine
+    let session: EngineSession
     let terminal: Terminal
     public private(set) var view: SessionView
-
-    /// What the worker shares with the UI thread.
-    private struct Shared {
-        var running = false
-        var stopRequested = false
-        var latest: Stop?
-        var counts: [String: Int] = [:]
-        var finished: (stop: Stop?, hit: Breakpoint?, error: String?)?
-        /// Live watch on KVM's tracepoint: the guest runs freely, the UI drains the counts.
-        var trace: NestedExitTrace?
-    }
-    /// A reference the worker thread can hold (a Mutex cannot be copied).
-    private final class SharedBox: @unchecked Sendable {
-        let mutex = Mutex(Shared())
-        func withLock<R>(_ body: (inout Shared) -> R) -> R { mutex.withLock { body(&$0) } }
-    }
-    private let shared = SharedBox()
     private var watchHz: Double?
+    /// Live watch on KVM's tracepoint: the guest runs freely, the UI drains the counts.
+    private var trace: NestedExitTrace?
     private var lastCounts: [String: Int] = [:]
-    private var tracedCounts: [String: Int] = [:]
+    private var counts: [String: Int] = [:]
     private var lastSample = ContinuousClock.now
 
-    public init(engine: Engine, target: String, theme: Theme) {
-        self.engine = engine
+    public init(session: EngineSession, theme: Theme) {
+        self.session = session
         terminal = Terminal(theme: ProcessInfo.processInfo.environment["NO_COLOR"] != nil ? theme.monochrome : theme)
-        view = SessionView(target: target)
+        view = SessionView(target: session.targetName)
         view.unicode = terminal.unicode
     }
 
     /// Runs until `q`; `watch` starts in live watch at that rate.
     public func run(watch: Double? = nil) {
         defer { terminal.stop() }
+        collectEvents(waitingUpTo: .seconds(5))   // the start stop: L1 as loaded
         if let watch { startWatch(hz: watch) }
         redraw()
         while true {
-            let working = shared.withLock { $0.running }
-            let waitMs: Int32 = watchHz.map { Int32(1000 / $0) } ?? (working ? 100 : -1)
+            let busy = session.state != .stopped
+            let waitMs: Int32 = watchHz.map { Int32(1000 / $0) } ?? (busy ? 100 : -1)
             let key = terminal.key(timeoutMs: waitMs)
-            collectWorker()
+            collectEvents()
             if key != .none, !handle(key) { break }
             redraw()
         }
-        stopWorker()
+        session.shutdown()
     }
 
     private func redraw() {
@@ -62,7 +49,10 @@ public final class App {
         terminal.draw(screen)
     }
 
-    private func say(_ text: String, error: Bool = false) { view.message = text; view.messageIsError = error }
+    private func say(_ text: String, error: Bool = false) {
+        view.message = text
+        view.messageIsError = error
+    }
 
     // MARK: keys
 
@@ -136,38 +126,29 @@ public final class App {
     func command(_ text: String) {
         let words = text.split(separator: " ").map(String.init)
         guard let verb = words.first else { return }
-        let busy = shared.withLock { $0.running }
-        if busy && !["pause", "watch", "quit", "help", "theme"].contains(verb) {
-            say("the guest is running: p pauses it", error: true)
-            return
-        }
         do {
             switch verb {
-            case "next", "n": try synchronous { try engine.next() }
-            case "vmrun", "e": try synchronous { try engine.nextVMRUN() }
-            case "step", "s": try synchronous { try engine.stepInstruction() }
-            case "continue", "c": startWorker(watch: false)
-            case "pause", "p":
-                if busy { engine.pause() } else { say("not running") }
+            case "next", "n": try send(.next)
+            case "vmrun", "e": try send(.nextVMRUN)
+            case "step", "s": try send(.stepInstruction)
+            case "continue", "c": try send(.continueRunning)
+            case "pause", "p": try send(.pause)
             case "watch" where words.count == 2 && VMCBLayout.field(named: words[1]) != nil:
-                engine.breakpoints.append(.watch(VMCBLayout.field(named: words[1])!))
-                refreshBreakpoints()
+                try send(.addBreakpoint(.watch(VMCBLayout.field(named: words[1])!)))
             case "watch", "w":
-                if watchHz != nil { stopWorker(); watchHz = nil; view.rates = []; view.runState = "stopped"; syncStops() }
-                else { startWatch(hz: words.count > 1 ? Double(words[1]) ?? 10 : 10) }
+                if watchHz != nil { try send(.stopWatch) } else { startWatch(hz: words.count > 1 ? Double(words[1]) ?? 10 : 10) }
             case "break", "b":
-                guard words.count >= 3 else { say("break exit NAME | break l2-rip ADDR", error: true); return }
-                if words[1] == "exit", let code = SVMExit.code(named: words[2]) { engine.breakpoints.append(.exit(code)) }
-                else if words[1] == "l2-rip", let a = UInt64(words[2].replacingOccurrences(of: "0x", with: ""), radix: 16) { engine.breakpoints.append(.l2RIP(a)) }
-                else if words[1] == "l1-rip", let a = UInt64(words[2].replacingOccurrences(of: "0x", with: ""), radix: 16) { try engine.addL1Breakpoint(a) }
-                else { say("unknown breakpoint: \(text)", error: true); return }
-                refreshBreakpoints()
+                guard let breakpoint = Self.breakpoint(words) else {
+                    say("break exit NAME | break l2-rip ADDR | break l1-rip ADDR", error: true)
+                    return
+                }
+                try send(.addBreakpoint(breakpoint))
             case "delete":
-                try engine.deleteBreakpoints(at: words.count > 1 ? Int(words[1]) : nil)
-                refreshBreakpoints()
+                try send(.deleteBreakpoints(words.count > 1 ? Int(words[1]) : nil))
             case "goto":
                 guard words.count > 1, let n = Int(words[1]), let i = view.stops.firstIndex(where: { $0.index == n }) else {
-                    say("goto N: N is a stop number in the history", error: true); return
+                    say("goto N: N is a stop number in the history", error: true)
+                    return
                 }
                 view.selected = i == view.stops.count - 1 ? nil : i
             case "theme":
@@ -175,7 +156,10 @@ public final class App {
                 let theme = try Theme.load(words[1])
                 terminal.apply(ProcessInfo.processInfo.environment["NO_COLOR"] != nil ? theme.monochrome : theme)
             case "help", "?": view.showHelp = true
-            case "quit", "q": stopWorker(); terminal.stop(); exit(0)
+            case "quit", "q":
+                session.shutdown()
+                terminal.stop()
+                exit(0)
             default: say("unknown command \(verb): ? lists them", error: true)
             }
         } catch {
@@ -183,104 +167,88 @@ public final class App {
         }
     }
 
-    private func refreshBreakpoints() {
-        let list = engine.breakpoints.enumerated().map { "\($0.offset): \($0.element)" }
-        say("breakpoints: " + (list.isEmpty ? "none" : list.joined(separator: ", ")))
+    static func breakpoint(_ words: [String]) -> Breakpoint? {
+        guard words.count >= 3 else { return nil }
+        let address = UInt64(words[2].replacingOccurrences(of: "0x", with: ""), radix: 16)
+        switch words[1] {
+        case "exit": return SVMExit.code(named: words[2]).map { .exit($0) }
+        case "l2-rip": return address.map { .l2RIP($0) }
+        case "l1-rip": return address.map { .l1RIP($0) }
+        default: return nil
+        }
     }
 
-    private func synchronous(_ body: () throws -> Stop) throws {
-        let stop = try body()
-        syncStops()
-        say(stop.reason)
+    private func send(_ command: EngineCommand) throws {
+        try session.send(command)
+        switch command {
+        case .next, .nextVMRUN, .stepInstruction, .continueRunning: view.runState = "running"
+        default: break
+        }
     }
 
-    private func syncStops() {
-        view.stops = engine.history
-        view.selected = nil
-    }
-
-    // MARK: the worker
-
-    private func startWorker(watch: Bool) {
-        shared.withLock { $0 = Shared(); $0.running = true }
-        view.runState = watch ? "watching \(Int(watchHz ?? 10)) Hz" : "running"
-        let engine = self.engine, shared = self.shared
-        Thread {
-            do {
-                if watch, let trace = try? NestedExitTrace(threadID: VCPU.currentThreadID()) {
-                    // Free running: the UI kicks the vCPU at the watch rate for a sample.
-                    shared.withLock { $0.trace = trace }
-                    let end = try engine.runFree(shouldStop: { shared.withLock { $0.stopRequested } },
-                                                 sample: { s in shared.withLock { $0.latest = s } })
-                    shared.withLock { $0.finished = (end, nil, nil) }
-                } else if watch {
-                    // No tracepoints (not root, no tracefs): count exits by stopping at each.
-                    while !shared.withLock({ $0.stopRequested }) {
-                        let s = try engine.next()
-                        let name = s.exit?.name ?? s.kind.rawValue
-                        shared.withLock { $0.latest = s; $0.counts[name, default: 0] += 1 }
-                        if s.kind == .fault || s.kind == .paused || s.kind == .exited {
-                            shared.withLock { $0.finished = (s, nil, nil) }
-                            break
-                        }
-                    }
-                    shared.withLock { if $0.finished == nil { $0.finished = (nil, nil, nil) } }
-                } else {
-                    let (s, hit) = try engine.continueRunning()
-                    shared.withLock { $0.finished = (s, hit, nil) }
-                }
-            } catch {
-                shared.withLock { $0.finished = (nil, nil, "\(error)") }
-            }
-            shared.withLock { $0.running = false }
-        }.start()
-    }
+    // MARK: live watch
 
     private func startWatch(hz: Double) {
-        watchHz = min(60, max(1, hz))
+        let rate = min(60, max(1, hz))
+        // Exact per-exit counts from KVM's tracepoint while the guest runs
+        // freely; without tracefs (not root), every exit is stopped at instead.
+        trace = try? NestedExitTrace(threadID: session.vcpuThreadID)
+        do {
+            try session.send(.watch(freeRunning: trace != nil))
+        } catch {
+            trace = nil
+            say("\(error)", error: true)
+            return
+        }
+        watchHz = rate
         lastCounts = [:]
-        tracedCounts = [:]
+        counts = [:]
         lastSample = .now
-        startWorker(watch: true)
+        view.runState = trace != nil ? "watching \(Int(rate)) Hz, free-running" : "watching \(Int(rate)) Hz, stopping at each exit"
     }
 
-    /// Picks up what the worker did since the last look.
-    private func collectWorker() {
-        var (latest, counts, finished, running, trace) = shared.withLock { ($0.latest, $0.counts, $0.finished, $0.running, $0.trace) }
-        if let trace, watchHz != nil {
-            for (code, n) in trace.drain() { tracedCounts[SVMExit.name(of: code) ?? "0x" + String(code, radix: 16), default: 0] += n }
-            counts = tracedCounts
-            if running { engine.pause() }   // the next sample
+    /// Picks up what the engine's thread reported since the last look.
+    private func collectEvents(waitingUpTo timeout: Duration = .zero) {
+        for event in session.takeEvents(waitingUpTo: timeout) {
+            switch event {
+            case let .stopped(stop, history):
+                endWatch()
+                view.runState = "stopped"
+                view.stops = history
+                view.selected = nil
+                if let hit = stop.hit { say("breakpoint \(hit): \(stop.reason)") } else { say(stop.reason, error: stop.kind == .fault) }
+            case let .sample(stop, sampledCounts):
+                view.stops = [stop]
+                view.selected = nil
+                if let sampledCounts { counts = sampledCounts }
+            case let .breakpoints(list):
+                let items = list.enumerated().map { "\($0.offset): \($0.element)" }
+                say("breakpoints: " + (items.isEmpty ? "none" : items.joined(separator: ", ")))
+            case let .failed(message):
+                endWatch()
+                view.runState = "stopped"
+                say(message, error: true)
+            }
         }
-        if watchHz != nil {
-            let now = ContinuousClock.now
-            let dt = max(1e-3, Double((now - lastSample).components.attoseconds) / 1e18 + Double((now - lastSample).components.seconds))
-            view.rates = counts.map { (name: $0.key, perSecond: Double($0.value - (lastCounts[$0.key] ?? 0)) / dt, total: $0.value) }
-                .sorted { $0.total > $1.total }
-            lastCounts = counts
-            lastSample = now
-            if let latest { view.stops = [latest]; view.selected = nil }
-            view.runState = trace != nil ? "watching \(Int(watchHz ?? 10)) Hz, free-running" : "watching \(Int(watchHz ?? 10)) Hz, stopping at each exit"
+        guard let watchHz else { return }
+        if let trace {
+            for (code, n) in trace.drain() { counts[SVMExit.name(of: code) ?? "0x" + String(code, radix: 16), default: 0] += n }
+            session.requestSample()
         }
-        if let finished, !running {
-            shared.withLock { $0.finished = nil; $0.trace = nil }
-            watchHz = nil
-            view.rates = []
-            view.runState = "stopped"
-            syncStops()
-            if let e = finished.error { say(e, error: true) }
-            else if let hit = finished.hit { say("breakpoint \(hit): \(finished.stop?.reason ?? "")") }
-            else if let s = finished.stop { say(s.reason, error: s.kind == .fault) }
-        }
+        let now = ContinuousClock.now
+        let elapsed = now - lastSample
+        guard elapsed >= .milliseconds(Int64(1000 / watchHz / 2)) else { return }
+        let dt = max(1e-3, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        view.rates = counts.map { (name: $0.key, perSecond: Double($0.value - (lastCounts[$0.key] ?? 0)) / dt, total: $0.value) }
+            .sorted { $0.total > $1.total }
+        lastCounts = counts
+        lastSample = now
     }
 
-    /// Stops a running worker and waits for it.
-    private func stopWorker() {
-        guard shared.withLock({ $0.running }) else { return }
-        shared.withLock { $0.stopRequested = true }
-        engine.pause()
-        while shared.withLock({ $0.running }) { usleep(1000) }
-        collectWorker()
+    private func endWatch() {
+        guard watchHz != nil else { return }
+        watchHz = nil
+        trace = nil
+        view.rates = []
     }
 }
-

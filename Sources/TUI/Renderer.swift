@@ -78,32 +78,33 @@ public enum Renderer {
             r += 1
         }
         // Control registers one per line with their bits; segments one per line.
-        let byName = Dictionary(uniqueKeysWithValues: rest.map { ($0.name, $0) })
-        for name in ["rip", "rflags", "cr0", "cr2", "cr3", "cr4", "efer", "dr6", "dr7"] where r < row + height - 1 {
-            guard let item = byName[name] else { continue }
+        let byRegister = Dictionary(uniqueKeysWithValues: rest.map { ($0.register, $0) })
+        let controlRegisters: [Register] = [.rip, .rflags, .cr0, .cr2, .cr3, .cr4, .efer, .dr6, .dr7]
+        for register in controlRegisters where r < row + height - 1 {
+            guard let item = byRegister[register] else { continue }
             cell(item, row: r, col: col + 1, width: 24, labelWidth: 7, &s)
             if !item.note.isEmpty { s.put(item.note, row: r, col: col + 26, style: .dim, maxWidth: inner - 25) }
             r += 1
         }
-        for seg in ["cs", "ss", "ds", "es", "fs", "gs", "tr", "ldtr"] where r < row + height - 1 {
-            guard let sel = byName["\(seg).selector"] else { continue }
-            let parts = ["selector", "base", "limit", "attrib"].compactMap { byName["\(seg).\($0)"] }
+        func hexOrUnknown(_ item: RegisterRow?, _ digits: Int) -> String {
+            guard let v = item?.value else { return String(repeating: "?", count: digits) }
+            let h = String(v, radix: 16)
+            return String(repeating: "0", count: max(0, digits - h.count)) + h
+        }
+        for seg in PaneModel.segments where r < row + height - 1 {
+            guard let sel = byRegister[seg.selector] else { continue }
+            let parts = [seg.selector, seg.base, seg.limit, seg.attrib].compactMap { byRegister[$0] }
             let changed = parts.contains { $0.changed }
-            s.put(seg.padding(toLength: 5, withPad: " ", startingAt: 0), row: r, col: col + 1, style: .label)
-            func hexOrUnknown(_ item: RegisterRow?, _ digits: Int) -> String {
-                guard let v = item?.value else { return String(repeating: "?", count: digits) }
-                let h = String(v, radix: 16)
-                return String(repeating: "0", count: max(0, digits - h.count)) + h
-            }
-            let attrib = byName["\(seg).attrib"]
-            let text = "\(hexOrUnknown(sel, 4)) base \(hexOrUnknown(byName["\(seg).base"], 16)) lim \(hexOrUnknown(byName["\(seg).limit"], 8)) \(attrib?.note ?? "")"
+            s.put(seg.label.padding(toLength: 5, withPad: " ", startingAt: 0), row: r, col: col + 1, style: .label)
+            let text = "\(hexOrUnknown(sel, 4)) base \(hexOrUnknown(byRegister[seg.base], 16))"
+                + " lim \(hexOrUnknown(byRegister[seg.limit], 8)) \(byRegister[seg.attrib]?.note ?? "")"
             s.put(text, row: r, col: col + 6, style: sel.value == nil ? .unknown : (changed ? .changed : .value), maxWidth: inner - 5)
             r += 1
         }
-        for table in ["gdtr", "idtr"] where r < row + height - 1 {
-            guard let base = byName["\(table).base"] else { continue }
-            let limit = byName["\(table).limit"]
-            s.put(table.padding(toLength: 5, withPad: " ", startingAt: 0), row: r, col: col + 1, style: .label)
+        for table in PaneModel.tables where r < row + height - 1 {
+            guard let base = byRegister[table.base] else { continue }
+            let limit = byRegister[table.limit]
+            s.put(table.label.padding(toLength: 5, withPad: " ", startingAt: 0), row: r, col: col + 1, style: .label)
             let text = base.value.map { "base \(hex16($0)) lim \(String(limit?.value ?? 0, radix: 16))" } ?? "unknown"
             s.put(text, row: r, col: col + 6, style: base.value == nil ? .unknown : (base.changed || limit?.changed == true ? .changed : .value), maxWidth: inner - 5)
             r += 1
@@ -186,7 +187,7 @@ public enum Renderer {
         for (k, i) in (first..<min(v.stops.count, first + visible)).enumerated() {
             let st = v.stops[i]
             let name = st.exit?.name ?? st.kind.rawValue
-            let l2rip = st.l2?["rip"].map { String($0, radix: 16) } ?? "-"
+            let l2rip = st.l2?[.rip].map { String($0, radix: 16) } ?? "-"
             let text = "#\(st.index) \(name.padding(toLength: 10, withPad: " ", startingAt: 0)) \(l2rip.padding(toLength: 8, withPad: " ", startingAt: 0)) \(st.exit?.summary ?? st.reason)"
             s.put(text.padding(toLength: width - 2, withPad: " ", startingAt: 0), row: row + 1 + k, col: col + 1,
                   style: i == sel ? .selected : (st.synced.contains { $0.sync == .unexpected } ? .unexpected : .normal), maxWidth: width - 2)

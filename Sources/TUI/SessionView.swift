@@ -47,41 +47,46 @@ public struct SessionView: Sendable {
 
 /// One row of a register pane.
 public struct RegisterRow: Equatable, Sendable {
-    public let name: String
+    public let register: Register
     /// nil: not knowable at this stop.
     public let value: UInt64?
     public let changed: Bool
     /// Bit names or decoded attributes, if any.
     public let note: String
+    public var name: String { register.rawValue }
 }
 
 public enum PaneModel {
-    static let gprs = ["rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"]
+    /// Segment registers as panes show them: a label and the four parts.
+    static let segments: [(label: String, selector: Register, base: Register, limit: Register, attrib: Register)] = [
+        ("cs", .csSelector, .csBase, .csLimit, .csAttrib), ("ss", .ssSelector, .ssBase, .ssLimit, .ssAttrib),
+        ("ds", .dsSelector, .dsBase, .dsLimit, .dsAttrib), ("es", .esSelector, .esBase, .esLimit, .esAttrib),
+        ("fs", .fsSelector, .fsBase, .fsLimit, .fsAttrib), ("gs", .gsSelector, .gsBase, .gsLimit, .gsAttrib),
+        ("tr", .trSelector, .trBase, .trLimit, .trAttrib), ("ldtr", .ldtrSelector, .ldtrBase, .ldtrLimit, .ldtrAttrib),
+    ]
+    static let tables: [(label: String, base: Register, limit: Register)] = [("gdtr", .gdtrBase, .gdtrLimit), ("idtr", .idtrBase, .idtrLimit)]
 
-    /// The rows of a register pane; `previous` marks changes.
+    /// The rows of a register pane, in the pane's order; `previous` marks changes.
     public static func rows(_ set: RegisterSet, previous: RegisterSet?) -> [RegisterRow] {
-        func row(_ name: String, note: (UInt64) -> String = { _ in "" }) -> RegisterRow {
-            let v = set[name]
-            let old = previous?[name]
-            return RegisterRow(name: name, value: v, changed: v != nil && old != nil && v != old, note: v.map(note) ?? "")
+        Register.allCases.compactMap { register in
+            guard set.values[register] != nil else { return nil }
+            let v = set[register]
+            let old = previous?[register]
+            return RegisterRow(register: register, value: v, changed: v != nil && old != nil && v != old,
+                               note: v.map { note(register, $0) } ?? "")
         }
-        var rows = gprs.map { row($0) }
-        rows.append(row("rip"))
-        rows.append(row("rflags") { Bits.names($0 & ~0x3002, Bits.rflags) })
-        rows.append(row("cr0") { Bits.names($0, Bits.cr0) })
-        rows.append(row("cr2"))
-        rows.append(row("cr3"))
-        rows.append(row("cr4") { Bits.names($0, Bits.cr4) })
-        rows.append(row("efer") { Bits.names($0, Bits.efer) })
-        for s in ["cs", "ss", "ds", "es", "fs", "gs", "tr", "ldtr"] {
-            rows.append(row("\(s).selector"))
-            rows.append(row("\(s).base"))
-            rows.append(row("\(s).limit"))
-            rows.append(row("\(s).attrib") { SegmentAttributes(UInt16(truncatingIfNeeded: $0)).description })
+    }
+
+    static func note(_ register: Register, _ value: UInt64) -> String {
+        switch register {
+        case .rflags: return Bits.names(value & ~0x3002, Bits.rflags)
+        case .cr0: return Bits.names(value, Bits.cr0)
+        case .cr4: return Bits.names(value, Bits.cr4)
+        case .efer: return Bits.names(value, Bits.efer)
+        case .dr6: return Bits.names(value & 0xE00F, Bits.dr6)
+        case .csAttrib, .ssAttrib, .dsAttrib, .esAttrib, .fsAttrib, .gsAttrib, .trAttrib, .ldtrAttrib:
+            return SegmentAttributes(UInt16(truncatingIfNeeded: value)).description
+        default: return ""
         }
-        rows += ["gdtr.base", "gdtr.limit", "idtr.base", "idtr.limit"].map { row($0) }
-        rows.append(row("dr6") { Bits.names($0 & 0xE00F, Bits.dr6) })
-        rows.append(row("dr7"))
-        return rows.filter { set.values.keys.contains($0.name) }
     }
 }

@@ -31,12 +31,12 @@ struct BenchCommand: ParsableCommand {
         let window = Duration.milliseconds(Int64(seconds * 1000))
 
         // 1. Free-running: no patches; only L2's passthrough OUT comes to userspace.
-        let free = try NestedTarget.demo(kvm: kvm)
+        let free = try OwnVMTarget.demo(kvm: kvm)
         let clock = ContinuousClock()
         var start = clock.now
         var userspaceExits = 0
         while clock.now - start < window {
-            _ = try free.vcpu.run()
+            _ = try free.run()
             userspaceExits += 1
         }
         let freeElapsed = clock.now - start
@@ -44,7 +44,7 @@ struct BenchCommand: ParsableCommand {
         let freeRate = Double(freeExits) / freeElapsed.seconds
 
         // 2. Stepping exit by exit through the engine.
-        let engine = try Engine(target: NestedTarget.demo(kvm: kvm))
+        let engine = try Engine(ownVM: OwnVMTarget.demo(kvm: kvm))
         start = clock.now
         while clock.now - start < window { _ = try engine.next() }
         let stepElapsed = clock.now - start
@@ -89,10 +89,14 @@ extension BenchCommand {
     /// Full redraws of a 200×60 screen from a realistic session (real VMCB pages, 300 stops of history).
     func renderBench() {
         var before = VMCB()
-        before["control.intercepts[4]"] = 1; before["save.rip"] = 0x14F0; before["save.cr0"] = 0x8000_0011
+        before[integer: .intercepts4] = 1
+        before[integer: .saveRIP] = 0x14F0
+        before[integer: .saveCR0] = 0x8000_0011
         var after = before
-        after["control.exit_code"] = 0x7B; after["control.exit_info_1"] = 0x0080_0090; after["save.rip"] = 0x14F4
-        let regs = Dictionary(uniqueKeysWithValues: RegisterSet.order.map { ($0, UInt64?.some(0x1234)) })
+        after[integer: .exitCode] = 0x7B
+        after[integer: .exitInfo1] = 0x0080_0090
+        after[integer: .saveRIP] = 0x14F4
+        let regs = Dictionary(uniqueKeysWithValues: Register.allCases.map { ($0, RegisterValue.known(0x1234)) })
         let stops = (0..<300).map { Stop.synthetic(index: $0, before: before, after: after, l1: regs, l2: regs) }
         let view = SessionView(target: "demo", stops: stops)
         let clock = ContinuousClock()

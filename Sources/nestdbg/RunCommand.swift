@@ -24,31 +24,69 @@ struct RunCommand: ParsableCommand {
     var breakAt: [String] = []
     @Option(help: "Save what the guest writes to COM1 (port 0x3F8) in this file.") var serial: String?
 
+    @Option(help: "Batch: give up when no stop comes within this many seconds (a guest that never exits).")
+    var timeout = 30.0
+
     func run() throws {
         guard exits > 0 else { throw fail("--exits must be positive", status: 2) }
+        guard timeout > 0 else { throw fail("--timeout must be positive", status: 2) }
         var breakpoints: [Breakpoint] = []
         for name in breakAt {
             guard let code = SVMExit.code(named: name) else { throw fail("unknown exit code or name: \(name)", status: 2) }
             breakpoints.append(.exit(code))
         }
         let engine = try target.makeEngine()
-        engine.breakpoints = breakpoints
         guard batch else {
             try target.interactive(engine: engine, watch: nil)
             return
         }
-        defer { saveSerial(engine) }
-        do {
-            while engine.nestedExitCount < exits {
-                let (stop, hit) = breakpoints.isEmpty ? (try engine.next(), nil) : try engine.continueRunning(limit: 1)
-                print(json ? stop.json.serialized() : line(stop))
-                if stop.kind == .fault { throw fail("stopped: \(stop.reason)", status: 1) }
-                if stop.kind == .exited { throw ExitCode(stop.exitStatus ?? 0) }
-                if let hit { if !json { print("breakpoint: \(hit)") }; return }
-            }
-        } catch let error as KVMError {
-            throw fail(error.description, status: 1)
+        let session = EngineSession(engine: engine)
+        defer {
+            session.shutdown()
+            saveSerial(engine)
         }
+        for breakpoint in breakpoints {
+            try session.send(.addBreakpoint(breakpoint))
+            _ = try awaitStop(session)
+        }
+        var nestedExits = 0
+        while nestedExits < exits {
+            try session.send(.next)
+            guard let stop = try awaitStop(session) else { continue }
+            if stop.kind == .nestedExit { nestedExits += 1 }
+            print(json ? stop.json.serialized() : line(stop))
+            if stop.kind == .fault { throw fail("stopped: \(stop.reason)", status: 1) }
+            if stop.kind == .exited { throw ExitCode(stop.exitStatus ?? 0) }
+            if let hit = stop.hit {
+                if !json { print("breakpoint: \(hit)") }
+                return
+            }
+        }
+    }
+
+    /// Waits for the engine to finish a command: its stop, or nil for a
+    /// command that ends without one. A guest that gives no stop within
+    /// `--timeout` is paused and reported: batch mode never hangs.
+    private func awaitStop(_ session: EngineSession) throws -> Stop? {
+        let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
+        while ContinuousClock.now < deadline {
+            for event in session.takeEvents(waitingUpTo: .milliseconds(200)) {
+                switch event {
+                case let .stopped(stop, _) where stop.kind != .start: return stop
+                case .breakpoints: return nil
+                case .stopped, .sample: continue   // the start stop; samples only come in live watch
+                case let .failed(message): throw fail(message, status: 1)
+                }
+            }
+        }
+        try? session.send(.pause)
+        let paused = session.takeEvents(waitingUpTo: .seconds(5)).compactMap { event -> Stop? in
+            if case let .stopped(stop, _) = event { return stop } else { return nil }
+        }.last
+        let rip = paused.flatMap { $0.level == .l2 ? $0.l2?[.rip] : $0.l1[.rip] }
+        let at = paused.map { " (paused in \($0.level.rawValue) at rip 0x\(String(rip ?? 0, radix: 16)))" } ?? ""
+        throw fail("no stop within \(String(format: "%g", timeout)) s: the guest produced no nested exit or exit to the VMM\(at)",
+                   status: 1)
     }
 
     private func saveSerial(_ engine: Engine) {
@@ -61,7 +99,7 @@ struct RunCommand: ParsableCommand {
     }
 
     private func line(_ s: Stop) -> String {
-        let l2rip = s.l2?["rip"].map { "0x" + String($0, radix: 16) } ?? "?"
+        let l2rip = s.l2?[.rip].map { "0x" + String($0, radix: 16) } ?? "?"
         let unexpected = s.synced.filter { $0.sync == .unexpected }.count
         return "#\(s.index) \(s.kind.rawValue) [\(s.level.rawValue)] L2 rip \(l2rip): \(s.reason)"
             + (s.synced.isEmpty ? "" : " (\(s.synced.count) synced\(unexpected > 0 ? ", \(unexpected) UNEXPECTED" : ""))")
@@ -99,28 +137,30 @@ struct TargetOptions: ParsableArguments {
         let t: Theme
         do { t = try Theme.load(theme) } catch let error as ThemeError { throw fail(error.description, status: 2) }
         guard isatty(0) == 1, isatty(1) == 1 else { throw fail("the front end needs a terminal; use run --batch", status: 2) }
-        App(engine: engine, target: name, theme: t).run(watch: watch)
+        App(session: EngineSession(engine: engine), theme: t).run(watch: watch)
     }
 
     func makeEngine() throws -> Engine {
         let engine: Engine
         do {
             let kvm = try KVM()
+            let target: OwnVMTarget
             if let image {
-                engine = try Engine(target: NestedTarget.image(kvm: kvm, image: try loadImage(image), vmrunSites: try sites()))
+                target = try OwnVMTarget.image(kvm: kvm, image: try loadImage(image), vmrunSites: try sites(), name: name)
             } else {
-            switch scenario {
-            case "demo": engine = try Engine(target: NestedTarget.demo(kvm: kvm))
-            case "pse": engine = try Engine(target: NestedTarget.legacyPagingScenario(kvm: kvm, paging: .pse))
-            case "pae": engine = try Engine(target: NestedTarget.legacyPagingScenario(kvm: kvm, paging: .pae))
-            default: throw fail("unknown scenario \(scenario): demo, pse or pae", status: 2)
+                switch scenario {
+                case "demo": target = try OwnVMTarget.demo(kvm: kvm)
+                case "pse": target = try OwnVMTarget.legacyPagingScenario(kvm: kvm, paging: .pse)
+                case "pae": target = try OwnVMTarget.legacyPagingScenario(kvm: kvm, paging: .pae)
+                default: throw fail("unknown scenario \(scenario): demo, pse or pae", status: 2)
+                }
             }
-            }
+            engine = try Engine(ownVM: target)
         } catch let error as TargetError {
             throw fail(error.description, status: 1)
         } catch let error as ImageError {
             throw fail("\(image ?? ""): \(error)", status: 2)
-        } catch let error as EngineError {
+        } catch let error as StopSourceError {
             throw fail(error.description, status: 2)
         } catch let error as KVMError {
             throw fail(error.description, status: 1)

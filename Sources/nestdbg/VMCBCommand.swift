@@ -20,7 +20,7 @@ struct VMCBCommand: ParsableCommand {
                 return
             }
             let exit = DecodedExit(vmcb: vmcb)
-            if vmcb.exitCode != 0 || vmcb["control.exit_info_1"] != 0 {
+            if vmcb.exitCode != 0 || vmcb[integer: .exitInfo1] != 0 {
                 print("exit: \(exit.name) (\(exit.summary))\n")
             }
             print(table(vmcbRows(vmcb, all: all)))
@@ -99,8 +99,8 @@ struct NestedStateCommand: ParsableCommand {
             }
             if json { print(state.json.serialized()); return }
             print("flags:   \(String(state.flags.rawValue, radix: 16, uppercase: false)) (\(state.flags.description.isEmpty ? "none" : state.flags.description))")
-            print("format:  \(state.raw.format) (SVM)")
-            print("size:    \(state.raw.size)")
+            print("format:  \(SVMNestedState.formatSVM) (SVM)")
+            print("size:    \(state.bytes.count)")
             print("vmcb_pa: 0x\(String(state.vmcbPA, radix: 16))")
             guard let data = state.data else { print("\nno data: the vCPU was not in guest mode"); return }
             print("\ncontrol: \(SVMNestedState.controlMeaning)")

@@ -38,21 +38,21 @@ struct CLI {
 /// A vmcb12 as a long-mode L1 prepares it, and the same page after an IOIO #VMEXIT.
 func samplePages() -> (before: VMCB, after: VMCB) {
     var v = VMCB()
-    v["control.intercepts[3]"] = 1 << 18 | 1 << 27
-    v["control.intercepts[4]"] = 1
-    v["control.iopm_base_pa"] = 0x10_0000
-    v["control.msrpm_base_pa"] = 0x10_4000
-    v["control.asid"] = 1
-    v["save.efer"] = 0x1500
-    v["save.cr0"] = 0x8000_0011
-    v["save.cr4"] = 0x20
-    v["save.cs.attrib"] = 0x29B
-    v["save.rip"] = 0x40_0000
+    v[integer: .intercepts3] = 1 << 18 | 1 << 27
+    v[integer: .intercepts4] = 1
+    v[integer: .iopmBasePA] = 0x10_0000
+    v[integer: .msrpmBasePA] = 0x10_4000
+    v[integer: .asid] = 1
+    v[integer: .saveEFER] = 0x1500
+    v[integer: .saveCR0] = 0x8000_0011
+    v[integer: .saveCR4] = 0x20
+    v[integer: .saveCSAttrib] = 0x29B
+    v[integer: .saveRIP] = 0x40_0000
     var a = v
-    a["control.exit_code"] = 0x7B
-    a["control.exit_info_1"] = 0x0080_0090
-    a["control.exit_info_2"] = 0x40_1002
-    a["save.rip"] = 0x40_1000
+    a[integer: .exitCode] = 0x7B
+    a[integer: .exitInfo1] = 0x0080_0090
+    a[integer: .exitInfo2] = 0x40_1002
+    a[integer: .saveRIP] = 0x40_1000
     return (v, a)
 }
 
@@ -91,8 +91,8 @@ struct CLITests {
         let ok = try CLI.run("vmcb", "check", good)
         #expect(ok.status == 0, "\(ok.stdout)")
         var bad = samplePages().before
-        bad["control.asid"] = 0
-        bad["save.efer"] = 0x500
+        bad[integer: .asid] = 0
+        bad[integer: .saveEFER] = 0x500
         let r = try CLI.run("vmcb", "check", try CLI.file(bad.bytes, "bad.vmcb"))
         #expect(r.status == 1)
         #expect(r.stdout.contains("asid.zero") && r.stdout.contains("efer.svme"))
@@ -102,7 +102,7 @@ struct CLITests {
     func diff() throws {
         let (b, a) = samplePages()
         var odd = a
-        odd["control.asid"] = 9
+        odd[integer: .asid] = 9
         let before = try CLI.file(b.bytes, "before.vmcb"), after = try CLI.file(odd.bytes, "odd.vmcb")
         let text = try CLI.run("vmcb", "diff", before, after)
         #expect(text.status == 0)
@@ -118,7 +118,7 @@ struct CLITests {
     @Test("nested-state decode: header and both halves")
     func nestedState() throws {
         var data = VMCB()
-        data["save.rip"] = 0x20_0105
+        data[integer: .saveRIP] = 0x20_0105
         let blob = SVMNestedState.make(flags: [.guestMode, .gifSet], vmcbPA: 0x10_2000, data: data)
         let path = try CLI.file(blob, "state.bin")
         let r = try CLI.run("nested-state", "decode", path)
@@ -141,5 +141,20 @@ struct CLITests {
             #expect(r.stderr.split(separator: "\n").count == 1, "\(args): \(r.stderr)")
             #expect(r.stderr.hasPrefix("nestdbg: "))
         }
+    }
+
+    @Test("run --batch on a guest that never exits gives up after --timeout with a clear line and status 1 (real /dev/kvm)")
+    func batchTimeout() throws {
+        guard access("/dev/kvm", R_OK | W_OK) == 0 else {
+            if ProcessInfo.processInfo.environment["CI"] != nil { Issue.record("CI must provide /dev/kvm") }
+            try Test.cancel("/dev/kvm is not accessible")
+        }
+        let spin = try CLI.file([0xEB, 0xFE], "spin.bin")   // jmp $: no exit, ever
+        let start = ContinuousClock.now
+        let r = try CLI.run("run", "--batch", "--image", spin, "--load-at", "0x100000", "--timeout", "1")
+        let took = ContinuousClock.now - start
+        #expect(r.status == 1, "status \(r.status): \(r.stderr)")
+        #expect(r.stderr.hasPrefix("nestdbg: no stop within 1 s") && r.stderr.contains("paused in L1 at rip 0x100000"), "\(r.stderr)")
+        #expect(took < .seconds(15), "gave up after \(took)")
     }
 }

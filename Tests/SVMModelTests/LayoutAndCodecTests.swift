@@ -1,8 +1,8 @@
 import SVMModel
 import Testing
 
-/// Writes a little-endian integer into a page at an offset taken from the
-/// reference (kvm-nested-svm.md §1.1, §1.5), independently of VMCBLayout.
+/// Writes a little-endian integer into a page at an offset taken from Linux's
+/// svm.h (and the reference, kvm-nested-svm.md §1.1, §1.5), independently of VMCBLayout.
 func poke(_ page: inout [UInt8], _ offset: Int, _ value: UInt64, _ width: Int) {
     for i in 0..<width { page[offset + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(i))) }
 }
@@ -41,10 +41,10 @@ struct LayoutAndCodecTests {
         poke(&page, 0x048, 0x0010_3000, 8)                              // msrpm_base_pa
         poke(&page, 0x058, 1, 4)                                        // asid
         poke(&page, 0x060, 0x0100_0100, 4)                              // int_ctl V_IRQ | V_INTR_MASKING
-        poke(&page, 0x070, 0x7B, 4)                                     // exit_code IOIO
+        poke(&page, 0x070, 0x7B, 8)                                     // exit_code IOIO (u64)
         poke(&page, 0x078, 0x0080_0010, 8)                              // OUT 0x80, 1 byte
         poke(&page, 0x080, 0x40_1234, 8)                                // exit_info_2 = next RIP
-        poke(&page, 0x090, 1, 8)                                        // NP_ENABLE
+        poke(&page, 0x090, 1, 8)                                        // misc_ctl NP_ENABLE
         poke(&page, 0x0B0, 0x20_0000, 8)                                // nested_cr3
         poke(&page, 0x0C8, 0x40_1234, 8)                                // next_rip
         poke(&page, 0x410, 0x08, 2); poke(&page, 0x412, 0x29B, 2)      // cs selector, attrib (L P S code)
@@ -59,30 +59,31 @@ struct LayoutAndCodecTests {
         poke(&page, 0x5D8, 0x7000, 8)                                   // rsp
         poke(&page, 0x5F8, 0xABCD, 8)                                   // rax
         poke(&page, 0x640, 0xDEAD_B000, 8)                              // cr2
-        poke(&page, 0x6E0, 0x5, 4)                                      // spec_ctrl
+        poke(&page, 0x6E0, 0x1_0000_0005, 8)                            // spec_ctrl (u64)
         let v = try VMCB(bytes: page)
-        let expected: [String: UInt64] = [
-            "control.intercepts[3]": 0x1904_0000, "control.intercepts[4]": 3, "control.iopm_base_pa": 0x10_0000,
-            "control.msrpm_base_pa": 0x10_3000, "control.asid": 1, "control.int_ctl": 0x0100_0100,
-            "control.exit_code": 0x7B, "control.exit_info_1": 0x0080_0010, "control.exit_info_2": 0x40_1234,
-            "control.nested_ctl": 1, "control.nested_cr3": 0x20_0000, "control.next_rip": 0x40_1234,
-            "save.cs.selector": 8, "save.cs.attrib": 0x29B, "save.cs.limit": 0xFFFF_FFFF, "save.cpl": 3,
-            "save.efer": 0x1D00, "save.cr4": 0x20, "save.cr3": 0x5000, "save.cr0": 0x8000_0011, "save.rflags": 0x202,
-            "save.rip": 0x40_1232, "save.rsp": 0x7000, "save.rax": 0xABCD, "save.cr2": 0xDEAD_B000, "save.spec_ctrl": 5,
+        let expected: [VMCBField: UInt64] = [
+            .intercepts3: 0x1904_0000, .intercepts4: 3, .iopmBasePA: 0x10_0000,
+            .msrpmBasePA: 0x10_3000, .asid: 1, .intCtl: 0x0100_0100,
+            .exitCode: 0x7B, .exitInfo1: 0x0080_0010, .exitInfo2: 0x40_1234,
+            .miscCtl: 1, .nestedCR3: 0x20_0000, .nextRIP: 0x40_1234,
+            .saveCSSelector: 8, .saveCSAttrib: 0x29B, .saveCSLimit: 0xFFFF_FFFF, .saveCPL: 3,
+            .saveEFER: 0x1D00, .saveCR4: 0x20, .saveCR3: 0x5000, .saveCR0: 0x8000_0011, .saveRFLAGS: 0x202,
+            .saveRIP: 0x40_1232, .saveRSP: 0x7000, .saveRAX: 0xABCD, .saveCR2: 0xDEAD_B000, .saveSpecCtrl: 0x1_0000_0005,
         ]
-        for (name, value) in expected {
-            let f = try #require(VMCBLayout.field(named: name))
-            #expect(v[f] == .integer(value), "\(name)")
+        for (field, value) in expected {
+            #expect(v[field] == .integer(value), "\(field.name)")
+            #expect(v[integer: field] == value, "\(field.name)")
         }
         #expect(v.exitCode == 0x7B)
-        let f = { (n: String) in VMCBLayout.field(named: n)! }
-        #expect(f("control.intercepts[3]").meaning(of: v[f("control.intercepts[3]")]) == "CPUID HLT IOIO_PROT MSR_PROT")
-        #expect(f("save.cr0").meaning(of: v[f("save.cr0")]) == "PE ET PG")
-        #expect(f("save.efer").meaning(of: v[f("save.efer")]) == "LME LMA NXE SVME")
-        #expect(f("save.cs.attrib").meaning(of: v[f("save.cs.attrib")]) == "type=11 (code r a) S DPL=0 P L")
-        #expect(f("control.int_ctl").meaning(of: v[f("control.int_ctl")]) == "V_TPR=0 V_IRQ V_INTR_MASKING")
-        #expect(f("control.exit_info_1").meaning(of: v[f("control.exit_info_1")], in: v) == "OUT 0x80, 1 byte")
-        #expect(f("control.exit_code").meaning(of: v[f("control.exit_code")], in: v) == "SVM_EXIT_IOIO")
+        func meaning(_ f: VMCBField) -> String { f.meaning(of: v[f], in: v) }
+        #expect(meaning(.intercepts3) == "CPUID HLT IOIO_PROT MSR_PROT")
+        #expect(meaning(.saveCR0) == "PE ET PG")
+        #expect(meaning(.saveEFER) == "LME LMA NXE SVME")
+        #expect(meaning(.saveCSAttrib) == "type=11 (code r a) S DPL=0 P L")
+        #expect(meaning(.intCtl) == "V_TPR=0 V_IRQ V_INTR_MASKING")
+        #expect(meaning(.exitInfo1) == "OUT 0x80, 1 byte")
+        #expect(meaning(.exitCode) == "SVM_EXIT_IOIO")
+        #expect(meaning(.miscCtl) == "NP_ENABLE")
     }
 
     @Test("decode then encode from the table alone round-trips random images byte for byte")

@@ -1,4 +1,3 @@
-import KVMControl
 import SVMModel
 import Testing
 
@@ -7,11 +6,11 @@ struct NestedStateTests {
     @Test("a guest-mode blob decodes: flags, vmcb_pa, cached controls, L1's save half; round-trips")
     func guestMode() throws {
         var data = VMCB()
-        data["control.asid"] = 1                 // cached vmcb12 control
-        data["control.intercepts[4]"] = 1
-        data["save.rip"] = 0x20_0105             // L1 after VMRUN
-        data["save.rax"] = 0x10_2000             // = vmcb12 GPA
-        data["save.cr0"] = 0x8000_0011
+        data[integer: .asid] = 1                 // cached vmcb12 control
+        data[integer: .intercepts4] = 1
+        data[integer: .saveRIP] = 0x20_0105             // L1 after VMRUN
+        data[integer: .saveRAX] = 0x10_2000             // = vmcb12 GPA
+        data[integer: .saveCR0] = 0x8000_0011
         let bytes = SVMNestedState.make(flags: [.guestMode, .gifSet], vmcbPA: 0x10_2000, data: data)
         #expect(bytes.count == 4224)
         // Header fields at the ABI offsets: flags @0, format @2, size @4, vmcb_pa @8.
@@ -20,8 +19,8 @@ struct NestedStateTests {
         #expect(s.flags == [.guestMode, .gifSet])
         #expect(s.flags.description == "GUEST_MODE|GIF_SET")
         #expect(s.vmcbPA == 0x10_2000)
-        #expect(s.data?["save.rip"] == 0x20_0105)
-        #expect(s.data?["control.asid"] == 1)
+        #expect(s.data?[integer: .saveRIP] == 0x20_0105)
+        #expect(s.data?[integer: .asid] == 1)
         #expect(s.bytes == bytes)
         #expect(SVMNestedState.make(flags: s.flags, vmcbPA: s.vmcbPA, data: s.data) == bytes)
     }

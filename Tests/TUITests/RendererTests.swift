@@ -7,16 +7,18 @@ import Testing
 /// Two stops of an IOIO exit, built from real VMCB pages (no KVM).
 func sampleView(width: Int = 160, unknownRBX: Bool = true, unexpected: Bool = false) -> SessionView {
     var before = VMCB()
-    before["control.intercepts[4]"] = 1; before["control.asid"] = 1
-    before["save.rip"] = 0x14F0; before["save.efer"] = 0x1500; before["save.cr0"] = 0x8000_0011
+    before[integer: .intercepts4] = 1; before[integer: .asid] = 1
+    before[integer: .saveRIP] = 0x14F0; before[integer: .saveEFER] = 0x1500; before[integer: .saveCR0] = 0x8000_0011
     var after = before
-    after["control.exit_code"] = 0x7B; after["control.exit_info_1"] = 0x0080_0090; after["control.exit_info_2"] = 0x14F6
-    after["save.rip"] = 0x14F4
-    if unexpected { after["control.asid"] = 9 }
-    let l1a: [String: UInt64?] = ["rax": 0x20000, "rbx": unknownRBX ? UInt64?.none : UInt64?.some(5), "rip": 0x12A8, "cr0": 0x8000_0011]
-    var l1b = l1a; l1b["rip"] = 0x12A8; l1b["rax"] = 0x20000
-    let l2a: [String: UInt64?] = ["rax": 1, "rbx": 0x800, "rip": 0x14F0, "cr0": 0x8000_0011]
-    var l2b = l2a; l2b["rip"] = 0x14F4
+    after[integer: .exitCode] = 0x7B; after[integer: .exitInfo1] = 0x0080_0090; after[integer: .exitInfo2] = 0x14F6
+    after[integer: .saveRIP] = 0x14F4
+    if unexpected { after[integer: .asid] = 9 }
+    let l1a: [Register: RegisterValue] = [.rax: .known(0x20000), .rbx: unknownRBX ? .unknown : .known(5), .rip: .known(0x12A8),
+                                          .cr0: .known(0x8000_0011)]
+    let l1b = l1a
+    let l2a: [Register: RegisterValue] = [.rax: .known(1), .rbx: .known(0x800), .rip: .known(0x14F0), .cr0: .known(0x8000_0011)]
+    var l2b = l2a
+    l2b[.rip] = .known(0x14F4)
     let s0 = Stop.synthetic(index: 0, before: before, after: before, l1: l1a, l2: l2a)
     let s1 = Stop.synthetic(index: 1, before: before, after: after, l1: l1b, l2: l2b)
     return SessionView(target: "demo", stops: [s0, s1])

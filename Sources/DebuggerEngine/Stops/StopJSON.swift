@@ -3,8 +3,9 @@ import SVMModel
 extension RegisterSet {
     public var json: JSON {
         var o: [(String, JSON)] = [("source", .string(source))]
-        for n in RegisterSet.order where values.keys.contains(n) {
-            o.append((n, self[n].map { JSON.hex($0) } ?? .null))
+        for register in Register.allCases {
+            guard let value = values[register] else { continue }
+            o.append((register.rawValue, value.value.map { JSON.hex($0) } ?? .null))
         }
         return .object(o)
     }
@@ -20,8 +21,8 @@ extension Stop {
         if let exit, let v = vmcb12 {
             o.append(("exit", .object([
                 ("code", .hex(exit.code)), ("name", .string(exit.name)),
-                ("exit_info_1", .hex(v["control.exit_info_1"])), ("exit_info_2", .hex(v["control.exit_info_2"])),
-                ("exit_int_info", .hex(v["control.exit_int_info"])), ("next_rip", .hex(v["control.next_rip"])),
+                ("exit_info_1", .hex(v[integer: .exitInfo1])), ("exit_info_2", .hex(v[integer: .exitInfo2])),
+                ("exit_int_info", .hex(v[integer: .exitIntInfo])), ("next_rip", .hex(v[integer: .nextRIP])),
                 ("decoded", .string(exit.summary)),
             ])))
         }

@@ -106,36 +106,33 @@ struct ImageTests {
 
     @Test("a flat binary runs: COM1 output is collected, a write to port 0xF4 ends the run with its code")
     func flatBinaryExits() throws {
-        guard access("/dev/kvm", R_OK | W_OK) == 0 else {
-            if ProcessInfo.processInfo.environment["CI"] != nil { Issue.record("/dev/kvm is not accessible") }
-            return
-        }
+        try requireKVM()
         let code: [UInt8] = [0x66, 0xBA, 0xF8, 0x03, 0xB0, 0x68, 0xEE, 0xB0, 0x69, 0xEE,   // "hi" to COM1
                              0xB0, 0x2A, 0xE6, 0xF4, 0xF4]                                 // out 0xf4, 42; hlt
-        let target = try NestedTarget.image(kvm: KVM(), image: GuestImage.flat(code, loadAddress: 0x20_0000, entry: nil))
-        let engine = try Engine(target: target)
+        let target = try OwnVMTarget.image(kvm: KVM(), image: GuestImage.flat(code, loadAddress: 0x20_0000, entry: nil))
+        let engine = try Engine(ownVM: target)
         let stop = try engine.next()
         #expect(stop.kind == .exited && stop.exitStatus == 42, "\(stop.reason)")
         #expect(String(decoding: engine.serialOutput, as: UTF8.self) == "hi")
     }
 
-    @Test("a Multiboot L1 of the user's runs through the engine like the demo (nested KVM)")
+}
+
+@Suite("a user's Multiboot L1 (real nested KVM)", .enabled(if: NestedSVM.available, NestedSVM.reason))
+struct MultibootNestedTests {
+    @Test("a Multiboot L1 of the user's runs through the engine like the demo")
     func multibootRuns() throws {
-        guard let kvm = try? KVM(), (try? NestedTarget.nestedCPUIDForTests(kvm)) != nil else {
-            if ProcessInfo.processInfo.environment["NESTDBG_REQUIRE_NESTED"] != nil { Issue.record("no nested SVM") }
-            else { print("note: Multiboot nested test not run here: this KVM offers no nested SVM") }
-            return
-        }
         let (elf, demo) = multibootL1()
-        let engine = try Engine(target: NestedTarget.image(kvm: kvm, image: GuestImage.multiboot(elf)))
+        let target = try OwnVMTarget.image(kvm: KVM(), image: GuestImage.multiboot(elf))
+        let engine = try Engine(ownVM: target)
         for i in 0..<20 {
             let s = try engine.next()
             #expect(s.kind == .nestedExit && s.exit?.name == "CPUID", "exit \(i): \(s.reason)")
-            #expect(s.vmcb12?["save.rip"] == demo.address("l2_32_cpuid"))
+            #expect(s.vmcb12?[integer: .saveRIP] == demo.address("l2_32_cpuid"))
             #expect(s.synced.filter { $0.sync == .unexpected }.isEmpty)
         }
         #expect(String(decoding: engine.serialOutput, as: UTF8.self) == "MB\n")
-        let info = try engine.target.vm.readInteger(UInt32.self, at: 0x9000)
+        let info = try target.vm.readInteger(UInt32.self, at: 0x9000)
         #expect(info == 1, "Multiboot info flags")
     }
 }

@@ -1,0 +1,156 @@
+import KVMControl
+import SVMModel
+
+/// Why the engine refused a command.
+public enum EngineError: Error, Equatable, CustomStringConvertible {
+    case cannotStepL2
+    case breakpointNeedsL1
+    case sourceCannot(String)
+
+    public var description: String {
+        switch self {
+        case .cannotStepL2:
+            return "single-step in L2 is refused: re-arming it on an instruction L1 intercepts makes KVM inject #DB into L1; use n (next exit)"
+        case .breakpointNeedsL1: return "set L1 breakpoints while stopped in L1 (its paging translates the address)"
+        case let .sourceCannot(what): return what
+        }
+    }
+}
+
+/// Runs a target through a stop source and keeps what happened: every stop
+/// is assembled in one place, evaluated against the breakpoints in one
+/// place, and recorded. Not thread-safe by design: one thread owns an
+/// engine (see `EngineSession`); only `interrupt()` may come from elsewhere.
+public final class Engine: @unchecked Sendable {
+    public let target: any DebugTarget
+    public let source: any StopSource
+    private var assembler: StopAssembler
+    public private(set) var breakpoints = BreakpointTable()
+    public private(set) var history: [Stop] = []
+    public static let historyLimit = 5000
+    public private(set) var stopCount = 0
+    public private(set) var nestedExitCount = 0
+    public let timings: StopTimings
+
+    public var checkEnvironment: CheckEnvironment {
+        get { assembler.checkEnvironment }
+        set { assembler.checkEnvironment = newValue }
+    }
+
+    public init(target: any DebugTarget, source: any StopSource, timings: StopTimings) {
+        self.target = target
+        self.source = source
+        self.timings = timings
+        assembler = StopAssembler(timings: timings)
+    }
+
+    /// nestdbg's own VM, stopped by patching its VMRUN sites.
+    public convenience init(ownVM target: OwnVMTarget) throws {
+        let timings = StopTimings()
+        let source = try PatchStopSource(target: target, vmrunSites: target.vmrunSites, timings: timings)
+        self.init(target: target, source: source, timings: timings)
+    }
+
+    /// What the guest wrote to COM1 (own VMs).
+    public var serialOutput: [UInt8] { (target as? OwnVMTarget)?.serialOutput ?? [] }
+
+    // MARK: Commands
+
+    /// Records the target as it is now, before it runs (the first screen).
+    @discardableResult
+    public func recordStart() throws -> Stop {
+        record(try assembler.startStop(from: target))
+    }
+
+    /// Runs to the next stop of any kind (VMRUN stops included).
+    public func step() throws -> Stop {
+        record(try assembler.assemble(try source.next(), from: target))
+    }
+
+    /// Runs to the next nested #VMEXIT (or any stop that is not a VMRUN).
+    public func next() throws -> Stop {
+        while true {
+            let stop = try step()
+            if stop.kind != .vmrun { return stop }
+        }
+    }
+
+    /// Runs to the next VMRUN (or a stop that needs the user: a fault, a pause, an exit to the VMM).
+    public func nextVMRUN() throws -> Stop {
+        while true {
+            let stop = try step()
+            if stop.kind != .nestedExit { return stop }
+        }
+    }
+
+    /// Runs until a breakpoint matches, the guest faults or ends, or the
+    /// user pauses. `limit` bounds the stops taken.
+    public func continueRunning(limit: Int = .max) throws -> Stop {
+        var taken = 0
+        while true {
+            let stop = try step()
+            taken += 1
+            if stop.hit != nil || stop.endsRun || stop.kind == .paused || taken >= limit { return stop }
+        }
+    }
+
+    /// Executes one L1 instruction (L2 single-step is refused: see `EngineError.cannotStepL2`).
+    public func stepInstruction() throws -> Stop {
+        guard source.capabilities.contains(.singleStep) else { throw EngineError.sourceCannot("this stop source cannot single-step") }
+        if try target.isInGuestMode() { throw EngineError.cannotStepL2 }
+        return record(try assembler.assemble(try source.singleStep(), from: target))
+    }
+
+    /// Makes a running command on another thread stop with `.paused`. Any thread.
+    public func interrupt() { source.interrupt() }
+
+    /// Lets the guest run with no stops (live watch). At each interrupt
+    /// `sample` gets a snapshot, until `shouldStop` says so; then the stop
+    /// where the guest is now is recorded and returned (a pause, or the
+    /// fault or exit that ended it).
+    public func runFree(shouldStop: () -> Bool, sample: (Stop) -> Void) throws -> Stop {
+        guard source.capabilities.contains(.freeRun) else { throw EngineError.sourceCannot("this stop source cannot run freely") }
+        var assembler = self.assembler
+        let end = try source.runFree(shouldStop: shouldStop) {
+            sample(try assembler.assemble(SourceStop(.paused, kvmExit: "KVM_EXIT_INTR"), from: target))
+        }
+        // VMRUNs happened unseen: there is no "before" page to diff the next #VMEXIT against.
+        self.assembler.forgetVMRUN()
+        var stop = try self.assembler.assemble(end, from: target)
+        if stop.kind == .paused { stop.reason = "live watch ended here" }
+        return record(stop)
+    }
+
+    /// Adds a breakpoint; an L1-instruction one needs a source that patches and a vCPU in L1.
+    public func addBreakpoint(_ breakpoint: Breakpoint) throws {
+        if case let .l1RIP(address) = breakpoint {
+            guard source.capabilities.contains(.l1Breakpoints) else {
+                throw EngineError.sourceCannot("this stop source cannot stop on L1 instructions")
+            }
+            guard try !target.isInGuestMode() else { throw EngineError.breakpointNeedsL1 }
+            try source.addL1Breakpoint(address)
+        }
+        breakpoints.add(breakpoint, baselineFrom: history.last)
+    }
+
+    /// Removes breakpoints (all when `index` is nil), taking L1 patches out.
+    public func deleteBreakpoints(at index: Int? = nil) throws {
+        for case let .l1RIP(address) in breakpoints.remove(at: index) { try source.removeL1Breakpoint(address) }
+    }
+
+    /// Leaves the guest as it would be without nestdbg.
+    public func detach() throws { try source.detach() }
+
+    private func record(_ stop: Stop) -> Stop {
+        var s = stop
+        s.index = stopCount
+        s.hit = breakpoints.evaluate(s)
+        stopCount += 1
+        if s.kind == .nestedExit { nestedExitCount += 1 }
+        history.append(s)
+        assembler.previous = s
+        // Trim in batches: removing from the front of an array is O(n).
+        if history.count > Engine.historyLimit + 500 { history.removeFirst(history.count - Engine.historyLimit) }
+        return s
+    }
+}

@@ -1,0 +1,249 @@
+import Foundation
+import KVMControl
+
+/// What the front end (or batch mode) asks of the engine.
+public enum EngineCommand: Equatable, Sendable {
+    /// One L1 instruction.
+    case stepInstruction
+    /// To the next nested #VMEXIT.
+    case next
+    /// To the next VMRUN.
+    case nextVMRUN
+    /// Until a breakpoint, a fault, the guest's exit or a pause.
+    case continueRunning
+    /// Live watch: `freeRunning` lets the guest run (samples on `requestSample`);
+    /// otherwise every exit is stopped at and counted.
+    case watch(freeRunning: Bool)
+    case stopWatch
+    case pause
+    case addBreakpoint(Breakpoint)
+    /// One by index, or all (nil).
+    case deleteBreakpoints(Int?)
+}
+
+/// What the session is doing; a command that does not fit is refused.
+public enum SessionState: Equatable, Sendable {
+    case stopped
+    /// A step, next, vmrun or continue is under way.
+    case running(EngineCommand)
+    case watching(freeRunning: Bool)
+    /// The engine thread has ended (`shutdown`).
+    case ended
+}
+
+/// A command refused for the state the session is in.
+public struct CommandRefusal: Error, Equatable, CustomStringConvertible {
+    public let description: String
+}
+
+/// What the engine thread reports.
+public enum SessionEvent: Sendable {
+    /// A command finished at this stop; the history is the engine's.
+    case stopped(Stop, history: [Stop])
+    /// Live watch: where the guest is now; `counts` when every exit is stopped at.
+    case sample(Stop, counts: [String: Int]?)
+    case breakpoints([Breakpoint])
+    /// A command failed (an ioctl, a refused breakpoint); the session is stopped.
+    case failed(String)
+}
+
+/// One thread owns the engine and the vCPU; everyone else sends typed
+/// commands and reads events. `pause` and watch samples reach a running
+/// vCPU through the stop source's `interrupt()`, the one thread-safe call.
+public final class EngineSession: @unchecked Sendable {
+    private let engine: Engine
+    private let condition = NSCondition()
+    // Guarded by `condition`:
+    private var inbox: [EngineCommand] = []
+    private var events: [SessionEvent] = []
+    private var currentState: SessionState = .stopped
+    private var stopWatchRequested = false
+    private var quitRequested = false
+    private var threadID: Int32?
+
+    /// Starts the engine's thread; it claims the vCPU and records the start stop.
+    public init(engine: Engine) {
+        self.engine = engine
+        let thread = Thread { [self] in self.serve() }
+        thread.name = "nestdbg-engine"
+        thread.start()
+        condition.lock()
+        while threadID == nil { condition.wait() }
+        condition.unlock()
+    }
+
+    public var state: SessionState { locked { currentState } }
+
+    /// The kernel thread id of the engine's thread (tracepoints filter on it).
+    public var vcpuThreadID: Int32 { locked { threadID ?? 0 } }
+
+    /// The target's name and capabilities are fixed: safe to read from any thread.
+    public var targetName: String { engine.target.name }
+
+    private func locked<T>(_ body: () -> T) -> T {
+        condition.lock()
+        defer { condition.unlock() }
+        return body()
+    }
+
+    /// Sends a command, or says why it does not fit the current state.
+    public func send(_ command: EngineCommand) throws(CommandRefusal) {
+        condition.lock()
+        defer { condition.unlock() }
+        switch (currentState, command) {
+        case (.ended, _):
+            throw CommandRefusal(description: "the engine has ended")
+        case (.stopped, .pause):
+            throw CommandRefusal(description: "not running: nothing to pause")
+        case (.stopped, .stopWatch):
+            throw CommandRefusal(description: "live watch is not on")
+        case (.stopped, _):
+            inbox.append(command)
+            currentState = Self.stateFor(command)
+            condition.broadcast()
+        case let (.running(what), .pause) where Self.runsTheGuest(what):
+            engine.interrupt()
+        case let (.running(what), _):
+            throw CommandRefusal(description: "the guest is running (\(Self.verb(what))): p pauses it first")
+        case (.watching, .stopWatch), (.watching, .pause):
+            stopWatchRequested = true
+            engine.interrupt()
+        case (.watching, _):
+            throw CommandRefusal(description: "live watch is on: w stops it first")
+        }
+    }
+
+    /// Live watch: asks the running guest for a snapshot (a `.sample` event follows).
+    public func requestSample() {
+        locked {
+            if case .watching = currentState { engine.interrupt() }
+        }
+    }
+
+    /// The events since the last call; waits up to `timeout` for one when there are none.
+    public func takeEvents(waitingUpTo timeout: Duration = .zero) -> [SessionEvent] {
+        condition.lock()
+        defer { condition.unlock() }
+        if events.isEmpty, timeout > .zero {
+            let deadline = Date(timeIntervalSinceNow: Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18)
+            while events.isEmpty, condition.wait(until: deadline) {}
+        }
+        defer { events.removeAll() }
+        return events
+    }
+
+    /// Ends the engine's thread: interrupts what runs and waits for it (at
+    /// most `timeout`). Returns false if the thread did not end in time.
+    @discardableResult
+    public func shutdown(timeout: Duration = .seconds(5)) -> Bool {
+        condition.lock()
+        quitRequested = true
+        stopWatchRequested = true
+        engine.interrupt()
+        condition.broadcast()
+        let deadline = Date(timeIntervalSinceNow: Double(timeout.components.seconds))
+        while currentState != .ended, condition.wait(until: deadline) {}
+        let ended = currentState == .ended
+        condition.unlock()
+        return ended
+    }
+
+    private static func runsTheGuest(_ command: EngineCommand) -> Bool {
+        [.next, .nextVMRUN, .continueRunning, .stepInstruction].contains(command)
+    }
+
+    /// Busy from the moment a command is queued until its event is posted,
+    /// so a second command cannot slip in behind it.
+    private static func stateFor(_ command: EngineCommand) -> SessionState {
+        if case let .watch(freeRunning) = command { return .watching(freeRunning: freeRunning) }
+        return .running(command)
+    }
+
+    private static func verb(_ command: EngineCommand) -> String {
+        switch command {
+        case .next: return "next"
+        case .nextVMRUN: return "vmrun"
+        case .continueRunning: return "continue"
+        case .stepInstruction: return "step"
+        default: return "busy with the last command"
+        }
+    }
+
+    private func post(_ event: SessionEvent, state: SessionState? = nil) {
+        locked {
+            events.append(event)
+            if let state { currentState = state }
+            condition.broadcast()
+        }
+    }
+
+    // MARK: the engine's thread
+
+    private func serve() {
+        (engine.target as? any RunnableTarget)?.claimVCPU()
+        locked {
+            threadID = VCPU.currentThreadID()
+            condition.broadcast()
+        }
+        do {
+            let start = try engine.recordStart()
+            post(.stopped(start, history: engine.history))
+        } catch {
+            post(.failed("reading the target's start state: \(error)"))
+        }
+        while true {
+            condition.lock()
+            while inbox.isEmpty && !quitRequested { condition.wait() }
+            if quitRequested {
+                currentState = .ended
+                condition.broadcast()
+                condition.unlock()
+                return
+            }
+            let command = inbox.removeFirst()
+            stopWatchRequested = false
+            condition.unlock()
+            execute(command)
+        }
+    }
+
+    private func execute(_ command: EngineCommand) {
+        do {
+            switch command {
+            case .next: post(.stopped(try engine.next(), history: engine.history), state: .stopped)
+            case .nextVMRUN: post(.stopped(try engine.nextVMRUN(), history: engine.history), state: .stopped)
+            case .continueRunning: post(.stopped(try engine.continueRunning(), history: engine.history), state: .stopped)
+            case .stepInstruction: post(.stopped(try engine.stepInstruction(), history: engine.history), state: .stopped)
+            case let .watch(freeRunning):
+                let end = freeRunning ? try watchFreely() : try watchByStepping()
+                post(.stopped(end, history: engine.history), state: .stopped)
+            case let .addBreakpoint(breakpoint):
+                try engine.addBreakpoint(breakpoint)
+                post(.breakpoints(engine.breakpoints.list), state: .stopped)
+            case let .deleteBreakpoints(index):
+                try engine.deleteBreakpoints(at: index)
+                post(.breakpoints(engine.breakpoints.list), state: .stopped)
+            case .pause, .stopWatch:
+                post(.failed("not running"), state: .stopped)
+            }
+        } catch {
+            post(.failed("\(error)"), state: .stopped)
+        }
+    }
+
+    private func watchFreely() throws -> Stop {
+        try engine.runFree(shouldStop: { locked { stopWatchRequested || quitRequested } },
+                           sample: { post(.sample($0, counts: nil)) })
+    }
+
+    /// Without KVM's tracepoints: stop at each exit and count it.
+    private func watchByStepping() throws -> Stop {
+        var counts: [String: Int] = [:]
+        while true {
+            let stop = try engine.next()
+            if locked({ stopWatchRequested || quitRequested }) || stop.endsRun || stop.kind == .paused { return stop }
+            counts[stop.exit?.name ?? stop.kind.rawValue, default: 0] += 1
+            post(.sample(stop, counts: counts))
+        }
+    }
+}

@@ -1,0 +1,137 @@
+import KVMControl
+import SVMModel
+
+/// The one place a `Stop` is built: an event from a stop source plus what
+/// the target says now. It remembers vmcb12 as L1 prepared it at the last
+/// VMRUN, which the next #VMEXIT's sync diff is taken against.
+struct StopAssembler {
+    var checkEnvironment = CheckEnvironment(physicalAddressBits: 40)
+    let timings: StopTimings
+    /// vmcb12 at the last VMRUN stop, and its consistency check.
+    private(set) var atVMRUN: (gpa: UInt64, vmcb: VMCB, violations: [Violation])?
+    /// The previous stop the engine recorded, for the triple-fault diagnosis.
+    var previous: Stop?
+
+    init(timings: StopTimings) { self.timings = timings }
+
+    /// VMRUNs happened unseen (free running): no "before" page to diff against.
+    mutating func forgetVMRUN() { atVMRUN = nil }
+
+    mutating func assemble(_ source: SourceStop, from target: any DebugTarget) throws -> Stop {
+        let r = try timings.timed(\.registerIoctls) { try target.generalRegisters() }
+        let s = try timings.timed(\.registerIoctls) { try target.specialRegisters() }
+        let d = try timings.timed(\.registerIoctls) { try target.debugRegisters() }
+        let l1Live = RegisterSet.fromVCPU(r, s, d, source: "vCPU registers")
+        var stop: Stop
+        switch source.event {
+        case .vmrun:
+            stop = try vmrunStop(r, l1: l1Live, target: target, kvmExit: source.kvmExit)
+        case .nestedExit:
+            stop = try nestedExitStop(r, s, d, target: target, kvmExit: source.kvmExit)
+        case let .vmmExit(description):
+            stop = try levelStop(kind: nil, reason: description, r, s, d, target: target, kvmExit: source.kvmExit)
+        case .paused:
+            stop = try levelStop(kind: .paused, reason: "paused", r, s, d, target: target, kvmExit: source.kvmExit)
+        case let .fault(description):
+            let reason = description + (description.hasPrefix("triple fault") ? shutdownDiagnosis() : "")
+            stop = try levelStop(kind: .fault, reason: reason, r, s, d, target: target, kvmExit: source.kvmExit)
+        case let .guestExited(status):
+            stop = try levelStop(kind: .exited, reason: "the guest wrote \(status) to the debug-exit port 0xF4",
+                                 r, s, d, target: target, kvmExit: source.kvmExit)
+            stop.exitStatus = status
+        case .singleStep:
+            stop = try levelStop(kind: .singleStep, reason: "single-step in L1 to \(hex(r.rip))", r, s, d,
+                                 target: target, kvmExit: source.kvmExit)
+        case let .l1Breakpoint(address):
+            stop = try levelStop(kind: .breakpoint, reason: "L1 breakpoint at \(hex(address))", r, s, d,
+                                 target: target, kvmExit: source.kvmExit)
+        }
+        return stop
+    }
+
+    /// The target as found, before anything ran: the first screen.
+    mutating func startStop(from target: any DebugTarget) throws -> Stop {
+        let r = try target.generalRegisters(), s = try target.specialRegisters(), d = try target.debugRegisters()
+        return try levelStop(kind: .start, reason: "\(target.name): the vCPU as loaded, before its first instruction",
+                             r, s, d, target: target, kvmExit: "none (not run yet)")
+    }
+
+    private func readVMCB12(_ gpa: UInt64, from target: any DebugTarget) throws -> VMCB {
+        try timings.timed(\.vmcb12Reads) { try target.readVMCB(at: gpa) }
+    }
+
+    private func nestedState(_ target: any DebugTarget) throws -> SVMNestedState? {
+        try timings.timed(\.nestedStateIoctls) { try target.nestedState() }
+    }
+
+    private mutating func vmrunStop(_ r: GeneralRegisters, l1: RegisterSet, target: any DebugTarget, kvmExit: String) throws -> Stop {
+        let gpa = r.rax
+        let vmcb = try readVMCB12(gpa, from: target)
+        let environment = checkEnvironment
+        let violations = timings.timed(\.decodeAndDiff) { ConsistencyChecks.check(vmcb, environment: environment) }
+        atVMRUN = (gpa, vmcb, violations)
+        let l2 = RegisterSet.fromVMCBSave(vmcb, gprs: r,
+                                          source: "vmcb12 save area as L1 prepared it; RBX-R15 are the vCPU's (VMRUN does not switch them)")
+        let verdict = violations.isEmpty ? "consistency checks pass" : "\(violations.count) consistency violation(s): VMRUN will fail"
+        return Stop(kind: .vmrun, level: .l1, reason: "L1 at VMRUN, vmcb12 at \(hex(gpa)); \(verdict)", l1: l1, l2: l2,
+                    vmcb12GPA: gpa, vmcb12AtVMRUN: vmcb, vmcb12: vmcb, violations: violations, kvmExit: kvmExit)
+    }
+
+    private func nestedExitStop(_ r: GeneralRegisters, _ s: SpecialRegisters, _ d: DebugRegisters,
+                                target: any DebugTarget, kvmExit: String) throws -> Stop {
+        let gpa = atVMRUN?.gpa ?? r.rax
+        let after = try readVMCB12(gpa, from: target)
+        let flags = try nestedState(target)?.flags ?? []
+        let before = atVMRUN?.vmcb
+        let (exit, changes) = timings.timed(\.decodeAndDiff) { () -> (DecodedExit, [FieldChange]) in
+            let context = ExitContext(l2RCX: r.rcx, l2RAX: after[integer: .saveRAX], l2RDX: r.rdx)
+            let exit = DecodedExit(vmcb: after, context: context)
+            return (exit, before.map { SyncDiff.changes(before: $0, after: after) } ?? [])
+        }
+        var l1 = RegisterSet.fromVCPU(r, s, d, source: "vCPU registers; RBX-R15 are L2's now (VMRUN does not switch them)")
+        l1.forget(Register.unswitchedGPRs)
+        let l2 = RegisterSet.fromVMCBSave(after, gprs: r,
+                                          source: "vmcb12 save area as KVM synced it + vCPU GPRs (L2's: not switched by VMRUN)")
+        let reason = SVMExit.isInvalid(exit.code) ? "VMRUN failed: VMEXIT_INVALID" : "nested #VMEXIT \(exit.name): \(exit.summary)"
+        return Stop(kind: .nestedExit, level: .l1, reason: reason, exit: exit, l1: l1, l2: l2, vmcb12GPA: gpa,
+                    vmcb12AtVMRUN: before, vmcb12: after, synced: changes, violations: atVMRUN?.violations ?? [],
+                    nestedFlags: flags, kvmExit: kvmExit)
+    }
+
+    /// A stop that is not a nested event: the level the vCPU is at decides
+    /// where each pane comes from. `kind` nil: an exit to the VMM at that level.
+    private func levelStop(kind: StopKind?, reason: String, _ r: GeneralRegisters, _ s: SpecialRegisters,
+                           _ d: DebugRegisters, target: any DebugTarget, kvmExit: String) throws -> Stop {
+        let state = try nestedState(target)
+        if let state, state.flags.contains(.guestMode), let data = state.data {
+            let l1 = RegisterSet.fromVMCBSave(data, gprs: nil,
+                                              source: "nested-state save half (L1 parked at VMRUN); RBX-R15 are not held by KVM")
+            let vmcb = try? readVMCB12(state.vmcbPA, from: target)
+            return Stop(kind: kind ?? .l2UserspaceExit, level: .l2, reason: "\(reason) while L2 runs", l1: l1,
+                        l2: .fromVCPU(r, s, d, source: "vCPU registers (guest mode: L2)"), vmcb12GPA: state.vmcbPA,
+                        vmcb12AtVMRUN: atVMRUN?.vmcb, vmcb12: vmcb, violations: atVMRUN?.violations ?? [],
+                        nestedFlags: state.flags, cachedControls: data, kvmExit: kvmExit)
+        }
+        return Stop(kind: kind ?? .l1UserspaceExit, level: .l1, reason: kind == nil ? "\(reason) from L1" : reason,
+                    l1: .fromVCPU(r, s, d, source: "vCPU registers"), vmcb12GPA: atVMRUN?.gpa,
+                    vmcb12AtVMRUN: atVMRUN?.vmcb, nestedFlags: state?.flags ?? [], kvmExit: kvmExit)
+    }
+
+    /// A triple fault between a VMRUN and the #VMEXIT L1 should have seen is
+    /// KVM failing to restore L1, not L1's own doing: say so, with L1's paging.
+    private func shutdownDiagnosis() -> String {
+        guard let last = previous, last.kind == .vmrun || last.kind == .l2UserspaceExit else { return "" }
+        let cr0 = last.l1[.cr0] ?? 0, cr4 = last.l1[.cr4] ?? 0, efer = last.l1[.efer] ?? 0
+        let paging = cr0 & (1 << 31) == 0 ? "paging off" : efer & (1 << 10) != 0 ? "long mode"
+            : cr4 & (1 << 5) != 0 ? "32-bit PAE paging" : cr4 & (1 << 4) != 0 ? "32-bit paging with CR4.PSE" : "32-bit paging"
+        return " after L1's VMRUN (stop #\(last.index)), before L1 saw any #VMEXIT: KVM's nested #VMEXIT path"
+            + " could not restore L1 (it reloads L1's CR3 and, for PAE, its PDPTRs: a failure there traces"
+            + " kvm_nested_vmenter_failed !load_pdptrs; scripts/sandbox --trace shows KVM's side);"
+            + " L1 ran with \(paging), CR3 \(hex(last.l1[.cr3] ?? 0))"
+    }
+}
+
+func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }
+
+/// An exit code's name, or its number where SVM has no name for it.
+func exitName(_ code: UInt64) -> String { SVMExit.name(of: code) ?? hex(code) }

@@ -1,0 +1,91 @@
+import KVMControl
+
+/// What a stop source saw when it stopped the vCPU. The stop assembler
+/// turns an event plus the target's state into a `Stop`.
+public enum StopEvent: Equatable, Sendable {
+    /// L1 is about to execute VMRUN (RIP on the instruction, vmcb12 at RAX).
+    case vmrun
+    /// L1 regained control after VMRUN: a nested #VMEXIT, or a failed VMRUN.
+    case nestedExit
+    /// An exit to the VMM that is not a nested event (I/O, MMIO, HLT); the
+    /// vCPU may be in L1 or in L2.
+    case vmmExit(description: String)
+    /// An L1 instruction breakpoint at this L1 address.
+    case l1Breakpoint(address: UInt64)
+    /// One L1 instruction executed.
+    case singleStep
+    /// The run was interrupted (`interrupt()`), e.g. the user paused.
+    case paused
+    /// Something went wrong in the guest or in KVM: a triple fault, a failed
+    /// entry, an internal error, L1 reporting an exit it cannot handle.
+    case fault(description: String)
+    /// The guest ended itself (isa-debug-exit) with this status.
+    case guestExited(status: Int32)
+}
+
+/// An event and how the source learned of it (for the record: "KVM_EXIT_HLT (patch at VMRUN)").
+public struct SourceStop: Equatable, Sendable {
+    public var event: StopEvent
+    public var kvmExit: String
+    public init(_ event: StopEvent, kvmExit: String) {
+        self.event = event
+        self.kvmExit = kvmExit
+    }
+}
+
+/// What a stop source can do beyond running to the next event.
+public struct StopSourceCapabilities: OptionSet, Sendable {
+    public let rawValue: Int
+    public init(rawValue: Int) { self.rawValue = rawValue }
+    /// Breakpoints on L1 instructions (the source can patch L1's code).
+    public static let l1Breakpoints = StopSourceCapabilities(rawValue: 1 << 0)
+    /// Stops at VMRUN, before L2 runs.
+    public static let vmrunStops = StopSourceCapabilities(rawValue: 1 << 1)
+    /// Executes one L1 instruction.
+    public static let singleStep = StopSourceCapabilities(rawValue: 1 << 2)
+    /// Lets the guest run without stopping, handing out samples (live watch).
+    public static let freeRun = StopSourceCapabilities(rawValue: 1 << 3)
+}
+
+/// Why a stop source refused a request.
+public enum StopSourceError: Error, Equatable, CustomStringConvertible {
+    case notVMRUN(UInt64)
+    case cannotStepVMRUN
+    case breakpointOnVMRUNSite
+    case notMapped(UInt64)
+    case unsupported(String)
+
+    public var description: String {
+        switch self {
+        case let .notVMRUN(a): return "no VMRUN (0F 01 D8) at L1 address 0x\(String(a, radix: 16))"
+        case .cannotStepVMRUN: return "L1 is at VMRUN: use n (next exit) or e (next VMRUN) to run L2"
+        case .breakpointOnVMRUNSite: return "VMRUN and the instruction after it are stops already: use e and n"
+        case let .notMapped(a): return "L1 address 0x\(String(a, radix: 16)) is not mapped"
+        case let .unsupported(what): return what
+        }
+    }
+}
+
+/// Runs a target until the next event. Only the engine's thread calls it,
+/// but `interrupt()`, which may come from any thread.
+public protocol StopSource: AnyObject {
+    /// "patch (HLT over VMRUN)", for kvm-info and the banner.
+    var name: String { get }
+    var capabilities: StopSourceCapabilities { get }
+    /// Runs until the next event (VMRUN stops included where the source has them).
+    func next() throws -> SourceStop
+    /// Executes one L1 instruction.
+    func singleStep() throws -> SourceStop
+    /// Makes a `next()` in progress, or the next one, return `.paused`. Any thread.
+    func interrupt()
+    /// Lets the guest run with no stops. At each interrupt `sample` is called
+    /// (the vCPU is stopped and may be read), then the guest goes on, until
+    /// `shouldStop` says so at an interrupt: that returns `.paused`. A fault or
+    /// the guest's exit ends it too.
+    func runFree(shouldStop: () -> Bool, sample: () throws -> Void) throws -> SourceStop
+    /// Stops on an L1 instruction (`.l1Breakpoints`); `linear` is translated through L1's paging now.
+    func addL1Breakpoint(_ linear: UInt64) throws
+    func removeL1Breakpoint(_ linear: UInt64) throws
+    /// Leaves the guest as it would be without nestdbg (patches out).
+    func detach() throws
+}

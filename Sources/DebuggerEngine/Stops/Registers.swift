@@ -1,0 +1,109 @@
+import KVMControl
+import SVMModel
+
+/// A register a pane shows: the GPRs, RIP, RFLAGS, control and debug
+/// registers, each segment's four parts and the descriptor tables. The raw
+/// value is the name panes and JSON use.
+public enum Register: String, CaseIterable, Sendable {
+    case rax, rbx, rcx, rdx, rsi, rdi, rsp, rbp, r8, r9, r10, r11, r12, r13, r14, r15
+    case rip, rflags, cr0, cr2, cr3, cr4, efer, dr6, dr7
+    case csSelector = "cs.selector", csBase = "cs.base", csLimit = "cs.limit", csAttrib = "cs.attrib"
+    case ssSelector = "ss.selector", ssBase = "ss.base", ssLimit = "ss.limit", ssAttrib = "ss.attrib"
+    case dsSelector = "ds.selector", dsBase = "ds.base", dsLimit = "ds.limit", dsAttrib = "ds.attrib"
+    case esSelector = "es.selector", esBase = "es.base", esLimit = "es.limit", esAttrib = "es.attrib"
+    case fsSelector = "fs.selector", fsBase = "fs.base", fsLimit = "fs.limit", fsAttrib = "fs.attrib"
+    case gsSelector = "gs.selector", gsBase = "gs.base", gsLimit = "gs.limit", gsAttrib = "gs.attrib"
+    case trSelector = "tr.selector", trBase = "tr.base", trLimit = "tr.limit", trAttrib = "tr.attrib"
+    case ldtrSelector = "ldtr.selector", ldtrBase = "ldtr.base", ldtrLimit = "ldtr.limit", ldtrAttrib = "ldtr.attrib"
+    case gdtrBase = "gdtr.base", gdtrLimit = "gdtr.limit", idtrBase = "idtr.base", idtrLimit = "idtr.limit"
+
+    /// The sixteen GPRs, in pane order.
+    public static let gprs: [Register] = [.rax, .rbx, .rcx, .rdx, .rsi, .rdi, .rsp, .rbp,
+                                          .r8, .r9, .r10, .r11, .r12, .r13, .r14, .r15]
+    /// The GPRs VMRUN and #VMEXIT do not switch (RAX and RSP are in the VMCB).
+    public static let unswitchedGPRs: [Register] = gprs.filter { $0 != .rax && $0 != .rsp }
+
+    /// The VMCB save-area field that holds this register, if one does.
+    public var vmcbSaveField: VMCBField? { Register.saveFields[self] }
+
+    private static let saveFields: [Register: VMCBField] = [
+        .rax: .saveRAX, .rsp: .saveRSP, .rip: .saveRIP, .rflags: .saveRFLAGS,
+        .cr0: .saveCR0, .cr2: .saveCR2, .cr3: .saveCR3, .cr4: .saveCR4, .efer: .saveEFER, .dr6: .saveDR6, .dr7: .saveDR7,
+        .csSelector: .saveCSSelector, .csBase: .saveCSBase, .csLimit: .saveCSLimit, .csAttrib: .saveCSAttrib,
+        .ssSelector: .saveSSSelector, .ssBase: .saveSSBase, .ssLimit: .saveSSLimit, .ssAttrib: .saveSSAttrib,
+        .dsSelector: .saveDSSelector, .dsBase: .saveDSBase, .dsLimit: .saveDSLimit, .dsAttrib: .saveDSAttrib,
+        .esSelector: .saveESSelector, .esBase: .saveESBase, .esLimit: .saveESLimit, .esAttrib: .saveESAttrib,
+        .fsSelector: .saveFSSelector, .fsBase: .saveFSBase, .fsLimit: .saveFSLimit, .fsAttrib: .saveFSAttrib,
+        .gsSelector: .saveGSSelector, .gsBase: .saveGSBase, .gsLimit: .saveGSLimit, .gsAttrib: .saveGSAttrib,
+        .trSelector: .saveTRSelector, .trBase: .saveTRBase, .trLimit: .saveTRLimit, .trAttrib: .saveTRAttrib,
+        .ldtrSelector: .saveLDTRSelector, .ldtrBase: .saveLDTRBase, .ldtrLimit: .saveLDTRLimit, .ldtrAttrib: .saveLDTRAttrib,
+        .gdtrBase: .saveGDTRBase, .gdtrLimit: .saveGDTRLimit, .idtrBase: .saveIDTRBase, .idtrLimit: .saveIDTRLimit,
+    ]
+}
+
+/// A register's value at a stop: known, or not knowable there (never a stale number).
+public enum RegisterValue: Equatable, Hashable, Sendable {
+    case known(UInt64)
+    case unknown
+
+    public var value: UInt64? { if case let .known(v) = self { return v } else { return nil } }
+}
+
+/// A register pane's values and where they came from. A register absent
+/// from `values` is not part of this pane; one present as `.unknown` cannot
+/// be known at this stop.
+public struct RegisterSet: Equatable, Sendable {
+    public var source: String
+    public var values: [Register: RegisterValue]
+
+    public init(source: String, values: [Register: RegisterValue]) {
+        self.source = source
+        self.values = values
+    }
+
+    /// The value if known (nil: unknown or not in this pane).
+    public subscript(register: Register) -> UInt64? { values[register]?.value }
+
+    public func isKnown(_ register: Register) -> Bool { self[register] != nil }
+
+    /// Marks registers as not knowable at this stop.
+    mutating func forget(_ registers: [Register]) {
+        for r in registers where values[r] != nil { values[r] = .unknown }
+    }
+
+    /// Everything from the vCPU's register ioctls (the level that is running).
+    static func fromVCPU(_ r: GeneralRegisters, _ s: SpecialRegisters, _ d: DebugRegisters, source: String) -> RegisterSet {
+        var v: [Register: RegisterValue] = [:]
+        let gprValues = [r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rsp, r.rbp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15]
+        for (register, value) in zip(Register.gprs, gprValues) { v[register] = .known(value) }
+        let plain: [(Register, UInt64)] = [(.rip, r.rip), (.rflags, r.rflags), (.cr0, s.cr0), (.cr2, s.cr2), (.cr3, s.cr3),
+                                           (.cr4, s.cr4), (.efer, s.efer), (.dr6, d.dr6), (.dr7, d.dr7),
+                                           (.gdtrBase, s.gdt.base), (.gdtrLimit, UInt64(s.gdt.limit)),
+                                           (.idtrBase, s.idt.base), (.idtrLimit, UInt64(s.idt.limit))]
+        for (register, value) in plain { v[register] = .known(value) }
+        let segments: [(Segment, [Register])] = [
+            (s.cs, [.csSelector, .csBase, .csLimit, .csAttrib]), (s.ss, [.ssSelector, .ssBase, .ssLimit, .ssAttrib]),
+            (s.ds, [.dsSelector, .dsBase, .dsLimit, .dsAttrib]), (s.es, [.esSelector, .esBase, .esLimit, .esAttrib]),
+            (s.fs, [.fsSelector, .fsBase, .fsLimit, .fsAttrib]), (s.gs, [.gsSelector, .gsBase, .gsLimit, .gsAttrib]),
+            (s.tr, [.trSelector, .trBase, .trLimit, .trAttrib]),
+            (s.ldt, [.ldtrSelector, .ldtrBase, .ldtrLimit, .ldtrAttrib]),
+        ]
+        for (segment, parts) in segments {
+            let values = [UInt64(segment.selector), segment.base, UInt64(segment.limit), UInt64(segment.vmcbAttributes)]
+            for (register, value) in zip(parts, values) { v[register] = .known(value) }
+        }
+        return RegisterSet(source: source, values: v)
+    }
+
+    /// A VMCB save area's registers, plus the unswitched GPRs from the vCPU
+    /// (nil: those are unknown at this stop).
+    static func fromVMCBSave(_ vmcb: VMCB, gprs: GeneralRegisters?, source: String) -> RegisterSet {
+        var v: [Register: RegisterValue] = [:]
+        for register in Register.allCases {
+            if let field = register.vmcbSaveField { v[register] = .known(vmcb[integer: field]) }
+        }
+        let fromVCPU = gprs.map { RegisterSet.fromVCPU($0, SpecialRegisters(), DebugRegisters(), source: "") }
+        for register in Register.unswitchedGPRs { v[register] = fromVCPU?.values[register] ?? .unknown }
+        return RegisterSet(source: source, values: v)
+    }
+}

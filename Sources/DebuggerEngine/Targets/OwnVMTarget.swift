@@ -1,0 +1,306 @@
+import KVMControl
+
+import KVMControl
+import SVMModel
+import Synchronization
+
+/// An I/O device of nestdbg's own VMM.
+public enum PortDevice: Equatable, Sendable {
+    /// COM1 (0x3F8-0x3FF): output collected, the transmitter always ready.
+    case com1
+    /// isa-debug-exit (0xF4): the value written is the guest's exit status.
+    case debugExit
+    /// The demo L1's panic port: L1 writes the exit code it cannot handle.
+    case l1Panic
+}
+
+/// Which ports the own VM emulates; a port not in the map reads as 0xFF.
+public struct PortMap: Sendable {
+    public var devices: [(ports: ClosedRange<UInt16>, device: PortDevice)]
+
+    public init(_ devices: [(ports: ClosedRange<UInt16>, device: PortDevice)]) { self.devices = devices }
+
+    public func device(at port: UInt16) -> PortDevice? { devices.first { $0.ports.contains(port) }?.device }
+
+    public static let com1Base: UInt16 = 0x3F8
+    public static let debugExitPort: UInt16 = 0xF4
+    /// User images: COM1 and isa-debug-exit, as QEMU offers them.
+    public static let standard = PortMap([(com1Base...com1Base + 7, .com1), (debugExitPort...debugExitPort, .debugExit)])
+    /// The built-in demo and scenarios: the standard devices and L1's panic port.
+    public static let demo = PortMap(standard.devices + [(DemoImage.panicPort...DemoImage.panicPort, .l1Panic)])
+}
+
+/// What the own VMM made of a port I/O exit.
+public enum IOOutcome: Equatable, Sendable {
+    /// Emulated; the guest goes on.
+    case handled
+    /// The guest wrote its exit status to isa-debug-exit.
+    case guestExited(status: Int32)
+    /// L1 reported an exit it does not handle (the value it wrote).
+    case l1ReportedUnhandledExit(code: UInt64)
+    /// No device there: an IN reads 0xFF; the exit is still worth a stop.
+    case unclaimed(description: String)
+}
+
+/// A target whose vCPU nestdbg runs itself (KVM_RUN in this process).
+public protocol RunnableTarget: DebugTarget {
+    func run() throws -> VCPUExit
+    func setSingleStep(_ enabled: Bool) throws
+    /// Makes a run in progress (or the next one) return `.interrupted`. Any thread.
+    func kick()
+    /// Emulates a port I/O exit with the target's device model.
+    func handleIO(_ exit: VCPUExit) throws -> IOOutcome
+    /// Makes the calling thread the vCPU's only user from now on.
+    func claimVCPU()
+    /// The kernel thread id of the vCPU's owner (tracepoints filter on it); nil before one claimed it.
+    var vcpuThreadID: Int32? { get }
+}
+
+/// An L1 hypervisor loaded into a VM nestdbg created: the VM, its vCPU, the
+/// ports its VMM emulates, and the L1 addresses of its VMRUN sites.
+///
+/// One thread owns the vCPU: the first to call `claimVCPU()` (the engine's).
+/// A vCPU ioctl from any other thread afterwards throws `wrongThread`.
+public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable {
+    public let name: String
+    public let vm: VirtualMachine
+    let vcpu: VCPU
+    public let ports: PortMap
+    /// L1-linear addresses of VMRUN instructions (0F 01 D8), for the patch stop source.
+    public let vmrunSites: [UInt64]
+    public let symbols: [String: UInt64]
+    public var capabilities: TargetCapabilities { [.ownsVM, .canWrite, .canSingleStep] }
+    /// What the guest wrote to COM1, all of it.
+    public private(set) var serialOutput: [UInt8] = []
+    private let owner = Mutex<Int32?>(nil)
+
+    init(name: String, vm: VirtualMachine, vcpu: VCPU, ports: PortMap, vmrunSites: [UInt64], symbols: [String: UInt64]) {
+        self.name = name
+        self.vm = vm
+        self.vcpu = vcpu
+        self.ports = ports
+        self.vmrunSites = vmrunSites
+        self.symbols = symbols
+    }
+
+    public func claimVCPU() { owner.withLock { $0 = VCPU.currentThreadID() } }
+
+    public var vcpuThreadID: Int32? { owner.withLock { $0 } }
+
+    private func checkThread(_ operation: String) throws {
+        let caller = VCPU.currentThreadID()
+        if let owner = owner.withLock({ $0 }), owner != caller {
+            throw TargetError.wrongThread(operation: operation, owner: owner, caller: caller)
+        }
+    }
+
+    public func run() throws -> VCPUExit {
+        try checkThread("KVM_RUN")
+        return try vcpu.run()
+    }
+
+    public func kick() { vcpu.kick() }
+
+    public func setSingleStep(_ enabled: Bool) throws {
+        try checkThread("KVM_SET_GUEST_DEBUG")
+        try vcpu.setGuestDebug(GuestDebug(singleStep: enabled))
+    }
+
+    public func generalRegisters() throws -> GeneralRegisters {
+        try checkThread("KVM_GET_REGS")
+        return try vcpu.registers()
+    }
+
+    public func setGeneralRegisters(_ registers: GeneralRegisters) throws {
+        try checkThread("KVM_SET_REGS")
+        try vcpu.setRegisters(registers)
+    }
+
+    public func specialRegisters() throws -> SpecialRegisters {
+        try checkThread("KVM_GET_SREGS2")
+        return try vcpu.specialRegisters()
+    }
+
+    public func debugRegisters() throws -> DebugRegisters {
+        try checkThread("KVM_GET_DEBUGREGS")
+        return try vcpu.debugRegisters()
+    }
+
+    public func msrs(_ indices: [UInt32]) throws -> [UInt64] {
+        try checkThread("KVM_GET_MSRS")
+        return try vcpu.msrs(indices)
+    }
+
+    public func nestedState() throws -> SVMNestedState? {
+        guard vcpu.nestedStateMaxSize > 0 else { return nil }
+        try checkThread("KVM_GET_NESTED_STATE")
+        return try SVMNestedState(bytes: vcpu.nestedState().bytes)
+    }
+
+    public func isInGuestMode() throws -> Bool {
+        // kvm_run.flags says it for free on 6.10+; older KVMs need the nested state.
+        if vcpu.reportsGuestMode { return vcpu.lastRunFlags.contains(.guestMode) }
+        return try nestedState()?.flags.contains(.guestMode) ?? false
+    }
+
+    public func readPhysical(_ address: UInt64, count: Int) throws -> [UInt8] { try vm.read(at: address, count: count) }
+
+    public func writePhysical(_ bytes: [UInt8], at address: UInt64) throws { try vm.write(bytes, at: address) }
+
+    public func translate(_ linear: UInt64) throws -> UInt64? {
+        try checkThread("KVM_TRANSLATE")
+        return try vcpu.translate(linear)
+    }
+
+    public func handleIO(_ exit: VCPUExit) throws -> IOOutcome {
+        guard case let .io(port, direction, size, count, data) = exit else { return .handled }
+        let device = ports.device(at: port)
+        if direction == .in {
+            // COM1's line status: transmitter empty and ready; everything else floats high.
+            let value: UInt8 = device == .com1 ? (port == PortMap.com1Base + 5 ? 0x60 : 0) : 0xFF
+            try vcpu.completeIn([UInt8](repeating: value, count: size * count))
+        }
+        switch device {
+        case .com1:
+            if direction == .out, port == PortMap.com1Base { serialOutput += data }
+            return .handled
+        case .debugExit where direction == .out:
+            return .guestExited(status: Int32(data.first ?? 0))
+        case .l1Panic where direction == .out:
+            // Only L1 reports; the same port from L2 is just an exit.
+            guard try !isInGuestMode() else { break }
+            let code = data.prefix(4).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+            return .l1ReportedUnhandledExit(code: code)
+        default: break
+        }
+        let what = "\(direction == .in ? "IN" : "OUT") port 0x\(String(port, radix: 16)), \(size) byte\(size == 1 ? "" : "s")"
+            + (direction == .out ? " = " + data.map { String($0, radix: 16) }.joined(separator: " ") : "")
+        return .unclaimed(description: what)
+    }
+
+    static let memorySize = 2 << 20
+    // L1's boot page tables, written by the VMM like firmware would.
+    static let l1PML4: UInt64 = 0x10000, l1PDPT: UInt64 = 0x11000, l1PD: UInt64 = 0x12000
+
+    /// Flat 4 GiB segments as a boot loader leaves them: code 0x08 (32-bit, or
+    /// 64-bit in long mode), data 0x10.
+    static func setFlatSegments(_ sregs: inout SpecialRegisters, longMode: Bool) {
+        let code = Segment(base: 0, limit: 0xFFFF_FFFF, selector: 0x08, type: 11, db: !longMode, s: true, l: longMode, g: true)
+        let data = Segment(base: 0, limit: 0xFFFF_FFFF, selector: 0x10, type: 3, db: true, s: true, g: true)
+        sregs.cs = code; sregs.ss = data; sregs.ds = data; sregs.es = data; sregs.fs = data; sregs.gs = data
+    }
+
+    /// Checks that KVM offers nested SVM; returns the CPUID to give the guest.
+    static func nestedCPUID(_ kvm: KVM) throws -> [CPUIDEntry] {
+        let cpuid = try kvm.supportedCPUID()
+        guard CPUIDEntry.hasSVM(cpuid) else { throw TargetError.noNestedSVM("KVM_GET_SUPPORTED_CPUID has no SVM") }
+        guard try kvm.checkExtension(.nestedState) > 0 else { throw TargetError.noNestedSVM("KVM_CAP_NESTED_STATE is 0") }
+        return cpuid
+    }
+
+    /// Memory for a user's image (its segments must fit).
+    public static let imageMemorySize = 64 << 20
+    /// Where the Multiboot information structure goes.
+    static let multibootInfo: UInt64 = 0x9000
+
+    /// A user's L1 image, entered as Multiboot v1 specifies: 32-bit protected
+    /// mode, paging off, flat segments, EAX = 0x2BADB002, EBX = the info
+    /// structure. A flat binary starts the same way at its entry. Guest CPUID
+    /// is KVM's supported set (so SVM where KVM offers it); `vmrunSites`
+    /// default to the image's own (symbols, else a scan for 0F 01 D8).
+    public static func image(kvm: KVM, image: GuestImage, vmrunSites: [UInt64]? = nil,
+                             name: String = "image") throws -> OwnVMTarget {
+        let vm = try kvm.createVM()
+        try vm.addMemory(at: 0, size: imageMemorySize)
+        for seg in image.segments {
+            guard seg.physicalAddress + UInt64(max(seg.memorySize, seg.bytes.count)) <= UInt64(imageMemorySize) else {
+                throw ImageError.outsideMemory(seg.physicalAddress, seg.memorySize)
+            }
+            try vm.write(seg.bytes, at: seg.physicalAddress)   // the rest of memsz stays zero (fresh memory)
+        }
+        let vcpu = try vm.createVCPU()
+        try vcpu.setCPUID(try kvm.supportedCPUID())
+        var sregs = try vcpu.specialRegisters()
+        setFlatSegments(&sregs, longMode: false)
+        sregs.cr0 = 0x11; sregs.cr3 = 0; sregs.cr4 = 0; sregs.efer = 0
+        try vcpu.setSpecialRegisters(sregs)
+        var regs = GeneralRegisters()
+        regs.rip = image.entry
+        if image.isMultiboot {
+            // flags bit 0: mem_lower / mem_upper (KiB below 1 MiB and above it) are valid.
+            let info: [UInt32] = [1, 639, UInt32((imageMemorySize - (1 << 20)) / 1024)]
+            for (i, v) in info.enumerated() { try vm.writeInteger(v, at: multibootInfo + UInt64(i * 4)) }
+            regs.rax = 0x2BAD_B002
+            regs.rbx = multibootInfo
+        }
+        try vcpu.setRegisters(regs)
+        return OwnVMTarget(name: name, vm: vm, vcpu: vcpu, ports: .standard, vmrunSites: vmrunSites ?? image.vmrunSites(),
+                           symbols: image.symbols)
+    }
+
+    /// L1's paging in the legacy-paging scenario.
+    public enum LegacyPaging: String, Sendable, CaseIterable { case pse, pae }
+
+    /// The legacy-paging scenario: the demo's 32-bit L1, paging with CR4.PSE
+    /// (4 MiB pages) or PAE (2 MiB pages), running L2 without nested paging on
+    /// its own page tables. Under the sandbox's KVM one of the two fails at the
+    /// first nested #VMEXIT depending on kvm_amd npt (sandbox notes: !load_pdptrs).
+    public static func legacyPagingScenario(kvm: KVM, paging: LegacyPaging) throws -> OwnVMTarget {
+        let cpuid = try nestedCPUID(kvm)
+        let image = DemoImage()
+        let vm = try kvm.createVM()
+        try vm.addMemory(at: 0, size: memorySize)
+        try vm.write(image.bytes, at: DemoImage.loadAddress)
+        let vcpu = try vm.createVCPU()
+        try vcpu.setCPUID(cpuid)
+        var sregs = try vcpu.specialRegisters()
+        setFlatSegments(&sregs, longMode: false)
+        sregs.cr0 = 0x8000_0011
+        sregs.efer = 0
+        switch paging {
+        case .pse:
+            try vm.writeInteger(UInt32(0x83), at: l1PML4)            // PDE[0]: 4 MiB page at 0
+            sregs.cr3 = l1PML4
+            sregs.cr4 = 1 << 4
+        case .pae:
+            try vm.writeInteger(l1PDPT | 1, at: l1PML4)               // PDPTE[0] -> PD (PDPTEs take only P)
+            try vm.writeInteger(UInt64(0x83), at: l1PDPT)             // PDE[0]: 2 MiB page at 0
+            sregs.cr3 = l1PML4
+            sregs.cr4 = 1 << 5
+        }
+        try vcpu.setSpecialRegisters(sregs)
+        var regs = GeneralRegisters()
+        regs.rip = image.address("l1_32_entry")
+        regs.rsp = 0x8000
+        try vcpu.setRegisters(regs)
+        return OwnVMTarget(name: "scenario-\(paging.rawValue)", vm: vm, vcpu: vcpu, ports: .demo,
+                           vmrunSites: [image.address("vmrun32")], symbols: image.symbols)
+    }
+
+    /// Throws unless KVM offers nested SVM (for tests deciding whether to run).
+    public static func nestedCPUIDForTests(_ kvm: KVM) throws { _ = try nestedCPUID(kvm) }
+
+    /// The built-in demo: L1 entered in 64-bit long mode (identity-mapped first 2 MiB, CPL 0).
+    public static func demo(kvm: KVM) throws -> OwnVMTarget {
+        let cpuid = try nestedCPUID(kvm)
+        let image = DemoImage()
+        let vm = try kvm.createVM()
+        try vm.addMemory(at: 0, size: memorySize)
+        try vm.write(image.bytes, at: DemoImage.loadAddress)
+        try vm.writeInteger(l1PDPT | 3, at: l1PML4)
+        try vm.writeInteger(l1PD | 3, at: l1PDPT)
+        try vm.writeInteger(UInt64(0x83), at: l1PD)     // one 2 MiB page at 0
+        let vcpu = try vm.createVCPU()
+        try vcpu.setCPUID(cpuid)
+        var sregs = try vcpu.specialRegisters()
+        setFlatSegments(&sregs, longMode: true)
+        sregs.cr3 = l1PML4; sregs.cr4 = 1 << 5; sregs.cr0 = 0x8000_0011
+        sregs.efer = 1 << 8 | 1 << 10                    // LME LMA; L1 sets SVME itself
+        try vcpu.setSpecialRegisters(sregs)
+        var regs = GeneralRegisters()
+        regs.rip = image.address("l1_entry")
+        regs.rsp = 0x8000
+        try vcpu.setRegisters(regs)
+        return OwnVMTarget(name: "demo", vm: vm, vcpu: vcpu, ports: .demo, vmrunSites: [image.address("vmrun")], symbols: image.symbols)
+    }
+}
