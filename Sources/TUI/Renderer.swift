@@ -143,7 +143,12 @@ public enum Renderer {
             s.put(stop.kind == .vmrun ? "vmcb12 as L1 prepared it; v shows every field" : "no nested exit at this stop", row: r, col: col + 1, style: .dim, maxWidth: inner)
             return
         }
-        if stop.synced.isEmpty { s.put("no vmcb12 field changed", row: r, col: col + 1, style: .dim) }
+        if stop.vmcb12AtVMRUN == nil {
+            // Live watch ran over the VMRUN: there is no page as L1 prepared it to diff against.
+            s.put("VMRUN not seen (live watch): no before page to diff", row: r, col: col + 1, style: .dim, maxWidth: inner)
+        } else if stop.synced.isEmpty {
+            s.put("no vmcb12 field changed", row: r, col: col + 1, style: .dim)
+        }
         let nameWidth = 22, valueWidth = max(20, inner - nameWidth - 20)
         for c in stop.synced where r < row + height - 1 {
             let unexpected = c.sync == .unexpected
