@@ -18,6 +18,8 @@ public final class App {
     private var lastCounts: [String: Int] = [:]
     private var counts: [String: Int] = [:]
     private var lastSample = ContinuousClock.now
+    /// A command was sent and its answer has not come back: poll for it.
+    private var awaitingEngine = false
 
     public init(session: EngineSession, theme: Theme) {
         self.session = session
@@ -33,8 +35,7 @@ public final class App {
         if let watch { startWatch(hz: watch) }
         redraw()
         while true {
-            let busy = session.state != .stopped
-            let waitMs: Int32 = watchHz.map { Int32(1000 / $0) } ?? (busy ? 100 : -1)
+            let waitMs: Int32 = watchHz.map { Int32(1000 / $0) } ?? (awaitingEngine ? 50 : -1)
             let key = terminal.key(timeoutMs: waitMs)
             collectEvents()
             if key != .none, !handle(key) { break }
@@ -180,6 +181,7 @@ public final class App {
 
     private func send(_ command: EngineCommand) throws {
         try session.send(command)
+        awaitingEngine = true
         switch command {
         case .next, .nextVMRUN, .stepInstruction, .continueRunning: view.runState = "running"
         default: break
@@ -194,7 +196,7 @@ public final class App {
         // freely; without tracefs (not root), every exit is stopped at instead.
         trace = try? NestedExitTrace(threadID: session.vcpuThreadID)
         do {
-            try session.send(.watch(freeRunning: trace != nil))
+            try send(.watch(freeRunning: trace != nil))
         } catch {
             trace = nil
             say("\(error)", error: true)
@@ -212,6 +214,7 @@ public final class App {
         for event in session.takeEvents(waitingUpTo: timeout) {
             switch event {
             case let .stopped(stop, history):
+                awaitingEngine = false
                 endWatch()
                 view.runState = "stopped"
                 view.stops = history
@@ -222,9 +225,11 @@ public final class App {
                 view.selected = nil
                 if let sampledCounts { counts = sampledCounts }
             case let .breakpoints(list):
+                awaitingEngine = false
                 let items = list.enumerated().map { "\($0.offset): \($0.element)" }
                 say("breakpoints: " + (items.isEmpty ? "none" : items.joined(separator: ", ")))
             case let .failed(message):
+                awaitingEngine = false
                 endWatch()
                 view.runState = "stopped"
                 say(message, error: true)
