@@ -53,7 +53,6 @@ public enum StopSourceError: Error, Equatable, CustomStringConvertible {
     case cannotStepVMRUN
     case breakpointOnVMRUNSite
     case notMapped(UInt64)
-    case unsupported(String)
 
     public var description: String {
         switch self {
@@ -61,7 +60,6 @@ public enum StopSourceError: Error, Equatable, CustomStringConvertible {
         case .cannotStepVMRUN: return "L1 is at VMRUN: use n (next exit) or e (next VMRUN) to run L2"
         case .breakpointOnVMRUNSite: return "VMRUN and the instruction after it are stops already: use e and n"
         case let .notMapped(a): return "L1 address 0x\(String(a, radix: 16)) is not mapped"
-        case let .unsupported(what): return what
         }
     }
 }

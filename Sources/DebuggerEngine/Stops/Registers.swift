@@ -71,11 +71,15 @@ public struct RegisterSet: Equatable, Sendable {
         for r in registers where values[r] != nil { values[r] = .unknown }
     }
 
+    /// The GPRs' values in `Register.gprs` order.
+    private static func gprValues(_ r: GeneralRegisters) -> [UInt64] {
+        [r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rsp, r.rbp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15]
+    }
+
     /// Everything from the vCPU's register ioctls (the level that is running).
     static func fromVCPU(_ r: GeneralRegisters, _ s: SpecialRegisters, _ d: DebugRegisters, source: String) -> RegisterSet {
         var v: [Register: RegisterValue] = [:]
-        let gprValues = [r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rsp, r.rbp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15]
-        for (register, value) in zip(Register.gprs, gprValues) { v[register] = .known(value) }
+        for (register, value) in zip(Register.gprs, gprValues(r)) { v[register] = .known(value) }
         let plain: [(Register, UInt64)] = [(.rip, r.rip), (.rflags, r.rflags), (.cr0, s.cr0), (.cr2, s.cr2), (.cr3, s.cr3),
                                            (.cr4, s.cr4), (.efer, s.efer), (.dr6, d.dr6), (.dr7, d.dr7),
                                            (.gdtrBase, s.gdt.base), (.gdtrLimit, UInt64(s.gdt.limit)),
@@ -102,8 +106,12 @@ public struct RegisterSet: Equatable, Sendable {
         for register in Register.allCases {
             if let field = register.vmcbSaveField { v[register] = .known(vmcb[integer: field]) }
         }
-        let fromVCPU = gprs.map { RegisterSet.fromVCPU($0, SpecialRegisters(), DebugRegisters(), source: "") }
-        for register in Register.unswitchedGPRs { v[register] = fromVCPU?.values[register] ?? .unknown }
+        for register in Register.unswitchedGPRs { v[register] = .unknown }
+        if let gprs {
+            for (register, value) in zip(Register.gprs, gprValues(gprs)) where register != .rax && register != .rsp {
+                v[register] = .known(value)
+            }
+        }
         return RegisterSet(source: source, values: v)
     }
 }
