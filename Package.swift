@@ -18,13 +18,18 @@ let package = Package(
         .target(name: "CKVM"),
         // Typed Swift over the /dev/kvm ioctls. Knows nothing about SVM.
         .target(name: "KVMControl", dependencies: ["CKVM"]),
+        // C shim: perf_event_open(2) (no libc wrapper, a bitfield attr), the ring's barriers, the SIGTRAP handler.
+        .target(name: "CPerf"),
+        // The kernel's tracepoints through perf: tracefs formats parsed at run time, events bound to
+        // one thread (optionally stopping it with SIGTRAP), samples from one ring. Knows nothing about KVM.
+        .target(name: "KernelTrace", dependencies: ["CPerf"]),
         // Pure values: the VMCB layout, exit codes, checks, sync diff, nested state. Imports nothing of ours.
         .target(name: "SVMModel"),
         // The built-in demo L1 hypervisor and L2 guest, x86-64 assembly built with the package.
         .target(name: "CDemoGuest"),
         // Targets and stop sources behind protocols, the stop assembler, breakpoints, the
         // engine and the session thread that owns it: runs an L1 and stops at its nested exits.
-        .target(name: "DebuggerEngine", dependencies: ["KVMControl", "SVMModel", "CDemoGuest"]),
+        .target(name: "DebuggerEngine", dependencies: ["KVMControl", "KernelTrace", "SVMModel", "CDemoGuest"]),
         // ncursesw (libncurses-dev) through pkg-config; the shim carries the macros Swift cannot import.
         .systemLibrary(name: "CNcurses", pkgConfig: "ncursesw", providers: [.apt(["libncurses-dev"])]),
         // The front end: a view model rendered into a screen buffer; ncurses calls live in Terminal.swift.
@@ -39,6 +44,8 @@ let package = Package(
             ]),
         .testTarget(name: "KVMControlTests", dependencies: ["KVMControl", "CKVM"]),
         .testTarget(name: "SVMModelTests", dependencies: ["SVMModel"]),
+        // Format parsing; perf SIGTRAP stops on a plain guest of the host's real KVM (kvm:kvm_cpuid).
+        .testTarget(name: "KernelTraceTests", dependencies: ["KernelTrace", "KVMControl"]),
         // The engine on real KVM: sessions and plain guests here; nested SVM where KVM offers it
         // (the sandbox), skipped with the reason elsewhere.
         .testTarget(name: "DebuggerEngineTests", dependencies: ["KVMControl", "SVMModel", "DebuggerEngine"]),

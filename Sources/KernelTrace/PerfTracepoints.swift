@@ -1,0 +1,168 @@
+import CPerf
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A tracepoint to watch: which one, and whether its firing stops the thread.
+public struct TracepointRequest: Sendable, Equatable {
+    public let system: String
+    public let name: String
+    /// Each firing sends the thread SIGTRAP (perf `sigtrap`): a KVM_RUN in
+    /// progress returns EINTR at the boundary where the event fired.
+    public let stops: Bool
+
+    public init(_ system: String, _ name: String, stops: Bool) {
+        self.system = system
+        self.name = name
+        self.stops = stops
+    }
+}
+
+/// One sample out of the ring, in the order the kernel wrote it.
+public enum TraceSample: Sendable {
+    case record(TraceRecord)
+    /// The kernel dropped this many samples (the ring was full).
+    case lost(UInt64)
+}
+
+/// A set of tracepoints bound to one thread, every sample of each into one
+/// shared ring buffer (so they come out in the order they fired), with the
+/// per-event counters perf keeps. The thread must be prepared first
+/// (`prepareCurrentThread`): the default action kills.
+public final class PerfTracepoints {
+    public let thread: Int32
+    public let formats: [TracepointFormat]
+    private var fds: [Int32] = []
+    private let ring: UnsafeMutableRawPointer
+    private let ringLength: Int
+    private let dataOffset: Int
+    private let dataSize: Int
+    private var enabled = false
+
+    /// Opens every request for `thread` (a kernel thread id), disabled.
+    /// `ringPages` (a power of two) data pages hold samples between drains.
+    public init(_ requests: [TracepointRequest], thread: Int32, tracefs: Tracefs, ringPages: Int = 64) throws {
+        precondition(!requests.isEmpty && ringPages > 0 && ringPages & (ringPages - 1) == 0)
+        self.thread = thread
+        formats = try requests.map { try tracefs.format(system: $0.system, name: $0.name) }
+        var opened: [Int32] = []
+        do {
+            for (i, request) in requests.enumerated() {
+                let fd = cperf_open_tracepoint(thread, formats[i].id, request.stops ? 1 : 0, UInt64(i))
+                if fd < 0 { throw TraceError.system(call: "perf_event_open(\(request.system):\(request.name), tid \(thread))", errno: -fd) }
+                opened.append(fd)
+            }
+            let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+            ringLength = page * (ringPages + 1)
+            let mapped = mmap(nil, ringLength, PROT_READ | PROT_WRITE, MAP_SHARED, opened[0], 0)
+            if mapped == MAP_FAILED { throw TraceError.system(call: "mmap of the perf ring (\(ringPages) pages)", errno: errno) }
+            ring = mapped!
+            for fd in opened.dropFirst() {
+                let r = cperf_set_output(fd, opened[0])
+                if r < 0 {
+                    munmap(ring, ringLength)
+                    throw TraceError.system(call: "PERF_EVENT_IOC_SET_OUTPUT", errno: -r)
+                }
+            }
+        } catch {
+            opened.forEach { close($0) }
+            throw error
+        }
+        fds = opened
+        let offset = Int(cperf_ring_data_offset(ring))
+        dataOffset = offset == 0 ? page0(ringLength, ringPages) : offset
+        let size = Int(cperf_ring_data_size(ring))
+        dataSize = size == 0 ? ringLength - dataOffset : size
+    }
+
+    deinit {
+        fds.forEach { close($0) }
+        munmap(ring, ringLength)
+    }
+
+    /// Installs the process's SIGTRAP handler (idempotent) and unblocks
+    /// SIGTRAP in the calling thread: call it on the thread that will run.
+    public static func prepareCurrentThread() throws {
+        var r = cperf_install_sigtrap_handler()
+        if r < 0 { throw TraceError.system(call: "sigaction(SIGTRAP)", errno: -r) }
+        r = cperf_unblock_sigtrap_in_this_thread()
+        if r < 0 { throw TraceError.system(call: "pthread_sigmask(SIG_UNBLOCK, SIGTRAP)", errno: -r) }
+    }
+
+    /// The calling thread's kernel id.
+    public static func currentThreadID() -> Int32 { cperf_gettid() }
+
+    /// TRAP_PERF signals this process has taken (all threads).
+    public static var signalsTaken: UInt64 { cperf_sigtrap_count() }
+
+    public func enable() throws {
+        for fd in fds {
+            let r = cperf_enable(fd)
+            if r < 0 { throw TraceError.system(call: "PERF_EVENT_IOC_ENABLE", errno: -r) }
+        }
+        enabled = true
+    }
+
+    public func disable() throws {
+        for fd in fds {
+            let r = cperf_disable(fd)
+            if r < 0 { throw TraceError.system(call: "PERF_EVENT_IOC_DISABLE", errno: -r) }
+        }
+        enabled = false
+    }
+
+    /// How often each event has fired since it was opened (while enabled), in request order.
+    public func counts() throws -> [UInt64] {
+        try fds.map { fd in
+            var error: Int32 = 0
+            let value = cperf_read_count(fd, &error)
+            if error < 0 { throw TraceError.system(call: "read of a perf counter", errno: -error) }
+            return value
+        }
+    }
+
+    /// The index of the request a record came from.
+    public func requestIndex(of record: TraceRecord) -> Int? {
+        formats.firstIndex { $0.id == record.format.id }
+    }
+
+    /// Takes every sample written since the last drain, oldest first.
+    public func drain() -> [TraceSample] {
+        let head = cperf_ring_head(ring)
+        let tailPointer = ring.advanced(by: 1032).assumingMemoryBound(to: UInt64.self)
+        var tail = tailPointer.pointee
+        let data = ring.advanced(by: dataOffset)
+        var samples: [TraceSample] = []
+        func bytes(_ position: UInt64, _ count: Int) -> [UInt8] {
+            (0..<count).map { data.load(fromByteOffset: Int((position + UInt64($0)) % UInt64(dataSize)), as: UInt8.self) }
+        }
+        func integer(_ position: UInt64, _ size: Int) -> UInt64 {
+            bytes(position, size).enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+        }
+        while tail < head {
+            // struct perf_event_header { u32 type; u16 misc; u16 size; }
+            let type = UInt32(integer(tail, 4)), size = Int(integer(tail + 6, 2))
+            guard size >= 8 else { break }
+            switch Int(type) {
+            case CPERF_RECORD_SAMPLE:
+                // PERF_SAMPLE_RAW alone: u32 size, then the raw data.
+                let rawSize = Int(integer(tail + 8, 4))
+                let raw = bytes(tail + 12, min(rawSize, size - 12))
+                if let id = TraceRecord.commonType(of: raw), let format = formats.first(where: { $0.id == id }) {
+                    samples.append(.record(TraceRecord(format: format, bytes: raw)))
+                }
+            case CPERF_RECORD_LOST:
+                // u64 id, u64 lost
+                samples.append(.lost(integer(tail + 16, 8)))
+            default:
+                break
+            }
+            tail += UInt64(size)
+        }
+        cperf_ring_set_tail(ring, head)
+        return samples
+    }
+}
+
+/// The first data page when the kernel does not report data_offset (pre-4.1).
+private func page0(_ length: Int, _ pages: Int) -> Int { length / (pages + 1) }
