@@ -39,7 +39,7 @@ let package = Package(
         .executableTarget(
             name: "nestdbg",
             dependencies: [
-                "KVMControl", "SVMModel", "DebuggerEngine", "TUI",
+                "KVMControl", "KernelTrace", "SVMModel", "DebuggerEngine", "TUI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .testTarget(name: "KVMControlTests", dependencies: ["KVMControl", "CKVM"]),

@@ -1,11 +1,12 @@
 import ArgumentParser
+import DebuggerEngine
 import KVMControl
 
 /// `nestdbg kvm-info`: what this KVM offers a nested debugger.
 struct KVMInfoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kvm-info",
-        abstract: "Report the KVM capabilities nestdbg relies on (nested state, SREGS2, guest debug, SVM CPUID).")
+        abstract: "Report the KVM capabilities nestdbg relies on (nested state, SREGS2, guest debug, SVM CPUID) and the stop sources this host supports.")
 
     @Option(help: "The KVM device.") var device = "/dev/kvm"
 
@@ -18,6 +19,10 @@ struct KVMInfoCommand: ParsableCommand {
             }
             let cpuid = try kvm.supportedCPUID()
             print("supported CPUID SVM (0x80000001 ECX[2]): \(CPUIDEntry.hasSVM(cpuid) ? "yes" : "no")")
+            for kind in StopSourceKind.allCases {
+                let (usable, detail) = StopSourceKind.availability(of: kind)
+                print("stop source \(kind.rawValue): \(usable ? "available" : "unavailable"): \(detail)")
+            }
         } catch let error as KVMError {
             throw fail(error.description, status: 1)
         }

@@ -3,6 +3,7 @@ import DebuggerEngine
 import Foundation
 import TUI
 import KVMControl
+import KernelTrace
 import SVMModel
 
 /// `nestdbg run`: run an L1 hypervisor and stop at its nested exits.
@@ -130,6 +131,8 @@ struct TargetOptions: ParsableArguments {
     @Option(help: "Entry point of a flat binary (hex; default: the load address).") var entry: String?
     @Option(help: "A VMRUN site in the image (hex), instead of its symbols or a scan. Repeatable.") var vmrunAt: [String] = []
     @Option(help: "Theme name (Themes/NAME.theme) or path, for the front end.") var theme = "default"
+    @Option(help: "How to stop at nested exits: tracepoint (KVM's own events; the default where root, perf and tracefs allow) or patch (HLT over VMRUN).")
+    var stops: String?
 
     var name: String { image.map { "image \(URL(fileURLWithPath: $0).lastPathComponent)" } ?? scenario }
 
@@ -155,7 +158,7 @@ struct TargetOptions: ParsableArguments {
                 default: throw fail("unknown scenario \(scenario): demo, pse or pae", status: 2)
                 }
             }
-            engine = try Engine(ownVM: target)
+            engine = try Engine(ownVM: target, stops: try stopSource())
         } catch let error as TargetError {
             throw fail(error.description, status: 1)
         } catch let error as ImageError {
@@ -164,9 +167,26 @@ struct TargetOptions: ParsableArguments {
             throw fail(error.description, status: 2)
         } catch let error as KVMError {
             throw fail(error.description, status: 1)
+        } catch let error as TraceError {
+            throw fail(error.description, status: 1)
         }
         engine.checkEnvironment = CheckEnvironment(physicalAddressBits: physBits)
         return engine
+    }
+
+    /// `--stops`, or the tracepoint source where this host allows it (else
+    /// the patch source, saying why on stderr).
+    private func stopSource() throws -> StopSourceKind {
+        if let stops {
+            guard let kind = StopSourceKind(rawValue: stops) else { throw fail("--stops \(stops): tracepoint or patch", status: 2) }
+            let (usable, detail) = StopSourceKind.availability(of: kind)
+            guard usable else { throw fail("--stops \(stops) is not available here: \(detail)", status: 1) }
+            return kind
+        }
+        let (usable, detail) = StopSourceKind.availability(of: .tracepoint)
+        if usable { return .tracepoint }
+        FileHandle.standardError.write(Data("nestdbg: tracepoint stops unavailable (\(detail)); using the patch source\n".utf8))
+        return .patch
     }
 
     private func loadImage(_ path: String) throws -> GuestImage {

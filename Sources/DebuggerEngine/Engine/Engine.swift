@@ -44,10 +44,16 @@ public final class Engine: @unchecked Sendable {
         assembler = StopAssembler(timings: timings)
     }
 
-    /// nestdbg's own VM, stopped by patching its VMRUN sites.
-    public convenience init(ownVM target: OwnVMTarget) throws {
+    /// nestdbg's own VM, stopped by `stops`: KVM's tracepoints, or patches over its VMRUN sites.
+    public convenience init(ownVM target: OwnVMTarget, stops: StopSourceKind = .patch) throws {
         let timings = StopTimings()
-        let source = try PatchStopSource(target: target, vmrunSites: target.vmrunSites, timings: timings)
+        let source: any StopSource
+        switch stops {
+        case .tracepoint:
+            source = try TracepointStopSource(target: target, timings: timings)
+        case .patch:
+            source = try PatchStopSource(target: target, vmrunSites: target.vmrunSites, timings: timings)
+        }
         self.init(target: target, source: source, timings: timings)
     }
 

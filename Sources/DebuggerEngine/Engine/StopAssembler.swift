@@ -26,7 +26,11 @@ struct StopAssembler {
         switch source.event {
         case .vmrun:
             stop = try vmrunStop(r, l1: l1Live, target: target, kvmExit: source.kvmExit)
+        case .vmrunEmulated:
+            stop = try vmrunEmulatedStop(r, s, d, evidence: source.evidence, target: target, kvmExit: source.kvmExit)
         case .nestedExit:
+            // VMRUN and #VMEXIT in one stop: this VMRUN's vmcb12 was never seen, so no "before" page.
+            if source.evidence?.vmenter != nil { forgetVMRUN() }
             stop = try nestedExitStop(r, s, d, target: target, kvmExit: source.kvmExit)
         case let .vmmExit(description):
             stop = try levelStop(kind: nil, reason: description, r, s, d, target: target, kvmExit: source.kvmExit)
@@ -46,7 +50,84 @@ struct StopAssembler {
             stop = try levelStop(kind: .breakpoint, reason: "L1 breakpoint at \(hex(address))", r, s, d,
                                  target: target, kvmExit: source.kvmExit)
         }
+        if let evidence = source.evidence { try verify(&stop, against: evidence, rip: r.rip, target: target) }
         return stop
+    }
+
+    /// Holds a tracepoint stop against the architecture and against vmcb12:
+    /// a stop that is not where KVM's event says becomes a fault that says
+    /// why; KVM's own exit fields are compared with what vmcb12 holds.
+    private func verify(_ stop: inout Stop, against evidence: KVMEvidence, rip: UInt64, target: any DebugTarget) throws {
+        var evidence = evidence
+        switch stop.kind {
+        case .vmrun:
+            if !stop.nestedFlags.contains(.guestMode) || !stop.nestedFlags.contains(.runPending) {
+                evidence.problems.append("at kvm_nested_vmenter the vCPU is not in guest mode with RUN_PENDING (flags \(stop.nestedFlags))")
+            }
+            if let vmcb = stop.vmcb12, vmcb[integer: .saveRIP] != rip {
+                evidence.problems.append("L2's RIP \(hex(rip)) is not vmcb12's save.rip \(hex(vmcb[integer: .saveRIP]))")
+            }
+        case .nestedExit:
+            if stop.nestedFlags.contains(.guestMode) {
+                evidence.problems.append("at a #VMEXIT stop the vCPU is still in guest mode")
+            }
+            if let injected = evidence.injectedExit {
+                if let gpa = try target.translate(rip &- 3), try target.readPhysical(gpa, count: 3) != [0x0F, 0x01, 0xD8] {
+                    evidence.problems.append("L1's RIP \(hex(rip)) is not just after a VMRUN")
+                }
+                if let vmcb = stop.vmcb12 { stop.kvmDisagreements = disagreements(injected, vmcb) }
+                if injected.code == KVMExitFields.smmEntryCode {
+                    stop.reason = "KVM entered SMM from L2 (exit code 0xf000 is KVM's own: no #VMEXIT reaches L1)"
+                }
+            } else if let check = evidence.failedCheck {
+                stop.reason = "VMRUN failed KVM's check \(check)"
+            }
+        default:
+            break
+        }
+        stop.kvm = evidence
+        if !evidence.problems.isEmpty {
+            stop.reason = "inexact stop: \(evidence.problems.joined(separator: "; ")) (\(stop.reason))"
+            stop.kind = .fault
+        }
+    }
+
+    /// Where KVM's tracepoint and vmcb12 in memory disagree about the exit.
+    private func disagreements(_ kvm: KVMExitFields, _ vmcb: VMCB) -> [String] {
+        let pairs: [(String, UInt64, VMCBField)] = [
+            ("exit_code", kvm.code, .exitCode), ("exit_info1", kvm.info1, .exitInfo1), ("exit_info2", kvm.info2, .exitInfo2),
+            ("exit_int_info", kvm.intInfo, .exitIntInfo),
+        ]
+        return pairs.compactMap { name, said, field in
+            // The tracepoint's exit code is 32 bits on some kernels: compare what both hold.
+            let held = vmcb[integer: field]
+            let agree = name == "exit_code" ? UInt32(truncatingIfNeeded: said) == UInt32(truncatingIfNeeded: held) : said == held
+            return agree ? nil : "\(name): KVM's tracepoint says \(hex(said)), vmcb12 holds \(hex(held))"
+        }
+    }
+
+    /// KVM emulated VMRUN: the vCPU already runs L2 (its registers are L2's),
+    /// L1 is parked in the nested state's save half, vmcb12 is as L1 prepared it.
+    private mutating func vmrunEmulatedStop(_ r: GeneralRegisters, _ s: SpecialRegisters, _ d: DebugRegisters,
+                                            evidence: KVMEvidence?, target: any DebugTarget, kvmExit: String) throws -> Stop {
+        let state = try nestedState(target)
+        guard let gpa = evidence?.vmenter?.vmcb12 ?? state?.vmcbPA else {
+            throw TargetError.notSupported(operation: "a VMRUN stop without vmcb12's address", target: target.name)
+        }
+        let vmcb = try readVMCB12(gpa, from: target)
+        let environment = checkEnvironment
+        let violations = timings.timed(\.decodeAndDiff) { ConsistencyChecks.check(vmcb, environment: environment) }
+        atVMRUN = (gpa, vmcb, violations)
+        let l1 = state?.data.map {
+            RegisterSet.fromVMCBSave($0, gprs: nil, source: "nested-state save half (L1 parked after its VMRUN); RBX-R15 are L2's now")
+        } ?? RegisterSet(source: "not available (no nested state)", values: [:])
+        let at = evidence?.vmenter.map { " at \(hex($0.vmrunRIP))" } ?? ""
+        let verdict = violations.isEmpty ? "consistency checks pass"
+            : "KVM accepted what nestdbg's checks call \(violations.count) violation(s)"
+        return Stop(kind: .vmrun, level: .l2, reason: "KVM emulated L1's VMRUN\(at): vmcb12 at \(hex(gpa)) loaded, L2 about to run at \(hex(r.rip)); \(verdict)",
+                    l1: l1, l2: .fromVCPU(r, s, d, source: "vCPU registers (L2, loaded from vmcb12)"), vmcb12GPA: gpa,
+                    vmcb12AtVMRUN: vmcb, vmcb12: vmcb, violations: violations, nestedFlags: state?.flags ?? [],
+                    cachedControls: state?.data, kvmExit: kvmExit)
     }
 
     /// The target as found, before anything ran: the first screen.

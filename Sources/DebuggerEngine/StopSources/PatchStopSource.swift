@@ -11,6 +11,7 @@ public final class StopTimings: @unchecked Sendable {
     public var vmcb12Reads: Duration = .zero
     public var decodeAndDiff: Duration = .zero
     public var patching: Duration = .zero
+    public var tracepointReads: Duration = .zero
 
     public init() {}
 
@@ -46,6 +47,7 @@ public final class PatchStopSource: StopSource {
 
     /// Checks each VMRUN site (L1-linear, translated now) and patches them all.
     public init(target: any RunnableTarget, vmrunSites: [UInt64], timings: StopTimings = StopTimings()) throws {
+        guard !vmrunSites.isEmpty else { throw StopSourceError.noVMRUNSites(target: target.name) }
         self.target = target
         self.timings = timings
         var checked: [Site] = []
@@ -200,34 +202,8 @@ public final class PatchStopSource: StopSource {
                 return SourceStop(.l1Breakpoint(address: at), kvmExit: "KVM_EXIT_HLT (patch at an L1 breakpoint)")
             }
             return SourceStop(.vmmExit(description: "HLT"), kvmExit: exit.kvmName)
-        case .io:
-            switch try target.handleIO(exit) {
-            case .handled: return nil
-            case let .guestExited(status): return SourceStop(.guestExited(status: status), kvmExit: exit.kvmName)
-            case let .l1ReportedUnhandledExit(code):
-                return SourceStop(.fault(description: "L1 reported an exit it does not handle: \(exitName(code))"),
-                                  kvmExit: exit.kvmName)
-            case let .unclaimed(description): return SourceStop(.vmmExit(description: description), kvmExit: exit.kvmName)
-            }
-        case let .mmio(address, isWrite, length, _):
-            let what = "MMIO \(isWrite ? "write" : "read") at 0x\(String(address, radix: 16)), \(length) bytes"
-            return SourceStop(.vmmExit(description: what), kvmExit: exit.kvmName)
-        case .interrupted:
-            return SourceStop(.paused, kvmExit: exit.kvmName)
-        case .shutdown:
-            return SourceStop(.fault(description: "triple fault (KVM_EXIT_SHUTDOWN)"), kvmExit: exit.kvmName)
-        case let .failEntry(reason, _):
-            return SourceStop(.fault(description: "KVM_EXIT_FAIL_ENTRY, hardware reason 0x\(String(reason, radix: 16))"),
-                              kvmExit: exit.kvmName)
-        case let .internalError(suberror, data):
-            let words = data.map { "0x" + String($0, radix: 16) }
-            return SourceStop(.fault(description: "KVM internal error \(suberror) \(words)"), kvmExit: exit.kvmName)
-        case .debug:
-            return SourceStop(.singleStep, kvmExit: exit.kvmName)
-        case let .systemEvent(type, _):
-            return SourceStop(.fault(description: "system event \(type)"), kvmExit: exit.kvmName)
-        case let .unknown(reason):
-            return SourceStop(.fault(description: "unhandled KVM exit reason \(reason)"), kvmExit: exit.kvmName)
+        default:
+            return try target.classify(exit)
         }
     }
 }

@@ -5,6 +5,9 @@ import KVMControl
 public enum StopEvent: Equatable, Sendable {
     /// L1 is about to execute VMRUN (RIP on the instruction, vmcb12 at RAX).
     case vmrun
+    /// KVM emulated L1's VMRUN: vmcb12 loaded, the vCPU in guest mode, L2
+    /// about to run its first instruction (tracepoint stops).
+    case vmrunEmulated
     /// L1 regained control after VMRUN: a nested #VMEXIT, or a failed VMRUN.
     case nestedExit
     /// An exit to the VMM that is not a nested event (I/O, MMIO, HLT); the
@@ -23,13 +26,16 @@ public enum StopEvent: Equatable, Sendable {
     case guestExited(status: Int32)
 }
 
-/// An event and how the source learned of it (for the record: "KVM_EXIT_HLT (patch at VMRUN)").
+/// An event and how the source learned of it (for the record: "KVM_EXIT_HLT (patch at VMRUN)"),
+/// with what KVM's tracepoints said where the source listens to them.
 public struct SourceStop: Equatable, Sendable {
     public var event: StopEvent
     public var kvmExit: String
-    public init(_ event: StopEvent, kvmExit: String) {
+    public var evidence: KVMEvidence?
+    public init(_ event: StopEvent, kvmExit: String, evidence: KVMEvidence? = nil) {
         self.event = event
         self.kvmExit = kvmExit
+        self.evidence = evidence
     }
 }
 
@@ -47,12 +53,34 @@ public struct StopSourceCapabilities: OptionSet, Sendable {
     public static let freeRun = StopSourceCapabilities(rawValue: 1 << 3)
 }
 
+/// The stop sources nestdbg has, for `--stops` and `kvm-info`.
+public enum StopSourceKind: String, CaseIterable, Sendable {
+    /// KVM's own tracepoints (perf SIGTRAP): exact, nothing patched, any L1.
+    case tracepoint
+    /// HLT patched over L1's VMRUN sites (needs to know where they are).
+    case patch
+
+    /// Whether this host can use it, and if not why.
+    public static func availability(of kind: StopSourceKind) -> (usable: Bool, detail: String) {
+        switch kind {
+        case .tracepoint:
+            switch TracepointStopSource.availability() {
+            case let .available(tracefs): return (true, "perf SIGTRAP on kvm:kvm_nested_* (tracefs at \(tracefs))")
+            case let .unavailable(why): return (false, why)
+            }
+        case .patch:
+            return (true, "HLT over VMRUN and the instruction after it (needs the VMRUN sites: symbols, a scan or --vmrun-at)")
+        }
+    }
+}
+
 /// Why a stop source refused a request.
 public enum StopSourceError: Error, Equatable, CustomStringConvertible {
     case notVMRUN(UInt64)
     case cannotStepVMRUN
     case breakpointOnVMRUNSite
     case notMapped(UInt64)
+    case noVMRUNSites(target: String)
 
     public var description: String {
         switch self {
@@ -60,6 +88,8 @@ public enum StopSourceError: Error, Equatable, CustomStringConvertible {
         case .cannotStepVMRUN: return "L1 is at VMRUN: use n (next exit) or e (next VMRUN) to run L2"
         case .breakpointOnVMRUNSite: return "VMRUN and the instruction after it are stops already: use e and n"
         case let .notMapped(a): return "L1 address 0x\(String(a, radix: 16)) is not mapped"
+        case let .noVMRUNSites(target):
+            return "no VMRUN site known in \(target) (its VMRUN may be generated at run time): the patch source needs one; use --stops tracepoint"
         }
     }
 }
@@ -86,4 +116,43 @@ public protocol StopSource: AnyObject {
     func removeL1Breakpoint(_ linear: UInt64) throws
     /// Leaves the guest as it would be without nestdbg (patches out).
     func detach() throws
+}
+
+extension RunnableTarget {
+    /// What every stop source makes of a KVM exit that is not its own
+    /// mechanism (nil: emulated, nothing for the user).
+    func classify(_ exit: VCPUExit) throws -> SourceStop? {
+        switch exit {
+        case .hlt:
+            return SourceStop(.vmmExit(description: "HLT"), kvmExit: exit.kvmName)
+        case .io:
+            switch try handleIO(exit) {
+            case .handled: return nil
+            case let .guestExited(status): return SourceStop(.guestExited(status: status), kvmExit: exit.kvmName)
+            case let .l1ReportedUnhandledExit(code):
+                return SourceStop(.fault(description: "L1 reported an exit it does not handle: \(exitName(code))"),
+                                  kvmExit: exit.kvmName)
+            case let .unclaimed(description): return SourceStop(.vmmExit(description: description), kvmExit: exit.kvmName)
+            }
+        case let .mmio(address, isWrite, length, _):
+            let what = "MMIO \(isWrite ? "write" : "read") at 0x\(String(address, radix: 16)), \(length) bytes"
+            return SourceStop(.vmmExit(description: what), kvmExit: exit.kvmName)
+        case .interrupted:
+            return SourceStop(.paused, kvmExit: exit.kvmName)
+        case .shutdown:
+            return SourceStop(.fault(description: "triple fault (KVM_EXIT_SHUTDOWN)"), kvmExit: exit.kvmName)
+        case let .failEntry(reason, _):
+            return SourceStop(.fault(description: "KVM_EXIT_FAIL_ENTRY, hardware reason 0x\(String(reason, radix: 16))"),
+                              kvmExit: exit.kvmName)
+        case let .internalError(suberror, data):
+            let words = data.map { "0x" + String($0, radix: 16) }
+            return SourceStop(.fault(description: "KVM internal error \(suberror) \(words)"), kvmExit: exit.kvmName)
+        case .debug:
+            return SourceStop(.singleStep, kvmExit: exit.kvmName)
+        case let .systemEvent(type, _):
+            return SourceStop(.fault(description: "system event \(type)"), kvmExit: exit.kvmName)
+        case let .unknown(reason):
+            return SourceStop(.fault(description: "unhandled KVM exit reason \(reason)"), kvmExit: exit.kvmName)
+        }
+    }
 }

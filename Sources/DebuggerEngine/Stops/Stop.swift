@@ -57,6 +57,11 @@ public struct Stop: Sendable {
     /// The breakpoint this stop matched (the engine evaluates every stop).
     public var hit: Breakpoint? = nil
 
+    /// What KVM's tracepoints said at this stop (tracepoint stop source only).
+    public var kvm: KVMEvidence? = nil
+    /// Where KVM's tracepoint and vmcb12 disagree about the exit (should never happen: flagged loudly).
+    public var kvmDisagreements: [String] = []
+
     public init(index: Int = 0, kind: StopKind, level: Level, reason: String, exit: DecodedExit? = nil, l1: RegisterSet,
                 l2: RegisterSet? = nil, vmcb12GPA: UInt64? = nil, vmcb12AtVMRUN: VMCB? = nil, vmcb12: VMCB? = nil,
                 synced: [FieldChange] = [], violations: [Violation] = [], nestedFlags: NestedStateFlags = [],

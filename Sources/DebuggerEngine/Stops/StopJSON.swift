@@ -43,6 +43,33 @@ extension Stop {
             nested.append(("cached_controls", halves[0].1))
         }
         o.append(("nested_state", .object(nested)))
+        if let kvm {
+            // What KVM's tracepoints said (tracepoint stops): the events, the exits L1 never saw.
+            o.append(("kvm_events", .array(kvm.events.map(\.json))))
+            o.append(("handled_by_l0", kvm.handledByL0.map { counts in
+                .array(counts.map { .object([("reason", .string($0.name)), ("code", .hex($0.code)), ("count", .int($0.count))]) })
+            } ?? .null))
+            o.append(("kvm_vs_vmcb12", .array(kvmDisagreements.map { .string($0) })))
+            if kvm.lost > 0 { o.append(("tracepoint_samples_lost", .int(Int(kvm.lost)))) }
+            if !kvm.notes.isEmpty { o.append(("kvm_notes", .array(kvm.notes.map { .string($0) }))) }
+        }
+        return .object(o)
+    }
+}
+
+extension KVMNestedEvent {
+    public var json: JSON {
+        var o: [(String, JSON)] = [("tracepoint", .string(tracepoint))]
+        switch self {
+        case let .vmenter(rip, vmcb, l2RIP, intCtl, eventInj, npt):
+            o += [("vmrun_rip", .hex(rip)), ("vmcb12", .hex(vmcb)), ("l2_rip", .hex(l2RIP)), ("int_ctl", .hex(intCtl)),
+                  ("event_inj", .hex(eventInj)), ("nested_paging", .bool(npt))]
+        case let .vmexitInject(f), let .l2Exit(f):
+            o += [("exit_code", .hex(f.code)), ("name", .string(exitName(f.code))), ("exit_info_1", .hex(f.info1)),
+                  ("exit_info_2", .hex(f.info2)), ("exit_int_info", .hex(f.intInfo)), ("exit_int_info_err", .hex(f.intInfoError))]
+        case let .vmenterFailed(check):
+            o.append(("check", .string(check)))
+        }
         return .object(o)
     }
 }

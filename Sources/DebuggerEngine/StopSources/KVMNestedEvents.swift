@@ -1,0 +1,156 @@
+import KernelTrace
+import SVMModel
+
+/// The exit fields a KVM tracepoint recorded (kvm_nested_vmexit_inject: what
+/// KVM wrote into vmcb12; kvm_nested_vmexit: an L2 exit to L0).
+public struct KVMExitFields: Equatable, Sendable {
+    public var code: UInt64
+    public var info1: UInt64
+    public var info2: UInt64
+    public var intInfo: UInt64
+    public var intInfoError: UInt64
+
+    /// KVM's SMM entry from L2 fires kvm_nested_vmexit_inject with this code: no #VMEXIT reaches L1.
+    public static let smmEntryCode: UInt64 = 0xF000
+
+    public init(code: UInt64, info1: UInt64 = 0, info2: UInt64 = 0, intInfo: UInt64 = 0, intInfoError: UInt64 = 0) {
+        self.code = code
+        self.info1 = info1
+        self.info2 = info2
+        self.intInfo = intInfo
+        self.intInfoError = intInfoError
+    }
+}
+
+/// What KVM said it did, one tracepoint firing, decoded through the format
+/// the running kernel published (field names, never offsets, are assumed).
+public enum KVMNestedEvent: Equatable, Sendable {
+    /// kvm_nested_vmenter: KVM emulated L1's VMRUN (vmcb12 loaded; L2 about to run).
+    case vmenter(vmrunRIP: UInt64, vmcb12: UInt64, l2RIP: UInt64, intCtl: UInt64, eventInj: UInt64, nestedPaging: Bool)
+    /// kvm_nested_vmexit_inject: KVM wrote this #VMEXIT into vmcb12; L1 resumes after its VMRUN.
+    case vmexitInject(KVMExitFields)
+    /// kvm_nested_vmenter_failed: one of KVM's consistency checks failed (its own words).
+    case vmenterFailed(check: String)
+    /// kvm_nested_vmexit: L2 exited to L0 (reflected to L1 or handled by KVM itself).
+    case l2Exit(KVMExitFields)
+
+    /// The tracepoint's name.
+    public var tracepoint: String {
+        switch self {
+        case .vmenter: return KVMNestedEvent.vmenterName
+        case .vmexitInject: return KVMNestedEvent.vmexitInjectName
+        case .vmenterFailed: return KVMNestedEvent.vmenterFailedName
+        case .l2Exit: return KVMNestedEvent.l2ExitName
+        }
+    }
+
+    /// One line: "kvm_nested_vmexit_inject CPUID info1 0x0 info2 0x0".
+    public var summary: String {
+        switch self {
+        case let .vmenter(rip, vmcb, l2RIP, _, _, npt):
+            return "\(tracepoint): VMRUN at \(hex(rip)), vmcb12 \(hex(vmcb)), L2 RIP \(hex(l2RIP)), nested paging \(npt ? "on" : "off")"
+        case let .vmexitInject(f), let .l2Exit(f):
+            return "\(tracepoint): \(exitName(f.code)) info1 \(hex(f.info1)) info2 \(hex(f.info2)) int_info \(hex(f.intInfo))"
+        case let .vmenterFailed(check):
+            return "\(tracepoint): \(check)"
+        }
+    }
+
+    static let vmenterName = "kvm_nested_vmenter"
+    static let vmexitInjectName = "kvm_nested_vmexit_inject"
+    static let vmenterFailedName = "kvm_nested_vmenter_failed"
+    static let l2ExitName = "kvm_nested_vmexit"
+
+    /// The requests a tracepoint stop source opens: the three that stop the
+    /// vCPU, and L2's exits to L0 sampled without stopping (for the count of
+    /// exits L1 never saw).
+    static let requests = [
+        TracepointRequest("kvm", vmenterName, stops: true),
+        TracepointRequest("kvm", vmexitInjectName, stops: true),
+        TracepointRequest("kvm", vmenterFailedName, stops: true),
+        TracepointRequest("kvm", l2ExitName, stops: false),
+    ]
+
+    /// Decodes a record; throws when a field this decoder needs is missing
+    /// from the kernel's format (a kernel this decoder does not know).
+    init(_ record: TraceRecord) throws {
+        let event = record.format.event
+        func field(_ names: String...) throws -> UInt64 {
+            for name in names {
+                if let value = record.integer(name) { return value }
+            }
+            throw TraceError.missingField(event: event, field: names.joined(separator: " or "))
+        }
+        func exitFields() throws -> KVMExitFields {
+            KVMExitFields(code: try field("exit_code", "exit_reason"), info1: try field("exit_info1", "info1"),
+                          info2: try field("exit_info2", "info2"), intInfo: try field("exit_int_info", "intr_info"),
+                          intInfoError: try field("exit_int_info_err", "error_code"))
+        }
+        switch event {
+        case "kvm:" + KVMNestedEvent.vmenterName:
+            self = .vmenter(vmrunRIP: try field("rip"), vmcb12: try field("vmcb"), l2RIP: try field("nested_rip"),
+                            intCtl: try field("int_ctl"), eventInj: try field("event_inj"),
+                            nestedPaging: try field("npt", "tdp_enabled") != 0)
+        case "kvm:" + KVMNestedEvent.vmexitInjectName:
+            self = .vmexitInject(try exitFields())
+        case "kvm:" + KVMNestedEvent.l2ExitName:
+            self = .l2Exit(try exitFields())
+        case "kvm:" + KVMNestedEvent.vmenterFailedName:
+            guard let message = record.string("msg") else { throw TraceError.missingField(event: event, field: "msg") }
+            self = .vmenterFailed(check: message)
+        default:
+            throw TraceError.noSuchEvent(event)
+        }
+    }
+}
+
+/// Exits KVM handled itself while L2 ran (never reflected to L1), by reason.
+public struct L0ExitCount: Equatable, Sendable {
+    public let code: UInt64
+    public let count: Int
+    public var name: String { exitName(code) }
+}
+
+/// What KVM's tracepoints said at one stop: the events that stopped the vCPU
+/// (more than one when SIGTRAPs merged), the exits L1 never saw since the
+/// VMRUN, and the problems the source found with the sequence.
+public struct KVMEvidence: Equatable, Sendable {
+    public var events: [KVMNestedEvent] = []
+    /// nil where unknown (before the first VMRUN of the session).
+    public var handledByL0: [L0ExitCount]?
+    /// Samples the kernel dropped (ring full): counts may be short by this many.
+    public var lost: UInt64 = 0
+    /// A missing, extra or late event: the stop is not exact, and says why.
+    public var problems: [String] = []
+    /// Merged events that are still exact (e.g. KVM reflected an exit before L2 ran).
+    public var notes: [String] = []
+
+    public init() {}
+
+    /// The #VMEXIT KVM wrote into vmcb12 at this stop, if it did.
+    public var injectedExit: KVMExitFields? {
+        events.lazy.compactMap { if case let .vmexitInject(f) = $0 { return f } else { return nil } }.last
+    }
+
+    /// The VMRUN KVM emulated at this stop, if it did.
+    public var vmenter: (vmrunRIP: UInt64, vmcb12: UInt64, l2RIP: UInt64)? {
+        for case let .vmenter(rip, vmcb, l2RIP, _, _, _) in events.reversed() { return (rip, vmcb, l2RIP) }
+        return nil
+    }
+
+    /// The failed consistency check KVM named at this stop, if any.
+    public var failedCheck: String? {
+        for case let .vmenterFailed(check) in events.reversed() { return check }
+        return nil
+    }
+
+    static func counts(_ exits: [KVMExitFields]) -> [L0ExitCount] {
+        var order: [UInt64] = []
+        var counts: [UInt64: Int] = [:]
+        for exit in exits {
+            if counts[exit.code] == nil { order.append(exit.code) }
+            counts[exit.code, default: 0] += 1
+        }
+        return order.map { L0ExitCount(code: $0, count: counts[$0]!) }
+    }
+}

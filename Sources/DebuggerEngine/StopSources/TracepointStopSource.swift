@@ -1,0 +1,255 @@
+import KernelTrace
+import KVMControl
+import SVMModel
+import Synchronization
+
+/// Whether this host can stop a vCPU with KVM's tracepoints, and if not, what is missing.
+public enum TracepointAvailability: Equatable, Sendable {
+    case available(tracefs: String)
+    case unavailable(String)
+}
+
+/// Stops where KVM itself says a nested transition happened: perf events on
+/// kvm_nested_vmenter, kvm_nested_vmexit_inject and kvm_nested_vmenter_failed,
+/// bound to the vCPU's thread with `sigtrap`. The tracepoint queues SIGTRAP
+/// in the vCPU thread; KVM sees the pending signal before it re-enters the
+/// guest and KVM_RUN returns EINTR, so the vCPU stops at the exact boundary.
+/// Nothing in guest memory changes and no VMRUN address is needed.
+/// kvm_nested_vmexit is sampled without a signal: the L2 exits KVM handled
+/// itself between a VMRUN and the #VMEXIT L1 sees.
+public final class TracepointStopSource: StopSource {
+    public let name = "tracepoint (perf SIGTRAP on kvm_nested_vmenter / _vmexit_inject / _vmenter_failed)"
+    public let capabilities: StopSourceCapabilities = [.vmrunStops, .singleStep, .freeRun]
+    private let target: any RunnableTarget
+    private let timings: StopTimings
+    private let tracefs: Tracefs
+    private var events: PerfTracepoints?
+    /// Counters at the last drain, in request order.
+    private var lastCounts: [UInt64] = []
+    /// L2's exits to L0 since the last VMRUN, oldest first.
+    private var l2Exits: [KVMExitFields] = []
+    /// Whether the last stopping event left the vCPU in L2 (nil: not known yet).
+    private var inL2: Bool?
+    private let pauseRequested = Atomic<Bool>(false)
+
+    public init(target: any RunnableTarget, timings: StopTimings = StopTimings()) throws {
+        self.target = target
+        self.timings = timings
+        tracefs = try Tracefs.locate()
+        // Fail now, naming what is missing, rather than at the first run.
+        for request in KVMNestedEvent.requests { _ = try tracefs.format(system: request.system, name: request.name) }
+    }
+
+    /// Probes what the source needs: root, tracefs (mounted if it is not),
+    /// the four tracepoints, and perf_event_open with sigtrap on this thread.
+    public static func availability() -> TracepointAvailability {
+        do {
+            let tracefs = try Tracefs.locate()
+            let probe = try PerfTracepoints(KVMNestedEvent.requests, thread: PerfTracepoints.currentThreadID(),
+                                            tracefs: tracefs, ringPages: 1)
+            _ = probe
+            return .available(tracefs: tracefs.root)
+        } catch let error as TraceError {
+            return .unavailable(error.description)
+        } catch {
+            return .unavailable("\(error)")
+        }
+    }
+
+    public func interrupt() {
+        pauseRequested.store(true, ordering: .sequentiallyConsistent)
+        target.kick()
+    }
+
+    public func next() throws -> SourceStop {
+        try openOnThisThread()
+        while true {
+            if pauseRequested.exchange(false, ordering: .sequentiallyConsistent) {
+                _ = try collect()   // events that came with the kick are part of this stop's past
+                return SourceStop(.paused, kvmExit: "none (paused before running)")
+            }
+            let exit = try runVCPU()
+            if let stop = try interpret(exit) { return stop }
+        }
+    }
+
+    public func singleStep() throws -> SourceStop {
+        try openOnThisThread()
+        let rip = try target.generalRegisters().rip
+        if let gpa = try target.translate(rip), try target.readPhysical(gpa, count: 3) == [0x0F, 0x01, 0xD8] {
+            throw StopSourceError.cannotStepVMRUN
+        }
+        try target.setSingleStep(true)
+        defer { try? target.setSingleStep(false) }
+        let exit = try runVCPU()
+        return try interpret(exit) ?? SourceStop(.singleStep, kvmExit: exit.kvmName)
+    }
+
+    public func runFree(shouldStop: () -> Bool, sample: () throws -> Void) throws -> SourceStop {
+        try openOnThisThread()
+        // No SIGTRAPs while the guest runs free; the sequence is unknown afterwards.
+        try events?.disable()
+        defer {
+            try? events?.enable()
+            _ = try? collect()
+            inL2 = nil
+            l2Exits = []
+        }
+        while true {
+            let exit = try runVCPU()
+            if case .interrupted = exit {
+                if pauseRequested.exchange(false, ordering: .sequentiallyConsistent) || shouldStop() {
+                    return SourceStop(.paused, kvmExit: exit.kvmName)
+                }
+                try sample()
+                continue
+            }
+            if let stop = try target.classify(exit) {
+                switch stop.event {
+                case .fault, .guestExited: return stop
+                default: continue
+                }
+            }
+        }
+    }
+
+    /// KVM has no tracepoint for an L1 instruction (the engine checks the capability first).
+    public func addL1Breakpoint(_ linear: UInt64) throws {
+        throw TargetError.notSupported(operation: "an L1 instruction breakpoint", target: "the tracepoint stop source")
+    }
+
+    public func removeL1Breakpoint(_ linear: UInt64) throws {}
+
+    /// Closes the perf events: the vCPU runs on exactly as without nestdbg.
+    public func detach() throws {
+        try events?.disable()
+        events = nil
+    }
+
+    // MARK: running and reading KVM's events
+
+    /// Binds the events to the calling thread: the one that runs KVM_RUN
+    /// (the engine's thread, which may not be the one that made the source).
+    private func openOnThisThread() throws {
+        let thread = PerfTracepoints.currentThreadID()
+        if let events, events.thread == thread { return }
+        try PerfTracepoints.prepareCurrentThread()
+        let opened = try PerfTracepoints(KVMNestedEvent.requests, thread: thread, tracefs: tracefs)
+        try opened.enable()
+        events = opened
+        lastCounts = try opened.counts()
+    }
+
+    private func runVCPU() throws -> VCPUExit {
+        timings.kvmRoundTrips += 1
+        return try timings.timed(\.kvmRun) { try target.run() }
+    }
+
+    /// The events since the last call, decoded, in the order they fired, with
+    /// the counters' word on what the ring may have dropped.
+    private func collect() throws -> (events: [KVMNestedEvent], lost: UInt64) {
+        guard let events else { return ([], 0) }
+        return try timings.timed(\.tracepointReads) {
+            var decoded: [KVMNestedEvent] = []
+            var lost: UInt64 = 0
+            for sample in events.drain() {
+                switch sample {
+                case let .record(record): decoded.append(try KVMNestedEvent(record))
+                case let .lost(n): lost += n
+                }
+            }
+            let counts = try events.counts()
+            let fired = zip(counts, lastCounts).map { $0 &- $1 }
+            lastCounts = counts
+            // The counters are exact even when the ring overflowed.
+            let seen = KVMNestedEvent.requests.map { request in
+                UInt64(decoded.filter { $0.tracepoint == request.name }.count)
+            }
+            let missing = zip(fired, seen).reduce(UInt64(0)) { $0 + ($1.0 > $1.1 ? $1.0 - $1.1 : 0) }
+            return (decoded, max(lost, missing))
+        }
+    }
+
+    /// Turns a KVM exit plus KVM's events into a stop (nil: nothing for the user; run on).
+    private func interpret(_ exit: VCPUExit) throws -> SourceStop? {
+        let (fired, lost) = try collect()
+        var evidence = KVMEvidence()
+        evidence.lost = lost
+        for event in fired {
+            switch event {
+            case let .l2Exit(fields):
+                l2Exits.append(fields)
+            case .vmenter:
+                if inL2 == true {
+                    evidence.problems.append("kvm_nested_vmenter while KVM already ran L2: the #VMEXIT before it fired no event")
+                }
+                inL2 = true
+                l2Exits = []
+                evidence.events.append(event)
+            case let .vmexitInject(fields):
+                if inL2 == false {
+                    evidence.problems.append("kvm_nested_vmexit_inject without a VMRUN before it: kvm_nested_vmenter is missing")
+                }
+                // The last L2 exit with the same code is the one KVM reflected; the rest KVM handled.
+                var handled = l2Exits
+                if let last = handled.last, last.code == fields.code { handled.removeLast() }
+                evidence.handledByL0 = inL2 == nil ? nil : KVMEvidence.counts(handled)
+                inL2 = false
+                l2Exits = []
+                evidence.events.append(event)
+            case .vmenterFailed:
+                evidence.events.append(event)
+            }
+        }
+        if lost > 0 {
+            evidence.notes.append("\(lost) tracepoint sample(s) lost (ring full): L0-handled counts may be short")
+        }
+        let stopping = evidence.events
+        let kicked = pauseRequested.exchange(false, ordering: .sequentiallyConsistent)
+        switch exit {
+        case .interrupted:
+            guard let last = stopping.last else {
+                // A kick with nothing from KVM: the user paused. Anything else is a stray signal.
+                return kicked ? SourceStop(.paused, kvmExit: exit.kvmName) : nil
+            }
+            if kicked { pauseRequested.store(true, ordering: .sequentiallyConsistent) }
+            let how = "KVM_RUN EINTR (SIGTRAP from \(last.tracepoint))"
+            checkMerged(&evidence)
+            switch last {
+            case .vmenter: return SourceStop(.vmrunEmulated, kvmExit: how, evidence: evidence)
+            case .vmexitInject, .vmenterFailed: return SourceStop(.nestedExit, kvmExit: how, evidence: evidence)
+            case .l2Exit: return nil
+            }
+        default:
+            if kicked { pauseRequested.store(true, ordering: .sequentiallyConsistent) }
+            guard var stop = try target.classify(exit) else {
+                // Emulated I/O in the same KVM_RUN as a nested transition: still the transition's stop.
+                guard let last = stopping.last else { return nil }
+                checkMerged(&evidence)
+                let how = "KVM_RUN after \(exit.kvmName) (SIGTRAP from \(last.tracepoint))"
+                if case .vmenter = last { return SourceStop(.vmrunEmulated, kvmExit: how, evidence: evidence) }
+                return SourceStop(.nestedExit, kvmExit: how, evidence: evidence)
+            }
+            if !stopping.isEmpty {
+                evidence.notes.append("KVM fired \(stopping.map(\.tracepoint).joined(separator: ", ")) before this exit")
+            }
+            stop.evidence = evidence
+            return stop
+        }
+    }
+
+    /// SIGTRAP is not queued: two events before it was taken give one stop.
+    /// VMRUN then #VMEXIT with L2 never running is exact (KVM reflected an
+    /// event at entry); a #VMEXIT then a VMRUN means L1 ran unseen between them.
+    private func checkMerged(_ evidence: inout KVMEvidence) {
+        let names = evidence.events.map(\.tracepoint)
+        guard names.count > 1 else { return }
+        if names == [KVMNestedEvent.vmenterName, KVMNestedEvent.vmexitInjectName] {
+            evidence.notes.append("KVM emulated the VMRUN and reflected this #VMEXIT before L2 ran an instruction (one stop for both)")
+        } else if names.contains(KVMNestedEvent.vmenterFailedName), Set(names).count == names.count {
+            evidence.notes.append("KVM's failed check belongs to this transition: \(names.joined(separator: ", "))")
+        } else {
+            evidence.problems.append("late stop: \(names.joined(separator: ", ")) fired before the vCPU stopped; L1 or L2 ran between them unseen")
+        }
+    }
+}
