@@ -158,7 +158,9 @@ struct TargetOptions: ParsableArguments {
                 default: throw fail("unknown scenario \(scenario): demo, pse or pae", status: 2)
                 }
             }
-            engine = try Engine(ownVM: target, stops: try stopSource())
+            let stops = try stopSource()
+            if stops == .patch, target.vmrunSites.isEmpty { throw StopSourceError.noVMRUNSites(target: target.name) }
+            engine = try Engine(ownVM: target, stops: stops)
         } catch let error as TargetError {
             throw fail(error.description, status: 1)
         } catch let error as ImageError {

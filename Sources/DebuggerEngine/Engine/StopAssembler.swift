@@ -77,7 +77,7 @@ struct StopAssembler {
                 }
                 if let vmcb = stop.vmcb12 { stop.kvmDisagreements = disagreements(injected, vmcb) }
                 if injected.code == KVMExitFields.smmEntryCode {
-                    stop.reason = "KVM entered SMM from L2 (exit code 0xf000 is KVM's own: no #VMEXIT reaches L1)"
+                    stop.reason = "KVM entered SMM from L2 (exit code 0xf0000000, SVM_EXIT_SW, is KVM's own: no #VMEXIT reaches L1)"
                 }
             } else if let check = evidence.failedCheck {
                 stop.reason = "VMRUN failed KVM's check \(check)"
@@ -121,7 +121,7 @@ struct StopAssembler {
         let l1 = state?.data.map {
             RegisterSet.fromVMCBSave($0, gprs: nil, source: "nested-state save half (L1 parked after its VMRUN); RBX-R15 are L2's now")
         } ?? RegisterSet(source: "not available (no nested state)", values: [:])
-        let at = evidence?.vmenter.map { " at \(hex($0.vmrunRIP))" } ?? ""
+        let at = evidence?.vmenter.map { " (L1 resumes at \(hex($0.l1RIP)))" } ?? ""
         let verdict = violations.isEmpty ? "consistency checks pass"
             : "KVM accepted what nestdbg's checks call \(violations.count) violation(s)"
         return Stop(kind: .vmrun, level: .l2, reason: "KVM emulated L1's VMRUN\(at): vmcb12 at \(hex(gpa)) loaded, L2 about to run at \(hex(r.rip)); \(verdict)",

@@ -10,8 +10,8 @@ public struct KVMExitFields: Equatable, Sendable {
     public var intInfo: UInt64
     public var intInfoError: UInt64
 
-    /// KVM's SMM entry from L2 fires kvm_nested_vmexit_inject with this code: no #VMEXIT reaches L1.
-    public static let smmEntryCode: UInt64 = 0xF000
+    /// KVM's SMM entry from L2 fires kvm_nested_vmexit_inject with this code (SVM_EXIT_SW): no #VMEXIT reaches L1.
+    public static let smmEntryCode: UInt64 = 0xF000_0000
 
     public init(code: UInt64, info1: UInt64 = 0, info2: UInt64 = 0, intInfo: UInt64 = 0, intInfoError: UInt64 = 0) {
         self.code = code
@@ -26,7 +26,8 @@ public struct KVMExitFields: Equatable, Sendable {
 /// the running kernel published (field names, never offsets, are assumed).
 public enum KVMNestedEvent: Equatable, Sendable {
     /// kvm_nested_vmenter: KVM emulated L1's VMRUN (vmcb12 loaded; L2 about to run).
-    case vmenter(vmrunRIP: UInt64, vmcb12: UInt64, l2RIP: UInt64, intCtl: UInt64, eventInj: UInt64, nestedPaging: Bool)
+    /// `l1RIP` is where L1 resumes at the #VMEXIT: the instruction after its VMRUN.
+    case vmenter(l1RIP: UInt64, vmcb12: UInt64, l2RIP: UInt64, intCtl: UInt64, eventInj: UInt64, nestedPaging: Bool)
     /// kvm_nested_vmexit_inject: KVM wrote this #VMEXIT into vmcb12; L1 resumes after its VMRUN.
     case vmexitInject(KVMExitFields)
     /// kvm_nested_vmenter_failed: one of KVM's consistency checks failed (its own words).
@@ -48,7 +49,7 @@ public enum KVMNestedEvent: Equatable, Sendable {
     public var summary: String {
         switch self {
         case let .vmenter(rip, vmcb, l2RIP, _, _, npt):
-            return "\(tracepoint): VMRUN at \(hex(rip)), vmcb12 \(hex(vmcb)), L2 RIP \(hex(l2RIP)), nested paging \(npt ? "on" : "off")"
+            return "\(tracepoint): L1 resumes at \(hex(rip)), vmcb12 \(hex(vmcb)), L2 RIP \(hex(l2RIP)), nested paging \(npt ? "on" : "off")"
         case let .vmexitInject(f), let .l2Exit(f):
             return "\(tracepoint): \(exitName(f.code)) info1 \(hex(f.info1)) info2 \(hex(f.info2)) int_info \(hex(f.intInfo))"
         case let .vmenterFailed(check):
@@ -88,7 +89,7 @@ public enum KVMNestedEvent: Equatable, Sendable {
         }
         switch event {
         case "kvm:" + KVMNestedEvent.vmenterName:
-            self = .vmenter(vmrunRIP: try field("rip"), vmcb12: try field("vmcb"), l2RIP: try field("nested_rip"),
+            self = .vmenter(l1RIP: try field("rip"), vmcb12: try field("vmcb"), l2RIP: try field("nested_rip"),
                             intCtl: try field("int_ctl"), eventInj: try field("event_inj"),
                             nestedPaging: try field("npt", "tdp_enabled") != 0)
         case "kvm:" + KVMNestedEvent.vmexitInjectName:
@@ -133,7 +134,7 @@ public struct KVMEvidence: Equatable, Sendable {
     }
 
     /// The VMRUN KVM emulated at this stop, if it did.
-    public var vmenter: (vmrunRIP: UInt64, vmcb12: UInt64, l2RIP: UInt64)? {
+    public var vmenter: (l1RIP: UInt64, vmcb12: UInt64, l2RIP: UInt64)? {
         for case let .vmenter(rip, vmcb, l2RIP, _, _, _) in events.reversed() { return (rip, vmcb, l2RIP) }
         return nil
     }

@@ -62,7 +62,7 @@ extension KVMNestedEvent {
         var o: [(String, JSON)] = [("tracepoint", .string(tracepoint))]
         switch self {
         case let .vmenter(rip, vmcb, l2RIP, intCtl, eventInj, npt):
-            o += [("vmrun_rip", .hex(rip)), ("vmcb12", .hex(vmcb)), ("l2_rip", .hex(l2RIP)), ("int_ctl", .hex(intCtl)),
+            o += [("l1_rip", .hex(rip)), ("vmcb12", .hex(vmcb)), ("l2_rip", .hex(l2RIP)), ("int_ctl", .hex(intCtl)),
                   ("event_inj", .hex(eventInj)), ("nested_paging", .bool(npt))]
         case let .vmexitInject(f), let .l2Exit(f):
             o += [("exit_code", .hex(f.code)), ("name", .string(exitName(f.code))), ("exit_info_1", .hex(f.info1)),
