@@ -5,6 +5,9 @@ public enum SVMExit {
     public static let ioio: UInt64 = 0x7B
     public static let msr: UInt64 = 0x7C
     public static let vmrun: UInt64 = 0x80
+    public static let shutdown: UInt64 = 0x7F
+    /// SVM_EXIT_SW: reserved for hypervisor software; KVM writes it into vmcb12 when it leaves L2 for SMM.
+    public static let software: UInt64 = 0xF000_0000
     public static let exceptionBase: UInt64 = 0x40
 
     /// The fixed-name codes; CR/DR/exception ranges are named by rule in `name(of:)`.
@@ -20,7 +23,7 @@ public enum SVMExit {
         0x08C: "MWAIT_COND", 0x08D: "XSETBV", 0x08E: "RDPRU", 0x08F: "EFER_WRITE_TRAP", 0x0A0: "INVLPGB",
         0x0A1: "INVLPGB_ILLEGAL", 0x0A2: "INVPCID", 0x0A3: "MCOMMIT", 0x0A4: "TLBSYNC", 0x0A5: "BUS_LOCK",
         0x0A6: "IDLE_HLT", 0x400: "NPF", 0x401: "AVIC_INCOMPLETE_IPI", 0x402: "AVIC_UNACCELERATED_ACCESS",
-        0x403: "VMGEXIT",
+        0x403: "VMGEXIT", 0xF000_0000: "SW",
     ]
 
     /// Is this EXITCODE VMEXIT_INVALID? Judged by the low 32 bits (older KVM

@@ -94,6 +94,24 @@ extension FieldChange {
     }
 }
 
+extension FieldWrite {
+    /// `{"field", "before", "after", "outcome": "changed" | "rewritten", "class", "note"?}`.
+    public var json: JSON {
+        var o: [(String, JSON)] = [("field", .string(field.name)), ("before", before.json), ("after", after.json),
+                                   ("outcome", .string(outcome.rawValue)), ("class", .string(sync.rawValue))]
+        if let note { o.append(("note", .string(note))) }
+        return .object(o)
+    }
+}
+
+extension ExitCause {
+    /// `{"kind", "control": TEXT | null, "detail", "alarm": BOOL}`.
+    public var json: JSON {
+        .object([("kind", .string(kind)), ("control", control.map(JSON.string) ?? .null),
+                 ("detail", .string(description)), ("alarm", .bool(isAlarming))])
+    }
+}
+
 extension Violation {
     public var json: JSON {
         .object([("rule", .string(rule)), ("field", .string(field)), ("message", .string(message)),

@@ -73,12 +73,58 @@ public struct SyncRule: Sendable {
     ]
 }
 
+extension SyncRule {
+    /// Whether KVM writes this rule's fields at a #VMEXIT: `vmrunFailed` when
+    /// EXITCODE is VMEXIT_INVALID, `lbrVirtualization` when vmcb12 enabled LBR virtualization.
+    public func applies(vmrunFailed: Bool, lbrVirtualization: Bool) -> Bool {
+        switch condition {
+        case .always: return true
+        case .unlessVMRUNFailed: return !vmrunFailed
+        case .lbrVirtualization: return !vmrunFailed && lbrVirtualization
+        }
+    }
+}
+
+/// One field KVM writes into vmcb12 at a nested #VMEXIT, as L1 prepared it and as KVM left it.
+public struct FieldWrite: Equatable, Sendable {
+    /// A write that changed the value, or one that wrote the same value back.
+    public enum Outcome: String, Sendable {
+        case changed, rewritten
+    }
+
+    public let field: VMCBField
+    public let before: FieldValue
+    public let after: FieldValue
+    public let sync: SyncClass
+    /// The rule's note ("only when NRIPS is exposed to L1").
+    public let note: String?
+
+    public var outcome: Outcome { before == after ? .rewritten : .changed }
+}
+
 public enum SyncDiff {
     private static let ruleByField: [VMCBField: SyncRule] = {
         var m: [VMCBField: SyncRule] = [:]
         for rule in SyncRule.kvm { for f in rule.fields { m[f] = rule } }
         return m
     }()
+
+    /// Every field KVM writes into vmcb12 at this #VMEXIT by `rules` (their
+    /// conditions judged from `after`'s EXITCODE and `before`'s LBR enable),
+    /// changed or written back unchanged. In layout order.
+    public static func written(before: VMCB, after: VMCB, rules: [SyncRule] = SyncRule.kvm) -> [FieldWrite] {
+        let vmrunFailed = SVMExit.isInvalid(after.exitCode)
+        let lbrv = before[integer: .miscCtl2] & 1 != 0
+        var byField: [VMCBField: SyncRule] = [:]
+        for rule in rules where rule.applies(vmrunFailed: vmrunFailed, lbrVirtualization: lbrv) {
+            for field in rule.fields where byField[field] == nil { byField[field] = rule }
+        }
+        return VMCBLayout.fields.compactMap { field in
+            guard let rule = byField[field] else { return nil }
+            return FieldWrite(field: field, before: before[field], after: after[field], sync: rule.sync,
+                              note: rule.note.isEmpty ? nil : rule.note)
+        }
+    }
 
     /// The fields that differ between vmcb12 as L1 prepared it (`before`, at
     /// VMRUN) and as KVM left it (`after`, at the nested #VMEXIT), classed by
@@ -118,12 +164,7 @@ public enum SyncDiff {
             var sync = SyncClass.unexpected
             var note: String? = nil
             if let rule = lookup[field] {
-                let applies: Bool
-                switch rule.condition {
-                case .always: applies = true
-                case .unlessVMRUNFailed: applies = !vmrunFailed
-                case .lbrVirtualization: applies = !vmrunFailed && lbrv
-                }
+                let applies = rule.applies(vmrunFailed: vmrunFailed, lbrVirtualization: lbrv)
                 if applies, let bits = rule.writableBits, let o = old.integer, let n = new.integer, (o ^ n) & ~bits != 0 {
                     sync = .unexpected
                     note = "bits outside \(hex(bits)) changed"

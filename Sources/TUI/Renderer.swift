@@ -133,6 +133,14 @@ public enum Renderer {
             s.put(stop.reason, row: r, col: col + 1, style: .title, maxWidth: inner)
         }
         r += 1
+        let last = row + height - 1
+        if let why = stop.why {
+            // Why the exit is L1's, wrapped to two lines at most; loud when L1 did not ask for it.
+            for line in wrap("why: " + why.description, width: inner).prefix(2) where r < last {
+                s.put(line, row: r, col: col + 1, style: why.isAlarming ? .unexpected : .label, maxWidth: inner)
+                r += 1
+            }
+        }
         if !stop.violations.isEmpty {
             for viol in stop.violations where r < row + height - 1 {
                 s.put("!! \(viol)", row: r, col: col + 1, style: .unexpected, maxWidth: inner)
@@ -149,6 +157,13 @@ public enum Renderer {
         } else if stop.synced.isEmpty {
             s.put("no vmcb12 field changed", row: r, col: col + 1, style: .dim)
         }
+        let wrote = stop.kvmWrote
+        let rewritten = wrote.filter { $0.outcome == .rewritten }
+        if !wrote.isEmpty && r < last {
+            s.put("KVM wrote \(wrote.count) fields: \(wrote.count - rewritten.count) changed (below), \(rewritten.count) rewritten",
+                  row: r, col: col + 1, style: .dim, maxWidth: inner)
+            r += 1
+        }
         let nameWidth = 22, valueWidth = max(20, inner - nameWidth - 20)
         for c in stop.synced where r < row + height - 1 {
             let unexpected = c.sync == .unexpected
@@ -158,6 +173,53 @@ public enum Renderer {
                   style: unexpected ? .unexpected : .dim, maxWidth: inner - nameWidth - valueWidth - 1)
             r += 1
         }
+        guard !rewritten.isEmpty, r < last else { return }
+        // Written back with the same value: names only, a segment's four parts as `cs.*`.
+        let lines = wrap("rewritten: " + compactNames(rewritten.map(\.field)).joined(separator: " "), width: inner)
+        for (i, line) in lines.enumerated() where r < last {
+            let more = i < lines.count - 1 && r == last - 1
+            s.put(more ? String(line.prefix(inner - 1)) + "…" : line, row: r, col: col + 1, style: .dim, maxWidth: inner)
+            r += 1
+        }
+    }
+
+    /// Short field names (`cr0`, `int_ctl`), with `cs.*` where every part of a segment is present.
+    static func compactNames(_ fields: [VMCBField]) -> [String] {
+        let present = Set(fields)
+        var out: [String] = []
+        for field in fields {
+            let name = field.shortName
+            guard let dot = name.firstIndex(of: ".") else {
+                out.append(name)
+                continue
+            }
+            let group = String(name[..<dot])
+            let parts = VMCBLayout.fields.filter { $0.area == field.area && $0.shortName.hasPrefix(group + ".") }
+            if parts.allSatisfy(present.contains) {
+                if !out.contains(group + ".*") { out.append(group + ".*") }
+            } else {
+                out.append(name)
+            }
+        }
+        return out
+    }
+
+    /// Word-wraps `text` to lines of at most `width` characters.
+    static func wrap(_ text: String, width: Int) -> [String] {
+        var lines: [String] = []
+        var line = ""
+        for word in text.split(separator: " ", omittingEmptySubsequences: true) {
+            if line.isEmpty {
+                line = String(word)
+            } else if line.count + 1 + word.count <= width {
+                line += " " + word
+            } else {
+                lines.append(line)
+                line = String(word)
+            }
+        }
+        if !line.isEmpty { lines.append(line) }
+        return lines
     }
 
     static func fullVMCBPane(_ v: SessionView, row: Int, col: Int, width: Int, height: Int, _ s: inout ScreenBuffer) {
@@ -195,7 +257,7 @@ public enum Renderer {
             let l2rip = st.l2?[.rip].map { String($0, radix: 16) } ?? "-"
             let text = "#\(st.index) \(name.padding(toLength: 10, withPad: " ", startingAt: 0)) \(l2rip.padding(toLength: 8, withPad: " ", startingAt: 0)) \(st.exit?.summary ?? st.reason)"
             s.put(text.padding(toLength: width - 2, withPad: " ", startingAt: 0), row: row + 1 + k, col: col + 1,
-                  style: i == sel ? .selected : (st.synced.contains { $0.sync == .unexpected } ? .unexpected : .normal), maxWidth: width - 2)
+                  style: i == sel ? .selected : (st.synced.contains { $0.sync == .unexpected } || st.why?.isAlarming == true ? .unexpected : .normal), maxWidth: width - 2)
         }
     }
 

@@ -75,6 +75,12 @@ struct EngineTests {
                 let unexpected = s.synced.filter { $0.sync == .unexpected }.map(\.field.name)
                 #expect(unexpected.isEmpty, "\(symbol): KVM wrote fields it should not: \(unexpected)")
                 #expect(s.synced.contains { $0.field.name == "control.exit_code" } || round > 0 || symbol != "l2_cpuid")
+                // Every exit is one the demo's L1 asked for, and KVM wrote at least the exit fields.
+                #expect(s.why?.isAlarming == false, "\(symbol): \(s.why?.description ?? "no cause")")
+                #expect(s.kvmWrote.contains { $0.field == .exitCode })
+                let expectedKind = ["l2_in": "iopm", "l2_out": "iopm", "l2_rdmsr": "msrpm", "l2_wrmsr": "msrpm",
+                                    "l2_ud": "exception_intercept", "l2_cpuid": "intercept"][symbol]
+                #expect(expectedKind == nil || s.why?.kind == expectedKind, "\(symbol): \(s.why?.description ?? "no cause")")
                 let summary = s.exit?.summary ?? ""
                 switch symbol {
                 case "l2_in": #expect(summary == "IN 0x60, 1 byte")

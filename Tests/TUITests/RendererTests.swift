@@ -5,9 +5,13 @@ import Testing
 @testable import TUI
 
 /// Two stops of an IOIO exit, built from real VMCB pages (no KVM).
-func sampleView(width: Int = 160, unknownRBX: Bool = true, unexpected: Bool = false) -> SessionView {
+func sampleView(width: Int = 160, unknownRBX: Bool = true, unexpected: Bool = false, iopmBit: Bool? = nil) -> SessionView {
     var before = VMCB()
     before[integer: .intercepts4] = 1; before[integer: .asid] = 1
+    if iopmBit != nil {
+        before[integer: .intercepts3] = 1 << 27
+        before[integer: .iopmBasePA] = 0x10_0000
+    }
     before[integer: .saveRIP] = 0x14F0; before[integer: .saveEFER] = 0x1500; before[integer: .saveCR0] = 0x8000_0011
     var after = before
     after[integer: .exitCode] = 0x7B; after[integer: .exitInfo1] = 0x0080_0090; after[integer: .exitInfo2] = 0x14F6
@@ -20,7 +24,13 @@ func sampleView(width: Int = 160, unknownRBX: Bool = true, unexpected: Bool = fa
     var l2b = l2a
     l2b[.rip] = .known(0x14F4)
     let s0 = Stop.synthetic(index: 0, before: before, after: before, l1: l1a, l2: l2a)
-    let s1 = Stop.synthetic(index: 1, before: before, after: after, l1: l1b, l2: l2b)
+    var s1 = Stop.synthetic(index: 1, before: before, after: after, l1: l1b, l2: l2b)
+    if let iopmBit {
+        // L1's IOPM byte for ports 0x80-0x87, with port 0x80's bit as asked.
+        s1.why = ExitCause(code: after.exitCode, exitInfo1: after[integer: .exitInfo1], controls: before) { gpa, count in
+            gpa == 0x10_0010 && count == 1 ? [iopmBit ? 1 : 0] : nil
+        }
+    }
     return SessionView(target: "demo", stops: [s0, s1])
 }
 
@@ -65,6 +75,47 @@ struct RendererTests {
         let bad = try #require(s.find("!! UNEXPECTED"))
         #expect(s.style(row: bad.row, col: bad.col) == .unexpected)
         #expect(s.line(bad.row).contains("control.asid"))
+    }
+
+    @Test("the sync pane says why the exit is L1's, under the exit; loudly when L1's controls did not ask for it")
+    func why() throws {
+        for (w, h) in [(100, 40), (200, 60)] {
+            var s = render(sampleView(iopmBit: true), w, h)
+            let exit = try #require(s.find("IOIO: OUT 0x80, 1 byte"))
+            let why = try #require(s.find("why: L1's IOPM asks for the access: IOPM port 0x80"), "\(w)x\(h)")
+            #expect(why.row == exit.row + 1 && s.style(row: why.row, col: why.col) == .label)
+            #expect(s.text.contains("0x100010 bit 0 set"), "the bit is named (wrapped at \(w)x\(h) if need be)")
+            s = render(sampleView(iopmBit: false), w, h)
+            let alarm = try #require(s.find("why: !! NOT REQUESTED BY L1"), "\(w)x\(h)")
+            #expect(s.style(row: alarm.row, col: alarm.col) == .unexpected)
+            let history = try #require(s.find("#1 IOIO"))
+            #expect(s.style(row: history.row, col: history.col) != .normal, "the history marks the stop")
+        }
+        #expect(render(sampleView(), 160, 50).find("why:") == nil, "no line without a cause")
+    }
+
+    @Test("the sync pane lists everything KVM wrote: the changed fields with their class, the rewritten ones by name")
+    func kvmWrote() throws {
+        let stop = try #require(sampleView().current)
+        let rewritten = stop.kvmWrote.filter { $0.outcome == .rewritten }.count
+        #expect(stop.kvmWrote.count - rewritten == 4, "exit_code, exit_info_1, exit_info_2, save.rip")
+        for (w, h) in [(100, 40), (200, 60)] {
+            let s = render(sampleView(iopmBit: true), w, h)
+            let header = try #require(s.find("KVM wrote \(stop.kvmWrote.count) fields: 4 changed (below), \(rewritten) rewritten"),
+                                      "\(w)x\(h)")
+            let rip = try #require(s.find("save.rip"))
+            #expect(rip.row > header.row && s.line(rip.row).contains("l2_state_synced"))
+            let list = try #require(s.find("rewritten: "), "\(w)x\(h)")
+            #expect(list.row > rip.row && list.col < w * 3 / 5)
+            #expect(s.style(row: list.row, col: list.col) == .dim)
+            // The names: segments as cs.*, the rest one by one; all of them fit at both sizes.
+            let paneInner = w * 3 / 5 - 2
+            let names = (list.row..<(h - 2)).map { " " + s.line($0).dropFirst(1).prefix(paneInner) }.joined() + " "
+            for name in ["es.*", "cs.*", "ss.*", "ds.*", "gdtr.*", "idtr.*", "efer", "cr0", "cr3", "rflags", "int_state", "event_inj"] {
+                #expect(names.contains(" \(name) "), "\(name) at \(w)x\(h)")
+            }
+            #expect(!names.contains("cs.selector") && !names.contains("exit_code "), "changed fields are not listed as rewritten")
+        }
     }
 
     @Test("history lists the stops; selecting a past one shows its snapshot")

@@ -174,9 +174,15 @@ struct StopAssembler {
         let l2 = RegisterSet.fromVMCBSave(after, gprs: r,
                                           source: "vmcb12 save area as KVM synced it + vCPU GPRs (L2's: not switched by VMRUN)")
         let reason = SVMExit.isInvalid(exit.code) ? "VMRUN failed: VMEXIT_INVALID" : "nested #VMEXIT \(exit.name): \(exit.summary)"
-        return Stop(kind: .nestedExit, level: .l1, reason: reason, exit: exit, l1: l1, l2: l2, vmcb12GPA: gpa,
-                    vmcb12AtVMRUN: before, vmcb12: after, synced: changes, violations: atVMRUN?.violations ?? [],
-                    nestedFlags: flags, kvmExit: kvmExit)
+        var stop = Stop(kind: .nestedExit, level: .l1, reason: reason, exit: exit, l1: l1, l2: l2, vmcb12GPA: gpa,
+                        vmcb12AtVMRUN: before, vmcb12: after, synced: changes, violations: atVMRUN?.violations ?? [],
+                        nestedFlags: flags, kvmExit: kvmExit)
+        // KVM judges by the controls of the VMRUN (it does not write them at the exit, so the page now
+        // serves when no VMRUN was seen) and reads L1's permission maps now, as we do. RCX is L2's.
+        stop.why = ExitCause(code: exit.code, exitInfo1: after[integer: .exitInfo1], exitInfo2: after[integer: .exitInfo2],
+                             msr: UInt32(truncatingIfNeeded: r.rcx), controls: before ?? after,
+                             readL1: { gpa, count in try? target.readPhysical(gpa, count: count) })
+        return stop
     }
 
     /// A stop that is not a nested event: the level the vCPU is at decides

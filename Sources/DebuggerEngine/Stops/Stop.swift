@@ -62,6 +62,16 @@ public struct Stop: Sendable {
     /// Where KVM's tracepoint and vmcb12 disagree about the exit (should never happen: flagged loudly).
     public var kvmDisagreements: [String] = []
 
+    /// Why the nested #VMEXIT reached L1 (nested-exit stops).
+    public var why: ExitCause? = nil
+
+    /// Every field KVM wrote into vmcb12 at this #VMEXIT, changed or rewritten,
+    /// by `SyncRule.kvm`; empty without a nested exit or a page from VMRUN.
+    public var kvmWrote: [FieldWrite] {
+        guard kind == .nestedExit, let before = vmcb12AtVMRUN, let after = vmcb12 else { return [] }
+        return SyncDiff.written(before: before, after: after)
+    }
+
     public init(index: Int = 0, kind: StopKind, level: Level, reason: String, exit: DecodedExit? = nil, l1: RegisterSet,
                 l2: RegisterSet? = nil, vmcb12GPA: UInt64? = nil, vmcb12AtVMRUN: VMCB? = nil, vmcb12: VMCB? = nil,
                 synced: [FieldChange] = [], violations: [Violation] = [], nestedFlags: NestedStateFlags = [],

@@ -34,6 +34,10 @@ extension Stop {
             o.append(("vmcb12", .object(parts)))
         }
         o.append(("synced", .array(synced.map(\.json))))
+        if kind == .nestedExit {
+            o.append(("why", why?.json ?? .null))
+            o.append(("kvm_wrote", .array(kvmWrote.map(\.json))))
+        }
         o.append(("violations", .array(violations.map(\.json))))
         var nested: [(String, JSON)] = [("flags", .hex(UInt64(nestedFlags.rawValue))),
                                          ("flag_names", .string(nestedFlags.description)),
