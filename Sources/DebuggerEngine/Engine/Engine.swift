@@ -44,8 +44,12 @@ public final class Engine: @unchecked Sendable {
         assembler = StopAssembler(timings: timings)
     }
 
-    /// nestdbg's own VM, stopped by patching its VMRUN sites.
+    /// nestdbg's own VM, stopped by patching its VMRUN sites. Throws
+    /// `noVMRUNSite` for a target whose VMRUN cannot be known in advance.
     public convenience init(ownVM target: OwnVMTarget) throws {
+        if target.vmrunSites.isEmpty, let reason = target.unknownVMRUNSitesReason {
+            throw StopSourceError.noVMRUNSite(target: target.name, reason: reason)
+        }
         let timings = StopTimings()
         let source = try PatchStopSource(target: target, vmrunSites: target.vmrunSites, timings: timings)
         self.init(target: target, source: source, timings: timings)
