@@ -26,3 +26,30 @@ const char *nestdbg_demo_symbol_name(size_t i) { return i < nestdbg_demo_symbol_
 size_t nestdbg_demo_symbol_offset(size_t i) {
     return i < nestdbg_demo_symbol_count() ? (size_t)(symbols[i].at - nestdbg_demo_start) : 0;
 }
+
+extern const unsigned char nestdbg_selfcheck_start[], nestdbg_selfcheck_end[];
+extern const unsigned char nestdbg_selfcheck_l1_entry[], nestdbg_selfcheck_l1_panic[], nestdbg_selfcheck_l2_entry[],
+    nestdbg_selfcheck_l2_passthrough[], nestdbg_selfcheck_l2_cpuid0[], nestdbg_selfcheck_l2_cpuid1[],
+    nestdbg_selfcheck_l2_in[], nestdbg_selfcheck_l2_out[], nestdbg_selfcheck_l2_rdmsr[], nestdbg_selfcheck_l2_ud[],
+    nestdbg_selfcheck_l2_hlt[], nestdbg_selfcheck_l2_vmmcall[];
+
+// No symbol for the VMRUN: it exists only at run time, outside the image.
+static const struct { const char *name; const unsigned char *at; } selfcheck_symbols[] = {
+    {"l1_entry", nestdbg_selfcheck_l1_entry}, {"l1_panic", nestdbg_selfcheck_l1_panic},
+    {"l2_entry", nestdbg_selfcheck_l2_entry}, {"l2_passthrough", nestdbg_selfcheck_l2_passthrough},
+    {"l2_cpuid0", nestdbg_selfcheck_l2_cpuid0}, {"l2_cpuid1", nestdbg_selfcheck_l2_cpuid1},
+    {"l2_in", nestdbg_selfcheck_l2_in}, {"l2_out", nestdbg_selfcheck_l2_out}, {"l2_rdmsr", nestdbg_selfcheck_l2_rdmsr},
+    {"l2_ud", nestdbg_selfcheck_l2_ud}, {"l2_hlt", nestdbg_selfcheck_l2_hlt}, {"l2_vmmcall", nestdbg_selfcheck_l2_vmmcall},
+};
+
+const unsigned char *nestdbg_selfcheck_image(size_t *length) {
+    *length = (size_t)(nestdbg_selfcheck_end - nestdbg_selfcheck_start);
+    return nestdbg_selfcheck_start;
+}
+size_t nestdbg_selfcheck_symbol_count(void) { return sizeof selfcheck_symbols / sizeof selfcheck_symbols[0]; }
+const char *nestdbg_selfcheck_symbol_name(size_t i) {
+    return i < nestdbg_selfcheck_symbol_count() ? selfcheck_symbols[i].name : 0;
+}
+size_t nestdbg_selfcheck_symbol_offset(size_t i) {
+    return i < nestdbg_selfcheck_symbol_count() ? (size_t)(selfcheck_symbols[i].at - nestdbg_selfcheck_start) : 0;
+}

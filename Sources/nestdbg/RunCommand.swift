@@ -124,7 +124,10 @@ struct WatchCommand: ParsableCommand {
 /// Which L1 to run, shared by run, watch and the front end.
 struct TargetOptions: ParsableArguments {
     @Option(help: "L1's MAXPHYADDR for the VMRUN consistency checks.") var physBits = 40
-    @Option(help: "demo (64-bit L1, nested paging), or pse / pae: a 32-bit L1 with that paging, L2 without nested paging.")
+    @Option(help: """
+        demo (64-bit L1, nested paging); pse / pae: a 32-bit L1 with that paging, L2 without nested paging; \
+        selfcheck: a 64-bit L1 whose VMRUN is generated at run time and that checks its own code.
+        """)
     var scenario = "demo"
     @Option(help: "An L1 image of your own: a Multiboot v1 ELF, or a flat binary with --load-at.") var image: String?
     @Option(help: "Load a flat binary at this guest-physical address (hex).") var loadAt: String?
@@ -155,11 +158,11 @@ struct TargetOptions: ParsableArguments {
                 case "demo": target = try OwnVMTarget.demo(kvm: kvm)
                 case "pse": target = try OwnVMTarget.legacyPagingScenario(kvm: kvm, paging: .pse)
                 case "pae": target = try OwnVMTarget.legacyPagingScenario(kvm: kvm, paging: .pae)
-                default: throw fail("unknown scenario \(scenario): demo, pse or pae", status: 2)
+                case "selfcheck": target = try OwnVMTarget.selfCheck(kvm: kvm)
+                default: throw fail("unknown scenario \(scenario): demo, pse, pae or selfcheck", status: 2)
                 }
             }
             let stops = try stopSource()
-            if stops == .patch, target.vmrunSites.isEmpty { throw StopSourceError.noVMRUNSites(target: target.name) }
             engine = try Engine(ownVM: target, stops: stops)
         } catch let error as TargetError {
             throw fail(error.description, status: 1)

@@ -1,4 +1,4 @@
-// The built-in demo L1/L2 (demo.S): its bytes and symbols, by name.
+// The built-in demo L1/L2 (demo.S) and the self-checking L1 (selfcheck.S): their bytes and symbols, by name.
 #ifndef CDEMOGUEST_H
 #define CDEMOGUEST_H
 #include <stddef.h>
@@ -10,5 +10,11 @@ const unsigned char *nestdbg_demo_image(size_t *length);
 size_t nestdbg_demo_symbol_count(void);
 const char *nestdbg_demo_symbol_name(size_t index);
 size_t nestdbg_demo_symbol_offset(size_t index);
+
+/// The same for the self-checking L1.
+const unsigned char *nestdbg_selfcheck_image(size_t *length);
+size_t nestdbg_selfcheck_symbol_count(void);
+const char *nestdbg_selfcheck_symbol_name(size_t index);
+size_t nestdbg_selfcheck_symbol_offset(size_t index);
 
 #endif

@@ -44,8 +44,12 @@ public final class Engine: @unchecked Sendable {
         assembler = StopAssembler(timings: timings)
     }
 
-    /// nestdbg's own VM, stopped by `stops`: KVM's tracepoints, or patches over its VMRUN sites.
+    /// nestdbg's own VM, stopped by `stops`: KVM's tracepoints, or patches over
+    /// its VMRUN sites (`noVMRUNSite` for a target whose VMRUN cannot be known in advance).
     public convenience init(ownVM target: OwnVMTarget, stops: StopSourceKind = .patch) throws {
+        if stops == .patch, target.vmrunSites.isEmpty, let reason = target.unknownVMRUNSitesReason {
+            throw StopSourceError.noVMRUNSite(target: target.name, reason: reason)
+        }
         let timings = StopTimings()
         let source: any StopSource
         switch stops {

@@ -80,7 +80,8 @@ public enum StopSourceError: Error, Equatable, CustomStringConvertible {
     case cannotStepVMRUN
     case breakpointOnVMRUNSite
     case notMapped(UInt64)
-    case noVMRUNSites(target: String)
+    /// The target's VMRUN cannot be found before it runs, so VMRUN patches cannot stop it.
+    case noVMRUNSite(target: String, reason: String)
 
     public var description: String {
         switch self {
@@ -88,8 +89,7 @@ public enum StopSourceError: Error, Equatable, CustomStringConvertible {
         case .cannotStepVMRUN: return "L1 is at VMRUN: use n (next exit) or e (next VMRUN) to run L2"
         case .breakpointOnVMRUNSite: return "VMRUN and the instruction after it are stops already: use e and n"
         case let .notMapped(a): return "L1 address 0x\(String(a, radix: 16)) is not mapped"
-        case let .noVMRUNSites(target):
-            return "no VMRUN site known in \(target) (its VMRUN may be generated at run time): the patch source needs one; use --stops tracepoint"
+        case let .noVMRUNSite(target, reason): return "no VMRUN site known for \(target): \(reason); use --stops tracepoint"
         }
     }
 }

@@ -68,18 +68,23 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
     public let ports: PortMap
     /// L1-linear addresses of VMRUN instructions (0F 01 D8), for the patch stop source.
     public let vmrunSites: [UInt64]
+    /// Why no VMRUN site can be known before the guest runs (then `vmrunSites`
+    /// is empty); nil when `vmrunSites` is all there is.
+    public let unknownVMRUNSitesReason: String?
     public let symbols: [String: UInt64]
     public var capabilities: TargetCapabilities { [.ownsVM, .canWrite, .canSingleStep] }
     /// What the guest wrote to COM1, all of it.
     public private(set) var serialOutput: [UInt8] = []
     private let owner = Mutex<Int32?>(nil)
 
-    init(name: String, vm: VirtualMachine, vcpu: VCPU, ports: PortMap, vmrunSites: [UInt64], symbols: [String: UInt64]) {
+    init(name: String, vm: VirtualMachine, vcpu: VCPU, ports: PortMap, vmrunSites: [UInt64], symbols: [String: UInt64],
+         unknownVMRUNSitesReason: String? = nil) {
         self.name = name
         self.vm = vm
         self.vcpu = vcpu
         self.ports = ports
         self.vmrunSites = vmrunSites
+        self.unknownVMRUNSitesReason = unknownVMRUNSitesReason
         self.symbols = symbols
     }
 
@@ -282,11 +287,31 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
 
     /// The built-in demo: L1 entered in 64-bit long mode (identity-mapped first 2 MiB, CPL 0).
     public static func demo(kvm: KVM) throws -> OwnVMTarget {
-        let cpuid = try nestedCPUID(kvm)
         let image = DemoImage()
+        let (vm, vcpu) = try longModeL1(kvm: kvm, bytes: image.bytes, at: DemoImage.loadAddress, entry: image.address("l1_entry"))
+        return OwnVMTarget(name: "demo", vm: vm, vcpu: vcpu, ports: .demo, vmrunSites: [image.address("vmrun")], symbols: image.symbols)
+    }
+
+    /// The self-checking L1 (selfcheck.S), started like the demo. Its VMRUN
+    /// is generated at run time, so no site is known: only a stop source
+    /// that needs none (KVM's tracepoints) can stop at its nested exits.
+    public static func selfCheck(kvm: KVM) throws -> OwnVMTarget {
+        let image = SelfCheckImage()
+        let (vm, vcpu) = try longModeL1(kvm: kvm, bytes: image.bytes, at: SelfCheckImage.loadAddress,
+                                        entry: image.address("l1_entry"))
+        return OwnVMTarget(name: "selfcheck", vm: vm, vcpu: vcpu, ports: .demo, vmrunSites: [], symbols: image.symbols,
+                           unknownVMRUNSitesReason: "its VMRUN is generated at run time")
+    }
+
+    /// A VM with nested SVM in its CPUID and an L1 image entered in 64-bit
+    /// long mode: identity-mapped first 2 MiB (one 2 MiB page), CPL 0, stack
+    /// below 0x8000. L1 sets EFER.SVME itself.
+    private static func longModeL1(kvm: KVM, bytes: [UInt8], at loadAddress: UInt64,
+                                   entry: UInt64) throws -> (VirtualMachine, VCPU) {
+        let cpuid = try nestedCPUID(kvm)
         let vm = try kvm.createVM()
         try vm.addMemory(at: 0, size: memorySize)
-        try vm.write(image.bytes, at: DemoImage.loadAddress)
+        try vm.write(bytes, at: loadAddress)
         try vm.writeInteger(l1PDPT | 3, at: l1PML4)
         try vm.writeInteger(l1PD | 3, at: l1PDPT)
         try vm.writeInteger(UInt64(0x83), at: l1PD)     // one 2 MiB page at 0
@@ -294,13 +319,15 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
         try vcpu.setCPUID(cpuid)
         var sregs = try vcpu.specialRegisters()
         setFlatSegments(&sregs, longMode: true)
-        sregs.cr3 = l1PML4; sregs.cr4 = 1 << 5; sregs.cr0 = 0x8000_0011
-        sregs.efer = 1 << 8 | 1 << 10                    // LME LMA; L1 sets SVME itself
+        sregs.cr3 = l1PML4
+        sregs.cr4 = 1 << 5
+        sregs.cr0 = 0x8000_0011
+        sregs.efer = 1 << 8 | 1 << 10                    // LME LMA
         try vcpu.setSpecialRegisters(sregs)
         var regs = GeneralRegisters()
-        regs.rip = image.address("l1_entry")
+        regs.rip = entry
         regs.rsp = 0x8000
         try vcpu.setRegisters(regs)
-        return OwnVMTarget(name: "demo", vm: vm, vcpu: vcpu, ports: .demo, vmrunSites: [image.address("vmrun")], symbols: image.symbols)
+        return (vm, vcpu)
     }
 }
