@@ -122,3 +122,59 @@ struct TracepointHostTests {
         #expect(paused.kind == .paused && paused.l1[.rip] == 0x10_0000)
     }
 }
+
+@Suite("the self-checking L1 stepped by KVM's tracepoints (real nested KVM)", .serialized, .enabled(if: NestedSVM.available, NestedSVM.reason))
+struct TracepointSelfCheckTests {
+    /// Whether the exit's "why" names the control the image's setup says sent it to L1.
+    func matches(_ why: ExitCause?, _ intercept: SelfCheckImage.Intercept) -> Bool {
+        switch (why, intercept) {
+        case let (.intercept(bit)?, .instruction(word, index)): return bit.field == word && bit.bit == index
+        case let (.ioPermission(check)?, .ioPort(port, _)): return check.port == port && check.anySet
+        case let (.msrPermission(check)?, .msr(msr, isWrite)): return check.msr == msr && check.isWrite == isWrite && check.bit.isSet
+        case let (.exceptionIntercept(vector)?, .exception(expected)): return vector == expected
+        default: return false
+        }
+    }
+
+    @Test("every exit, one stop each, KVM and vmcb12 agree, the why and the L0-handled counts match the setup, the checksum never changes")
+    func stepsExactly() throws {
+        let target = try OwnVMTarget.selfCheck(kvm: KVM())
+        let engine = try Engine(ownVM: target, stops: .tracepoint)
+        let program = SelfCheckImage.l2Program
+        func qword(_ address: UInt64) throws -> UInt64 { try target.vm.readInteger(UInt64.self, at: address) }
+        var exits = 0, passthroughs = 0
+        var end: Stop?
+        while end == nil {
+            let stop = try engine.next()
+            switch stop.kind {
+            case .nestedExit:
+                let expected = program[exits % program.count]
+                #expect(stop.exit?.code == expected.exitCode, "exit \(exits): \(stop.reason), expected \(expected.symbol)")
+                #expect(stop.kvm?.injectedExit?.code == expected.exitCode)
+                #expect(stop.kvmDisagreements.isEmpty, "\(stop.kvmDisagreements)")
+                #expect(matches(stop.why, expected.intercept), "exit \(exits): why \(String(describing: stop.why)), expected \(expected.intercept)")
+                // KVM's own exits: exactly the image's CPUIDs and passthrough OUT; NPF/#PF/INTR of L0's own may come too.
+                let handled = try #require(stop.kvm?.handledByL0, "exit \(exits): no L0-handled counts")
+                for code: UInt64 in [0x72, 0x7B] {
+                    let want = expected.l0HandledBefore.filter { $0.exitCode == code }.count
+                    let got = handled.first { $0.code == code }?.count ?? 0
+                    #expect(got == want, "exit \(exits) (\(expected.symbol)): \(got) L0-handled \(SVMExit.name(of: code) ?? "?"), expected \(want)")
+                }
+                #expect(try qword(SelfCheckImage.lastChecksum) == qword(SelfCheckImage.referenceChecksum),
+                        "L1's checksum of its code changed at exit \(exits)")
+                exits += 1
+            case .l2UserspaceExit:
+                passthroughs += 1
+            case .vmrun:
+                Issue.record("next() returned a VMRUN stop")
+            default:
+                end = stop
+            }
+        }
+        #expect(end?.kind == .exited && end?.exitStatus == SelfCheckImage.passedStatus, "\(end?.reason ?? "")")
+        #expect(exits == SelfCheckImage.nestedExitsPerRun)
+        #expect(passthroughs == SelfCheckImage.iterations)
+        #expect(try qword(SelfCheckImage.exitCounter) == UInt64(SelfCheckImage.nestedExitsPerRun))
+        #expect(try qword(SelfCheckImage.checkCounter) == UInt64(SelfCheckImage.checksPerRun))
+    }
+}
