@@ -133,8 +133,18 @@ public final class PerfTracepoints {
         var tail = tailPointer.pointee
         let data = ring.advanced(by: dataOffset)
         var samples: [TraceSample] = []
+        // A record may wrap around the end of the data area: copy in at most two pieces.
         func bytes(_ position: UInt64, _ count: Int) -> [UInt8] {
-            (0..<count).map { data.load(fromByteOffset: Int((position + UInt64($0)) % UInt64(dataSize)), as: UInt8.self) }
+            let start = Int(position % UInt64(dataSize))
+            let first = min(count, dataSize - start)
+            return [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+                let base = buffer.baseAddress!
+                base.initialize(from: data.advanced(by: start).assumingMemoryBound(to: UInt8.self), count: first)
+                if count > first {
+                    (base + first).initialize(from: data.assumingMemoryBound(to: UInt8.self), count: count - first)
+                }
+                initialized = count
+            }
         }
         func integer(_ position: UInt64, _ size: Int) -> UInt64 {
             bytes(position, size).enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }

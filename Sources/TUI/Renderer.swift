@@ -141,6 +141,19 @@ public enum Renderer {
                 r += 1
             }
         }
+        if let kvm = stop.kvm, stop.kind == .nestedExit {
+            // KVM's own word on this exit (tracepoint stops): agreement with vmcb12, and the exits L1 never saw.
+            let l0 = kvm.handledByL0.map { $0.isEmpty ? "none" : $0.map { "\($0.name)×\($0.count)" }.joined(separator: " ") } ?? "unknown"
+            let agreement = stop.kvmDisagreements.isEmpty ? (kvm.injectedExit == nil ? "" : "KVM agrees with vmcb12; ") : ""
+            if r < last {
+                s.put("\(agreement)L0 handled: \(l0)", row: r, col: col + 1, style: .dim, maxWidth: inner)
+                r += 1
+            }
+            for line in stop.kvmDisagreements.map({ "!! KVM vs vmcb12: " + $0 }) + kvm.notes where r < last {
+                s.put(line, row: r, col: col + 1, style: line.hasPrefix("!!") ? .unexpected : .dim, maxWidth: inner)
+                r += 1
+            }
+        }
         if !stop.violations.isEmpty {
             for viol in stop.violations where r < row + height - 1 {
                 s.put("!! \(viol)", row: r, col: col + 1, style: .unexpected, maxWidth: inner)

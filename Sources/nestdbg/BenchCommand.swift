@@ -2,86 +2,129 @@ import ArgumentParser
 import DebuggerEngine
 import Foundation
 import KVMControl
+import KernelTrace
 import SVMModel
 import TUI
 
-/// `nestdbg bench`: what stopping at every nested exit costs, measured on the demo.
+/// `nestdbg bench`: what stopping at every nested exit costs, against the same L1 running free.
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Measure the demo's free-running nested exit rate against nestdbg's stop rate, and where a stop's time goes.",
-        discussion: "Needs nested SVM: scripts/sandbox -- nestdbg bench")
+        abstract: "Measure an L1's free-running cost per nested exit against stepping it with each stop source, and where a stop's time goes.",
+        discussion: """
+            Needs nested SVM: scripts/sandbox --release -- nestdbg bench [--scenario NAME | --image FILE]. \
+            Nested exits are counted by KVM's kvm_nested_vmexit_inject (a counting perf event, no signal) \
+            in every run, the free one included, so any L1 can be measured.
+            """)
 
-    @Option(help: "Seconds per measurement.") var seconds = 2.0
+    @OptionGroup var target: TargetOptions
+    @Option(help: "Seconds per measurement (a run also ends when the guest does).") var seconds = 2.0
     @Flag(help: "Measure the front end's full redraw of a 200×60 screen instead (no KVM needed).") var render = false
 
     func run() throws {
         if render { return renderBench() }
         do {
             try measure()
-        } catch let error as TargetError {
+        } catch let error as TraceError {
             throw fail(error.description, status: 1)
         } catch let error as KVMError {
             throw fail(error.description, status: 1)
         }
     }
 
+    /// One measured run: nested exits and the time they took.
+    struct Run {
+        var label: String
+        var exits: UInt64
+        var elapsed: Duration
+        var timings: StopTimings?
+        var json: Duration = .zero
+        var perExit: Duration { exits > 0 ? elapsed / Int(exits) : .zero }
+    }
+
     private func measure() throws {
-        let kvm = try KVM()
         let window = Duration.milliseconds(Int64(seconds * 1000))
-
-        // 1. Free-running: no patches; only L2's passthrough OUT comes to userspace.
-        let free = try OwnVMTarget.demo(kvm: kvm)
+        let tracefs = try Tracefs.locate()
+        try PerfTracepoints.prepareCurrentThread()
+        /// Counts the nested #VMEXITs KVM delivers to L1 on this thread, without stopping anything.
+        func counter() throws -> PerfTracepoints {
+            let events = try PerfTracepoints([TracepointRequest("kvm", "kvm_nested_vmexit_inject", stops: false)],
+                                             thread: PerfTracepoints.currentThreadID(), tracefs: tracefs, ringPages: 1)
+            try events.enable()
+            return events
+        }
         let clock = ContinuousClock()
+
+        // 1. Free-running: KVM_RUN and the VMM's own I/O, nothing else.
+        let free = try target.makeTarget()
+        var count = try counter()
         var start = clock.now
-        var userspaceExits = 0
-        while clock.now - start < window {
-            _ = try free.run()
-            userspaceExits += 1
+        running: while clock.now - start < window {
+            let exit = try free.run()
+            if case .io = exit, case .guestExited = try free.handleIO(exit) { break running }
+            if case .shutdown = exit { throw fail("the guest triple-faulted while running free", status: 1) }
         }
-        let freeElapsed = clock.now - start
-        let freeExits = try free.vm.readInteger(UInt64.self, at: DemoImage.exitCounter)
-        let freeRate = Double(freeExits) / freeElapsed.seconds
+        let baseline = Run(label: "free-running", exits: try count.counts()[0], elapsed: clock.now - start)
 
-        // 2. Stepping exit by exit through the engine.
-        let engine = try Engine(ownVM: OwnVMTarget.demo(kvm: kvm))
-        start = clock.now
-        while clock.now - start < window { _ = try engine.next() }
-        let stepElapsed = clock.now - start
-        let stops = engine.nestedExitCount
-        let stepRate = Double(stops) / stepElapsed.seconds
-        let t = engine.timings
-
-        // 3. Decode + diff alone, on the pages of the last real stop.
-        let last = engine.history.last { $0.kind == .nestedExit }
-        let before = last?.vmcb12AtVMRUN ?? VMCB(), after = last?.vmcb12 ?? VMCB()
-        let n = 20_000
-        start = clock.now
-        var sink = 0
-        for _ in 0..<n {
-            sink &+= DecodedExit(vmcb: after).summary.count
-            sink &+= SyncDiff.changes(before: before, after: after).count
+        // 2. Stepping exit by exit with each stop source, full capture, and the same with the JSON line written.
+        var runs: [Run] = []
+        let sink = FileHandle(forWritingAtPath: "/dev/null")
+        for kind in StopSourceKind.allCases {
+            for withJSON in [false, true] {
+                let label = "\(kind.rawValue)\(withJSON ? " + JSON" : "")"
+                let candidate = try target.makeTarget()
+                if kind == .patch, candidate.vmrunSites.isEmpty {
+                    print("\(label): skipped (no VMRUN site known in \(candidate.name))")
+                    continue
+                }
+                let engine = try target.reportingErrors { try Engine(ownVM: candidate, stops: kind) }
+                count = try counter()
+                var json = Duration.zero
+                start = clock.now
+                stepping: while clock.now - start < window {
+                    let stop = try engine.next()
+                    if withJSON {
+                        let t0 = clock.now
+                        sink?.write(Data((stop.json.serialized() + "\n").utf8))
+                        json += clock.now - t0
+                    }
+                    if stop.endsRun { break stepping }
+                }
+                var run = Run(label: label, exits: try count.counts()[0], elapsed: clock.now - start, timings: engine.timings)
+                run.json = json
+                runs.append(run)
+            }
         }
-        let decodeDiff = (clock.now - start) / n
+        report(baseline, runs)
+    }
 
-        func us(_ d: Duration) -> String { String(format: "%.1f µs", d.seconds * 1e6) }
-        func perStop(_ d: Duration) -> Duration { stops > 0 ? d / stops : .zero }
-        let roundTripsPerStop = stops > 0 ? Double(t.kvmRoundTrips) / Double(stops) : 0
-        let kvmPerRoundTrip = t.kvmRoundTrips > 0 ? t.kvmRun / t.kvmRoundTrips : .zero
-        print("nestdbg bench (demo, \(seconds) s per measurement)\(sink == -1 ? "" : "")")
-        print(String(format: "free-running nested exits:   %10.0f /s  (%d exits, %d userspace exits in %.2f s)",
-                     freeRate, freeExits, userspaceExits, freeElapsed.seconds))
-        print(String(format: "stepping exit by exit:       %10.0f /s  (%d stops in %.2f s)", stepRate, stops, stepElapsed.seconds))
-        print(String(format: "overhead ratio:              %10.1f x  (free-running rate / stepping rate)", freeRate / max(stepRate, 1e-9)))
-        print("one stop, broken down (mean per nested exit):")
-        print("  KVM_RUN round trips          \(us(perStop(t.kvmRun)))  (\(String(format: "%.1f", roundTripsPerStop)) per exit: VMRUN patch, post-VMRUN patch, single-step; \(us(kvmPerRoundTrip)) each, guest time included)")
-        print("  register ioctls (REGS, SREGS2, DEBUGREGS, SET_REGS)  \(us(perStop(t.registerIoctls)))")
-        print("  KVM_GET_NESTED_STATE         \(us(perStop(t.nestedStateIoctls)))")
-        print("  vmcb12 reads (2 × 4 KiB)     \(us(perStop(t.vmcb12Reads)))")
-        print("  patching (HLT in/out)        \(us(perStop(t.patching)))")
-        print("  decode + diff + checks       \(us(perStop(t.decodeAndDiff)))")
-        print("decode + diff alone:           \(us(decodeDiff)) per stop, "
-              + String(format: "%.1f%% of one KVM_RUN round trip", kvmPerRoundTrip > .zero ? decodeDiff / kvmPerRoundTrip * 100 : 0))
+    private func report(_ baseline: Run, _ runs: [Run]) {
+        func us(_ d: Duration) -> String { String(format: "%8.1f µs", d.seconds * 1e6) }
+        print("nestdbg bench (\(target.name), up to \(seconds) s per run; nested exits counted by kvm_nested_vmexit_inject)")
+        print("\(baseline.label.padding(toLength: 22, withPad: " ", startingAt: 0)) \(us(baseline.perExit)) per nested exit  (\(baseline.exits) exits in \(String(format: "%.2f", baseline.elapsed.seconds)) s)  1.0x")
+        for run in runs {
+            let ratio = baseline.perExit > .zero ? run.perExit / baseline.perExit : 0
+            var line = "\(run.label.padding(toLength: 22, withPad: " ", startingAt: 0)) \(us(run.perExit)) per nested exit  (\(run.exits) exits in \(String(format: "%.2f", run.elapsed.seconds)) s)  \(String(format: "%.1f", ratio))x free-running"
+            if run.json > .zero {
+                line += String(format: "; the JSON line is %.1f%% of a stop", run.json / run.elapsed * 100)
+            }
+            print(line)
+        }
+        print("where a stop's time goes (mean per nested exit, VMRUN stop included):")
+        for run in runs where run.json == .zero {
+            guard let t = run.timings, run.exits > 0 else { continue }
+            let n = Int(run.exits)
+            let parts: [(String, Duration)] = [
+                ("KVM_RUN (guest time included)", t.kvmRun), ("registers", t.registerIoctls), ("KVM_GET_NESTED_STATE", t.nestedStateIoctls),
+                ("vmcb12 reads", t.vmcb12Reads), ("tracepoint ring + counters", t.tracepointReads), ("patching", t.patching),
+                ("decode + diff + checks", t.decodeAndDiff),
+            ]
+            let accounted = parts.reduce(Duration.zero) { $0 + $1.1 }
+            let shown = parts.filter { $0.1 > .zero }.map { "\($0.0) \(us($0.1 / n).trimmingCharacters(in: .whitespaces))" }
+            print("  \(run.label): " + shown.joined(separator: ", ")
+                  + ", other \(us((run.elapsed - accounted) / n).trimmingCharacters(in: .whitespaces)); "
+                  + String(format: "%.1f KVM_RUN round trips per exit", Double(t.kvmRoundTrips) / Double(n)))
+        }
     }
 }
 

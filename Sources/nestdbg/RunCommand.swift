@@ -147,23 +147,34 @@ struct TargetOptions: ParsableArguments {
     }
 
     func makeEngine() throws -> Engine {
-        let engine: Engine
-        do {
+        try reportingErrors {
+            let engine = try Engine(ownVM: try makeTarget(), stops: try stopSource())
+            engine.checkEnvironment = CheckEnvironment(physicalAddressBits: physBits)
+            return engine
+        }
+    }
+
+    /// A fresh VM with the chosen L1 loaded (the bench makes several).
+    func makeTarget() throws -> OwnVMTarget {
+        try reportingErrors {
             let kvm = try KVM()
-            let target: OwnVMTarget
             if let image {
-                target = try OwnVMTarget.image(kvm: kvm, image: try loadImage(image), vmrunSites: try sites(), name: name)
-            } else {
-                switch scenario {
-                case "demo": target = try OwnVMTarget.demo(kvm: kvm)
-                case "pse": target = try OwnVMTarget.legacyPagingScenario(kvm: kvm, paging: .pse)
-                case "pae": target = try OwnVMTarget.legacyPagingScenario(kvm: kvm, paging: .pae)
-                case "selfcheck": target = try OwnVMTarget.selfCheck(kvm: kvm)
-                default: throw fail("unknown scenario \(scenario): demo, pse, pae or selfcheck", status: 2)
-                }
+                return try OwnVMTarget.image(kvm: kvm, image: try loadImage(image), vmrunSites: try sites(), name: name)
             }
-            let stops = try stopSource()
-            engine = try Engine(ownVM: target, stops: stops)
+            switch scenario {
+            case "demo": return try OwnVMTarget.demo(kvm: kvm)
+            case "pse": return try OwnVMTarget.legacyPagingScenario(kvm: kvm, paging: .pse)
+            case "pae": return try OwnVMTarget.legacyPagingScenario(kvm: kvm, paging: .pae)
+            case "selfcheck": return try OwnVMTarget.selfCheck(kvm: kvm)
+            default: throw fail("unknown scenario \(scenario): demo, pse, pae or selfcheck", status: 2)
+            }
+        }
+    }
+
+    /// Turns the errors of making a target or an engine into one line and an exit status.
+    func reportingErrors<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
         } catch let error as TargetError {
             throw fail(error.description, status: 1)
         } catch let error as ImageError {
@@ -175,8 +186,6 @@ struct TargetOptions: ParsableArguments {
         } catch let error as TraceError {
             throw fail(error.description, status: 1)
         }
-        engine.checkEnvironment = CheckEnvironment(physicalAddressBits: physBits)
-        return engine
     }
 
     /// `--stops`, or the tracepoint source where this host allows it (else

@@ -118,6 +118,26 @@ struct RendererTests {
         }
     }
 
+    @Test("a tracepoint stop shows KVM's word: agreement with vmcb12, the exits KVM handled itself, a disagreement loudly")
+    func kvmEvidence() throws {
+        var view = sampleView()
+        var evidence = KVMEvidence()
+        evidence.events = [.vmexitInject(KVMExitFields(code: 0x7B, info1: 0x0080_0090, info2: 0x14F6))]
+        evidence.handledByL0 = [L0ExitCount(code: 0x72, count: 2), L0ExitCount(code: 0x400, count: 1)]
+        view.stops[1].kvm = evidence
+        for (w, h) in [(100, 40), (200, 60)] {
+            var s = render(view, w, h)
+            let line = try #require(s.find("KVM agrees with vmcb12; L0 handled: CPUID×2 NPF×1"), "\(w)x\(h)")
+            #expect(s.style(row: line.row, col: line.col) == .dim)
+            var disagreeing = view
+            disagreeing.stops[1].kvmDisagreements = ["exit_info1: KVM's tracepoint says 0x1, vmcb12 holds 0x800090"]
+            s = render(disagreeing, w, h)
+            let alarm = try #require(s.find("!! KVM vs vmcb12: exit_info1"), "\(w)x\(h)")
+            #expect(s.style(row: alarm.row, col: alarm.col) == .unexpected)
+        }
+        #expect(render(sampleView(), 160, 50).find("L0 handled") == nil, "nothing claimed without KVM's events (patch stops)")
+    }
+
     @Test("history lists the stops; selecting a past one shows its snapshot")
     func history() throws {
         var v = sampleView()

@@ -28,7 +28,7 @@ echo "$diff" | grep -q '^exit: CPUID' || fail "vmcb diff: the exit is not CPUID"
 echo "$diff" | grep -q 'UNEXPECTED' && fail "vmcb diff: KVM changed a field it does not write"
 nestdbg vmcb check /out/e2e/vmcb12-before-vmrun.bin --phys-bits 40 || fail "vmcb check rejects the vmcb12 KVM accepted"
 # The headless engine: 500 consecutive nested exits of the demo, one JSON object per stop.
-nestdbg run --batch --json --exits 500 > /out/e2e/run.jsonl || fail "nestdbg run --batch failed"
+nestdbg run --batch --json --exits 500 --stops patch > /out/e2e/run.jsonl || fail "nestdbg run --batch failed"
 exits=$(grep -c '"kind":"nested_exit"' /out/e2e/run.jsonl)
 [ "$exits" = 500 ] || fail "nestdbg run: $exits nested-exit stops, expected 500"
 grep -q '"class":"unexpected"' /out/e2e/run.jsonl && fail "nestdbg run: an unexpected vmcb12 change"
@@ -54,4 +54,27 @@ case "$npt" in
             || fail "scenario pae with npt=1: expected the shutdown after VMRUN, shown with L1's PAE paging" ;;
     *) [ "$pae" = ok ] || fail "scenario pae with npt=0 should run" ;;
 esac
+# Stops from KVM's own tracepoints: the same 500 exits as the patch source, each
+# carrying KVM's event, KVM and vmcb12 agreeing, nothing patched.
+echo "$info" | grep -q '^stop source tracepoint: available' || fail "kvm-info: the tracepoint stop source is not available inside the sandbox"
+nestdbg run --batch --json --exits 500 --stops tracepoint > /out/e2e/tracepoint.jsonl || fail "nestdbg run --stops tracepoint failed"
+exit_codes() { grep '"kind":"nested_exit"' "$1" | sed 's/.*"exit":{"code":"\([^"]*\)".*/\1/'; }
+[ "$(exit_codes /out/e2e/tracepoint.jsonl | wc -l)" = 500 ] || fail "tracepoint: not 500 nested-exit stops"
+[ "$(exit_codes /out/e2e/tracepoint.jsonl)" = "$(exit_codes /out/e2e/run.jsonl)" ] || fail "tracepoint and patch sources saw different exits"
+grep '"kind":"nested_exit"' /out/e2e/tracepoint.jsonl | grep -vq '"kvm_events":\[{"tracepoint":"kvm_nested_vmexit_inject"' \
+    && fail "tracepoint: a nested-exit stop without KVM's kvm_nested_vmexit_inject"
+grep -q '"kvm_vs_vmcb12":\["' /out/e2e/tracepoint.jsonl && fail "tracepoint: KVM's tracepoint and vmcb12 disagree"
+grep -q '"kind":"fault"' /out/e2e/tracepoint.jsonl && fail "tracepoint: a fault stop (an inexact stop says why)"
+grep -q '"alarm":true' /out/e2e/tracepoint.jsonl && fail "tracepoint: an exit L1 did not ask for"
+echo "tracepoint stops: 500 nested exits, the same as the patch source's, KVM and vmcb12 agree"
+# The self-checking L1 (VMRUN generated at run time, non-identity mapped): the
+# patch source cannot run it; the tracepoint source steps it to its end, and its
+# own checksum never changes (status 0, else 3).
+if nestdbg run --batch --scenario selfcheck --stops patch > /out/e2e/selfcheck-patch.txt 2>&1; then fail "selfcheck ran with the patch source"; fi
+grep -q 'use --stops tracepoint' /out/e2e/selfcheck-patch.txt || fail "selfcheck with the patch source: no clear error"
+nestdbg run --batch --json --scenario selfcheck --exits 100000 > /out/e2e/selfcheck.jsonl || fail "selfcheck under tracepoint stops failed (status $?)"
+[ "$(grep -c '"kind":"nested_exit"' /out/e2e/selfcheck.jsonl)" = 240 ] || fail "selfcheck: not 240 nested exits"
+tail -n 1 /out/e2e/selfcheck.jsonl | grep -q '"kind":"exited"' || fail "selfcheck: did not end with its own exit"
+grep -q '"handled_by_l0":\[{' /out/e2e/selfcheck.jsonl || fail "selfcheck: no L0-handled exits counted"
+echo "selfcheck: 240 nested exits stepped by tracepoints, checksum unchanged (status 0)"
 echo "e2e: all checks passed"

@@ -110,6 +110,11 @@ public struct L0ExitCount: Equatable, Sendable {
     public let code: UInt64
     public let count: Int
     public var name: String { exitName(code) }
+
+    public init(code: UInt64, count: Int) {
+        self.code = code
+        self.count = count
+    }
 }
 
 /// What KVM's tracepoints said at one stop: the events that stopped the vCPU
