@@ -98,9 +98,9 @@ public final class TracepointStopSource: StopSource {
         while true {
             let exit = try runVCPU()
             if case .interrupted = exit {
-                if pauseRequested.exchange(false, ordering: .sequentiallyConsistent) || shouldStop() {
-                    return SourceStop(.paused, kvmExit: exit.kvmName)
-                }
+                // Here a kick asks for a sample; only `shouldStop` ends the run.
+                pauseRequested.store(false, ordering: .sequentiallyConsistent)
+                if shouldStop() { return SourceStop(.paused, kvmExit: exit.kvmName) }
                 try sample()
                 continue
             }
