@@ -45,14 +45,25 @@ echo "nestdbg run: 500 nested exits, $(wc -l < /out/e2e/run.jsonl) stops"
 # paging. Measured here: PSE runs under both npt settings; PAE makes KVM fail
 # at the first nested #VMEXIT with npt=1 (!load_pdptrs) and runs with npt=0.
 npt=$(cat /sys/module/kvm_amd/parameters/npt)
-nestdbg run --batch --scenario pse --exits 20 > /out/e2e/pse.txt || { cat /out/e2e/pse.txt; fail "scenario pse failed with npt=$npt"; }
+nestdbg run --batch --scenario pse --exits 20 --stops patch > /out/e2e/pse.txt || { cat /out/e2e/pse.txt; fail "scenario pse failed with npt=$npt"; }
 [ "$(grep -c 'nested #VMEXIT CPUID' /out/e2e/pse.txt)" = 20 ] || fail "scenario pse: expected 20 CPUID exits"
-if nestdbg run --batch --scenario pae --exits 20 > /out/e2e/pae.txt 2>&1; then pae=ok; else pae=failed; fi
+if nestdbg run --batch --scenario pae --exits 20 --stops patch > /out/e2e/pae.txt 2>&1; then pae=ok; else pae=failed; fi
 cat /out/e2e/pae.txt | tail -n 2
 case "$npt" in
     1|Y) [ "$pae" = failed ] && grep -q 'KVM_EXIT_SHUTDOWN) after L1.s VMRUN' /out/e2e/pae.txt && grep -q '32-bit PAE paging' /out/e2e/pae.txt \
             || fail "scenario pae with npt=1: expected the shutdown after VMRUN, shown with L1's PAE paging" ;;
     *) [ "$pae" = ok ] || fail "scenario pae with npt=0 should run" ;;
+esac
+# The same scenarios stepped by KVM's tracepoints: where the patch source can only
+# say "after VMRUN", KVM names the check it failed and shows L2 never ran.
+nestdbg run --batch --scenario pse --exits 20 --stops tracepoint > /out/e2e/pse-tp.txt || fail "scenario pse failed with tracepoint stops"
+[ "$(grep -c 'nested #VMEXIT CPUID' /out/e2e/pse-tp.txt)" = 20 ] || fail "scenario pse, tracepoint stops: expected 20 CPUID exits"
+if nestdbg run --batch --scenario pae --exits 20 --stops tracepoint > /out/e2e/pae-tp.txt 2>&1; then pae=ok; else pae=failed; fi
+tail -n 2 /out/e2e/pae-tp.txt
+case "$npt" in
+    1|Y) [ "$pae" = failed ] && grep -q "KVM's failed check: " /out/e2e/pae-tp.txt && grep -q 'KVM_EXIT_SHUTDOWN) after KVM failed' /out/e2e/pae-tp.txt \
+            || fail "scenario pae with npt=1, tracepoint stops: expected KVM's failed check named, then the shutdown" ;;
+    *) [ "$pae" = ok ] || fail "scenario pae with npt=0 should run with tracepoint stops" ;;
 esac
 # Stops from KVM's own tracepoints: the same 500 exits as the patch source, each
 # carrying KVM's event, KVM and vmcb12 agreeing, nothing patched.

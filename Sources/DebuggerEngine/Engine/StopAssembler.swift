@@ -76,6 +76,7 @@ struct StopAssembler {
                     evidence.problems.append("L1's RIP \(hex(rip)) is not just after a VMRUN")
                 }
                 if let vmcb = stop.vmcb12 { stop.kvmDisagreements = disagreements(injected, vmcb) }
+                if let check = evidence.failedCheck { stop.reason += "; KVM's failed check: \(check)" }
                 if injected.code == KVMExitFields.smmEntryCode {
                     stop.reason = "KVM entered SMM from L2 (exit code 0xf0000000, SVM_EXIT_SW, is KVM's own: no #VMEXIT reaches L1)"
                 }
@@ -207,10 +208,16 @@ struct StopAssembler {
     /// A triple fault between a VMRUN and the #VMEXIT L1 should have seen is
     /// KVM failing to restore L1, not L1's own doing: say so, with L1's paging.
     private func shutdownDiagnosis() -> String {
-        guard let last = previous, last.kind == .vmrun || last.kind == .l2UserspaceExit else { return "" }
+        guard let last = previous else { return "" }
         let cr0 = last.l1[.cr0] ?? 0, cr4 = last.l1[.cr4] ?? 0, efer = last.l1[.efer] ?? 0
         let paging = cr0 & (1 << 31) == 0 ? "paging off" : efer & (1 << 10) != 0 ? "long mode"
             : cr4 & (1 << 5) != 0 ? "32-bit PAE paging" : cr4 & (1 << 4) != 0 ? "32-bit paging with CR4.PSE" : "32-bit paging"
+        if let check = last.kvm?.failedCheck {
+            // KVM's own word (tracepoint stops): the check it failed on the way back to L1.
+            return " after KVM failed \(check) in its nested #VMEXIT path at stop #\(last.index): it could not restore L1;"
+                + " L1 ran with \(paging), CR3 \(hex(last.l1[.cr3] ?? 0))"
+        }
+        guard last.kind == .vmrun || last.kind == .l2UserspaceExit else { return "" }
         return " after L1's VMRUN (stop #\(last.index)), before L1 saw any #VMEXIT: KVM's nested #VMEXIT path"
             + " could not restore L1 (it reloads L1's CR3 and, for PAE, its PDPTRs: a failure there traces"
             + " kvm_nested_vmenter_failed !load_pdptrs; scripts/sandbox --trace shows KVM's side);"

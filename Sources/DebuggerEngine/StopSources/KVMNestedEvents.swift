@@ -124,7 +124,7 @@ public struct KVMEvidence: Equatable, Sendable {
     public var events: [KVMNestedEvent] = []
     /// nil where unknown (before the first VMRUN of the session).
     public var handledByL0: [L0ExitCount]?
-    /// Samples the kernel dropped (ring full): counts may be short by this many.
+    /// kvm_nested_vmexit samples the ring dropped (full): the L0-handled counts are short by this many.
     public var lost: UInt64 = 0
     /// A missing, extra or late event: the stop is not exact, and says why.
     public var problems: [String] = []

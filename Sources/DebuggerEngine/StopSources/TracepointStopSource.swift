@@ -64,8 +64,8 @@ public final class TracepointStopSource: StopSource {
     public func next() throws -> SourceStop {
         try openOnThisThread()
         while true {
+            // A pause that came with an event's stop is answered now, before running on.
             if pauseRequested.exchange(false, ordering: .sequentiallyConsistent) {
-                _ = try collect()   // events that came with the kick are part of this stop's past
                 return SourceStop(.paused, kvmExit: "none (paused before running)")
             }
             let exit = try runVCPU()
@@ -145,36 +145,40 @@ public final class TracepointStopSource: StopSource {
         return try timings.timed(\.kvmRun) { try target.run() }
     }
 
-    /// The events since the last call, decoded, in the order they fired, with
-    /// the counters' word on what the ring may have dropped.
-    private func collect() throws -> (events: [KVMNestedEvent], lost: UInt64) {
-        guard let events else { return ([], 0) }
+    /// The events since the last call, decoded, in the order they fired, and
+    /// what the counters (exact even when the ring overflowed) say is missing
+    /// from the ring: stopping events, and L2 exits sampled for the counts.
+    private func collect() throws -> (events: [KVMNestedEvent], missingStops: [String], missingL2Exits: UInt64) {
+        guard let events else { return ([], [], 0) }
         return try timings.timed(\.tracepointReads) {
             var decoded: [KVMNestedEvent] = []
-            var lost: UInt64 = 0
-            for sample in events.drain() {
-                switch sample {
-                case let .record(record): decoded.append(try KVMNestedEvent(record))
-                case let .lost(n): lost += n
-                }
-            }
+            for case let .record(record) in events.drain() { decoded.append(try KVMNestedEvent(record)) }
             let counts = try events.counts()
             let fired = zip(counts, lastCounts).map { $0 &- $1 }
             lastCounts = counts
-            // The counters are exact even when the ring overflowed.
-            let seen = KVMNestedEvent.requests.map { request in
-                UInt64(decoded.filter { $0.tracepoint == request.name }.count)
+            var missingStops: [String] = []
+            var missingL2Exits: UInt64 = 0
+            for (request, firings) in zip(KVMNestedEvent.requests, fired) {
+                let seen = UInt64(decoded.filter { $0.tracepoint == request.name }.count)
+                guard firings > seen else { continue }
+                if request.stops {
+                    missingStops.append("\(firings - seen) \(request.name)")
+                } else {
+                    missingL2Exits += firings - seen
+                }
             }
-            let missing = zip(fired, seen).reduce(UInt64(0)) { $0 + ($1.0 > $1.1 ? $1.0 - $1.1 : 0) }
-            return (decoded, max(lost, missing))
+            return (decoded, missingStops, missingL2Exits)
         }
     }
 
     /// Turns a KVM exit plus KVM's events into a stop (nil: nothing for the user; run on).
     private func interpret(_ exit: VCPUExit) throws -> SourceStop? {
-        let (fired, lost) = try collect()
+        let (fired, missingStops, missingL2Exits) = try collect()
         var evidence = KVMEvidence()
-        evidence.lost = lost
+        evidence.lost = missingL2Exits
+        if !missingStops.isEmpty {
+            evidence.problems.append("KVM fired \(missingStops.joined(separator: ", ")) that the ring lost: events are missing")
+        }
         for event in fired {
             switch event {
             case let .l2Exit(fields):
@@ -201,8 +205,8 @@ public final class TracepointStopSource: StopSource {
                 evidence.events.append(event)
             }
         }
-        if lost > 0 {
-            evidence.notes.append("\(lost) tracepoint sample(s) lost (ring full): L0-handled counts may be short")
+        if missingL2Exits > 0 {
+            evidence.notes.append("\(missingL2Exits) kvm_nested_vmexit sample(s) lost (ring full): L0-handled counts are short by that many")
         }
         let stopping = evidence.events
         let kicked = pauseRequested.exchange(false, ordering: .sequentiallyConsistent)
@@ -238,18 +242,21 @@ public final class TracepointStopSource: StopSource {
         }
     }
 
-    /// SIGTRAP is not queued: two events before it was taken give one stop.
-    /// VMRUN then #VMEXIT with L2 never running is exact (KVM reflected an
-    /// event at entry); a #VMEXIT then a VMRUN means L1 ran unseen between them.
+    /// SIGTRAP is not queued: events before it was taken give one stop.
+    /// KVM may do several in one KVM_RUN without entering the guest (a VMRUN
+    /// whose entry fails, a #VMEXIT KVM synthesises at entry, a failed check
+    /// while it restores L1): all exact, all shown. A #VMEXIT followed by a
+    /// VMRUN is not: L1 ran between them (it executed that VMRUN) unseen.
     private func checkMerged(_ evidence: inout KVMEvidence) {
         let names = evidence.events.map(\.tracepoint)
         guard names.count > 1 else { return }
-        if names == [KVMNestedEvent.vmenterName, KVMNestedEvent.vmexitInjectName] {
-            evidence.notes.append("KVM emulated the VMRUN and reflected this #VMEXIT before L2 ran an instruction (one stop for both)")
-        } else if names.contains(KVMNestedEvent.vmenterFailedName), Set(names).count == names.count {
-            evidence.notes.append("KVM's failed check belongs to this transition: \(names.joined(separator: ", "))")
+        let lastExit = names.lastIndex(of: KVMNestedEvent.vmexitInjectName)
+        if let firstExit = names.firstIndex(of: KVMNestedEvent.vmexitInjectName),
+           names[firstExit...].contains(KVMNestedEvent.vmenterName) {
+            evidence.problems.append("late stop: \(names.joined(separator: ", ")) fired before the vCPU stopped; L1 ran between a #VMEXIT and the next VMRUN unseen")
         } else {
-            evidence.problems.append("late stop: \(names.joined(separator: ", ")) fired before the vCPU stopped; L1 or L2 ran between them unseen")
+            let shape = lastExit == nil ? "" : " (L2 did not run an instruction in between)"
+            evidence.notes.append("one KVM_RUN, several events\(shape): \(evidence.events.map(\.summary).joined(separator: "; "))")
         }
     }
 }
