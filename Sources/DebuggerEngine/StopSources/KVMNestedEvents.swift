@@ -74,7 +74,7 @@ public enum KVMNestedEvent: Equatable, Sendable {
 
     /// Decodes a record; throws when a field this decoder needs is missing
     /// from the kernel's format (a kernel this decoder does not know).
-    init(_ record: TraceRecord) throws {
+    public init(_ record: TraceRecord) throws {
         let event = record.format.event
         func field(_ names: String...) throws -> UInt64 {
             for name in names {
