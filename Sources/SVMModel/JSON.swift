@@ -44,6 +44,12 @@ public indirect enum JSON: Equatable, Sendable {
 
     private static func quote(_ s: String, into out: inout String) {
         out += "\""
+        // Most strings (names, hex values) need no escaping: append them whole.
+        if s.utf8.allSatisfy({ $0 >= 0x20 && $0 != 0x22 && $0 != 0x5C }) {
+            out += s
+            out += "\""
+            return
+        }
         for u in s.unicodeScalars {
             switch u {
             case "\"": out += "\\\""

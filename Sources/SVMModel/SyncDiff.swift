@@ -115,15 +115,24 @@ public enum SyncDiff {
     public static func written(before: VMCB, after: VMCB, rules: [SyncRule] = SyncRule.kvm) -> [FieldWrite] {
         let vmrunFailed = SVMExit.isInvalid(after.exitCode)
         let lbrv = before[integer: .miscCtl2] & 1 != 0
-        var byField: [VMCBField: SyncRule] = [:]
-        for rule in rules where rule.applies(vmrunFailed: vmrunFailed, lbrVirtualization: lbrv) {
-            for field in rule.fields where byField[field] == nil { byField[field] = rule }
-        }
-        return VMCBLayout.fields.compactMap { field in
-            guard let rule = byField[field] else { return nil }
+        // KVM's own rules are laid out once (this runs at every stop); other rule sets per call.
+        let candidates = rules.count == SyncRule.kvm.count ? kvmRulesInLayoutOrder : rulesInLayoutOrder(rules)
+        return candidates.compactMap { field, fieldRules in
+            guard let rule = fieldRules.first(where: { $0.applies(vmrunFailed: vmrunFailed, lbrVirtualization: lbrv) }) else { return nil }
             return FieldWrite(field: field, before: before[field], after: after[field], sync: rule.sync,
                               note: rule.note.isEmpty ? nil : rule.note)
         }
+    }
+
+    private static let kvmRulesInLayoutOrder = rulesInLayoutOrder(SyncRule.kvm)
+
+    /// Each field some rule covers, in layout order, with its rules in their order.
+    private static func rulesInLayoutOrder(_ rules: [SyncRule]) -> [(VMCBField, [SyncRule])] {
+        var byField: [VMCBField: [SyncRule]] = [:]
+        for rule in rules {
+            for field in rule.fields { byField[field, default: []].append(rule) }
+        }
+        return VMCBLayout.fields.compactMap { field in byField[field].map { (field, $0) } }
     }
 
     /// The fields that differ between vmcb12 as L1 prepared it (`before`, at

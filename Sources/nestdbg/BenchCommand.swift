@@ -115,14 +115,17 @@ struct BenchCommand: ParsableCommand {
             guard let t = run.timings, run.exits > 0 else { continue }
             let n = Int(run.exits)
             let parts: [(String, Duration)] = [
-                ("KVM_RUN (guest time included)", t.kvmRun), ("registers", t.registerIoctls), ("KVM_GET_NESTED_STATE", t.nestedStateIoctls),
-                ("vmcb12 reads", t.vmcb12Reads), ("tracepoint ring + counters", t.tracepointReads), ("patching", t.patching),
+                ("KVM_RUN (guest time included)", t.kvmRun), ("tracepoint ring + counters", t.tracepointReads), ("patching", t.patching),
+                ("the source's own work", t.stopSource - t.kvmRun - t.tracepointReads - t.patching),
+                ("registers", t.registerIoctls), ("KVM_GET_NESTED_STATE", t.nestedStateIoctls), ("vmcb12 reads", t.vmcb12Reads),
                 ("decode + diff + checks", t.decodeAndDiff),
+                ("building the stop", t.assembly - t.registerIoctls - t.nestedStateIoctls - t.vmcb12Reads - t.decodeAndDiff),
+                ("recording", t.recording),
             ]
-            let accounted = parts.reduce(Duration.zero) { $0 + $1.1 }
+            let accounted = t.stopSource + t.assembly + t.recording
             let shown = parts.filter { $0.1 > .zero }.map { "\($0.0) \(us($0.1 / n).trimmingCharacters(in: .whitespaces))" }
             print("  \(run.label): " + shown.joined(separator: ", ")
-                  + ", other \(us((run.elapsed - accounted) / n).trimmingCharacters(in: .whitespaces)); "
+                  + ", outside the engine \(us((run.elapsed - accounted) / n).trimmingCharacters(in: .whitespaces)); "
                   + String(format: "%.1f KVM_RUN round trips per exit", Double(t.kvmRoundTrips) / Double(n)))
         }
     }

@@ -74,7 +74,9 @@ public final class Engine: @unchecked Sendable {
 
     /// Runs to the next stop of any kind (VMRUN stops included).
     public func step() throws -> Stop {
-        record(try assembler.assemble(try source.next(), from: target))
+        let event = try timings.timed(\.stopSource) { try source.next() }
+        let stop = try timings.timed(\.assembly) { try assembler.assemble(event, from: target) }
+        return timings.timed(\.recording) { record(stop) }
     }
 
     /// Runs to the next nested #VMEXIT (or any stop that is not a VMRUN).

@@ -12,6 +12,12 @@ public final class StopTimings: @unchecked Sendable {
     public var decodeAndDiff: Duration = .zero
     public var patching: Duration = .zero
     public var tracepointReads: Duration = .zero
+    /// Totals of the three phases of a step: the stop source (KVM_RUN and its
+    /// mechanism), the assembly (the reads above, decode, checks), recording
+    /// (breakpoints, history). What the slots above leave is each phase's own work.
+    public var stopSource: Duration = .zero
+    public var assembly: Duration = .zero
+    public var recording: Duration = .zero
 
     public init() {}
 
