@@ -101,12 +101,20 @@ extension FieldChange {
 }
 
 extension FieldWrite {
-    /// `{"field", "before", "after", "outcome": "changed" | "rewritten", "class", "note"?}`.
-    public var json: JSON {
-        var o: [(String, JSON)] = [("field", .string(field.name)), ("before", before.json), ("after", after.json),
-                                   ("outcome", .string(outcome.rawValue)), ("class", .string(sync.rawValue))]
-        if let note { o.append(("note", .string(note))) }
-        return .object(o)
+    /// Every field KVM wrote at one #VMEXIT, compactly: `{"changed": [FIELD…],
+    /// "rewritten": {FIELD: VALUE…}}`. A changed field's before, after, class
+    /// and note are its sync-diff entry ("synced"); a rewritten one's value is
+    /// the same before and after, and its class is the rules table's.
+    public static func json(_ writes: [FieldWrite]) -> JSON {
+        var changed: [JSON] = []
+        var rewritten: [(String, JSON)] = []
+        for write in writes {
+            switch write.outcome {
+            case .changed: changed.append(.string(write.field.name))
+            case .rewritten: rewritten.append((write.field.name, write.after.json))
+            }
+        }
+        return .object([("changed", .array(changed)), ("rewritten", .object(rewritten))])
     }
 }
 

@@ -78,7 +78,8 @@ public struct VMCBField: Sendable, Hashable {
     public var range: Range<Int> { offset..<(offset + width) }
 
     public static func == (a: VMCBField, b: VMCBField) -> Bool { a.name == b.name }
-    public func hash(into h: inout Hasher) { h.combine(name) }
+    // Fields key the per-stop diff and rule lookups: hash the offset, not the name's bytes.
+    public func hash(into h: inout Hasher) { h.combine(offset) }
 }
 
 // MARK: - The fields, each declared once

@@ -53,7 +53,7 @@ public struct RegisterRow: Equatable, Sendable {
     public let changed: Bool
     /// Bit names or decoded attributes, if any.
     public let note: String
-    public var name: String { register.rawValue }
+    public var name: String { register.name }
 }
 
 public enum PaneModel {

@@ -21,11 +21,10 @@ struct StopAssembler {
         let r = try timings.timed(\.registerIoctls) { try target.generalRegisters() }
         let s = try timings.timed(\.registerIoctls) { try target.specialRegisters() }
         let d = try timings.timed(\.registerIoctls) { try target.debugRegisters() }
-        let l1Live = RegisterSet.fromVCPU(r, s, d, source: "vCPU registers")
         var stop: Stop
         switch source.event {
         case .vmrun:
-            stop = try vmrunStop(r, l1: l1Live, target: target, kvmExit: source.kvmExit)
+            stop = try vmrunStop(r, l1: .fromVCPU(r, s, d, source: "vCPU registers"), target: target, kvmExit: source.kvmExit)
         case .vmrunEmulated:
             stop = try vmrunEmulatedStop(r, s, d, evidence: source.evidence, target: target, kvmExit: source.kvmExit)
         case .nestedExit:

@@ -2,20 +2,37 @@ import KVMControl
 import SVMModel
 
 /// A register a pane shows: the GPRs, RIP, RFLAGS, control and debug
-/// registers, each segment's four parts and the descriptor tables. The raw
-/// value is the name panes and JSON use.
-public enum Register: String, CaseIterable, Sendable {
+/// registers, each segment's four parts and the descriptor tables. `name`
+/// is what panes and JSON call it ("rax", "cs.selector"). The raw value is
+/// the case's position: registers key every stop's register sets, so they
+/// hash as integers.
+public enum Register: Int, CaseIterable, Sendable {
     case rax, rbx, rcx, rdx, rsi, rdi, rsp, rbp, r8, r9, r10, r11, r12, r13, r14, r15
     case rip, rflags, cr0, cr2, cr3, cr4, efer, dr6, dr7
-    case csSelector = "cs.selector", csBase = "cs.base", csLimit = "cs.limit", csAttrib = "cs.attrib"
-    case ssSelector = "ss.selector", ssBase = "ss.base", ssLimit = "ss.limit", ssAttrib = "ss.attrib"
-    case dsSelector = "ds.selector", dsBase = "ds.base", dsLimit = "ds.limit", dsAttrib = "ds.attrib"
-    case esSelector = "es.selector", esBase = "es.base", esLimit = "es.limit", esAttrib = "es.attrib"
-    case fsSelector = "fs.selector", fsBase = "fs.base", fsLimit = "fs.limit", fsAttrib = "fs.attrib"
-    case gsSelector = "gs.selector", gsBase = "gs.base", gsLimit = "gs.limit", gsAttrib = "gs.attrib"
-    case trSelector = "tr.selector", trBase = "tr.base", trLimit = "tr.limit", trAttrib = "tr.attrib"
-    case ldtrSelector = "ldtr.selector", ldtrBase = "ldtr.base", ldtrLimit = "ldtr.limit", ldtrAttrib = "ldtr.attrib"
-    case gdtrBase = "gdtr.base", gdtrLimit = "gdtr.limit", idtrBase = "idtr.base", idtrLimit = "idtr.limit"
+    case csSelector, csBase, csLimit, csAttrib
+    case ssSelector, ssBase, ssLimit, ssAttrib
+    case dsSelector, dsBase, dsLimit, dsAttrib
+    case esSelector, esBase, esLimit, esAttrib
+    case fsSelector, fsBase, fsLimit, fsAttrib
+    case gsSelector, gsBase, gsLimit, gsAttrib
+    case trSelector, trBase, trLimit, trAttrib
+    case ldtrSelector, ldtrBase, ldtrLimit, ldtrAttrib
+    case gdtrBase, gdtrLimit, idtrBase, idtrLimit
+
+    /// "rax", "cs.selector", "gdtr.base": the case name, a segment part after a dot.
+    public var name: String { Register.names[rawValue] }
+
+    public init?(name: String) {
+        guard let index = Register.names.firstIndex(of: name) else { return nil }
+        self = Register.allCases[index]
+    }
+
+    /// Derived once from the case names: "csSelector" → "cs.selector".
+    private static let names: [String] = allCases.map { register in
+        let caseName = String(describing: register)
+        guard let upper = caseName.firstIndex(where: \.isUppercase) else { return caseName }
+        return caseName[..<upper] + "." + caseName[upper...].lowercased()
+    }
 
     /// The sixteen GPRs, in pane order.
     public static let gprs: [Register] = [.rax, .rbx, .rcx, .rdx, .rsi, .rdi, .rsp, .rbp,

@@ -5,7 +5,7 @@ extension RegisterSet {
         var o: [(String, JSON)] = [("source", .string(source))]
         for register in Register.allCases {
             guard let value = values[register] else { continue }
-            o.append((register.rawValue, value.value.map { JSON.hex($0) } ?? .null))
+            o.append((register.name, value.value.map { JSON.hex($0) } ?? .null))
         }
         return .object(o)
     }
@@ -36,7 +36,7 @@ extension Stop {
         o.append(("synced", .array(synced.map(\.json))))
         if kind == .nestedExit {
             o.append(("why", why?.json ?? .null))
-            o.append(("kvm_wrote", .array(kvmWrote.map(\.json))))
+            o.append(("kvm_wrote", FieldWrite.json(kvmWrote)))
         }
         o.append(("violations", .array(violations.map(\.json))))
         var nested: [(String, JSON)] = [("flags", .hex(UInt64(nestedFlags.rawValue))),
