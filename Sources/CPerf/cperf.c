@@ -13,7 +13,7 @@
 #define TRAP_PERF 6
 #endif
 
-int cperf_open_tracepoint(int tid, uint64_t config, int sigtrap, uint64_t sig_data) {
+int cperf_open_tracepoint(int tid, uint64_t config, int sigtrap, uint64_t sig_data, int group_leader) {
     struct perf_event_attr attr;
     memset(&attr, 0, sizeof attr);
     attr.size = sizeof attr;
@@ -21,13 +21,15 @@ int cperf_open_tracepoint(int tid, uint64_t config, int sigtrap, uint64_t sig_da
     attr.config = config;
     attr.sample_period = 1;
     attr.sample_type = PERF_SAMPLE_RAW;
-    attr.disabled = 1;
+    attr.read_format = PERF_FORMAT_GROUP;
+    // The leader starts disabled and enables the group; members follow it.
+    attr.disabled = group_leader < 0;
     // sigtrap needs remove_on_exec; a plain sample event takes it too, so a
     // helper we exec never inherits a hook into the vCPU thread.
     attr.remove_on_exec = 1;
     attr.sigtrap = sigtrap ? 1 : 0;
     attr.sig_data = sig_data;
-    int fd = (int)syscall(SYS_perf_event_open, &attr, tid, -1, -1, PERF_FLAG_FD_CLOEXEC);
+    int fd = (int)syscall(SYS_perf_event_open, &attr, tid, -1, group_leader, PERF_FLAG_FD_CLOEXEC);
     return fd < 0 ? -errno : fd;
 }
 
@@ -35,14 +37,19 @@ int cperf_set_output(int fd, int leader) {
     return ioctl(fd, PERF_EVENT_IOC_SET_OUTPUT, leader) < 0 ? -errno : 0;
 }
 
-int cperf_enable(int fd) { return ioctl(fd, PERF_EVENT_IOC_ENABLE, 0) < 0 ? -errno : 0; }
-int cperf_disable(int fd) { return ioctl(fd, PERF_EVENT_IOC_DISABLE, 0) < 0 ? -errno : 0; }
+int cperf_enable(int fd) { return ioctl(fd, PERF_EVENT_IOC_ENABLE, PERF_IOC_FLAG_GROUP) < 0 ? -errno : 0; }
+int cperf_disable(int fd) { return ioctl(fd, PERF_EVENT_IOC_DISABLE, PERF_IOC_FLAG_GROUP) < 0 ? -errno : 0; }
 
-uint64_t cperf_read_count(int fd, int *error) {
-    uint64_t value = 0;
-    ssize_t n = read(fd, &value, sizeof value);
-    *error = n == (ssize_t)sizeof value ? 0 : (n < 0 ? -errno : -EIO);
-    return value;
+int cperf_read_group(int leader, uint64_t *values, int max) {
+    // struct read_format with PERF_FORMAT_GROUP: u64 nr; u64 value[nr];
+    uint64_t buffer[1 + 16];
+    if (max > 16) max = 16;
+    ssize_t n = read(leader, buffer, sizeof buffer);
+    if (n < 0) return -errno;
+    if (n < (ssize_t)sizeof(uint64_t)) return -EIO;
+    int count = (int)buffer[0] < max ? (int)buffer[0] : max;
+    for (int i = 0; i < count; i++) values[i] = buffer[1 + i];
+    return count;
 }
 
 uint64_t cperf_ring_head(const void *base) {

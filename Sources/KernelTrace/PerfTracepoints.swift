@@ -37,7 +37,6 @@ public final class PerfTracepoints {
     private let ringLength: Int
     private let dataOffset: Int
     private let dataSize: Int
-    private var enabled = false
 
     /// Opens every request for `thread` (a kernel thread id), disabled.
     /// `ringPages` (a power of two) data pages hold samples between drains.
@@ -48,7 +47,8 @@ public final class PerfTracepoints {
         var opened: [Int32] = []
         do {
             for (i, request) in requests.enumerated() {
-                let fd = cperf_open_tracepoint(thread, formats[i].id, request.stops ? 1 : 0, UInt64(i))
+                // One group: the counters come back in one read at every stop.
+                let fd = cperf_open_tracepoint(thread, formats[i].id, request.stops ? 1 : 0, UInt64(i), opened.first ?? -1)
                 if fd < 0 { throw TraceError.system(call: "perf_event_open(\(request.system):\(request.name), tid \(thread))", errno: -fd) }
                 opened.append(fd)
             }
@@ -96,29 +96,23 @@ public final class PerfTracepoints {
     public static var signalsTaken: UInt64 { cperf_sigtrap_count() }
 
     public func enable() throws {
-        for fd in fds {
-            let r = cperf_enable(fd)
-            if r < 0 { throw TraceError.system(call: "PERF_EVENT_IOC_ENABLE", errno: -r) }
-        }
-        enabled = true
+        let r = cperf_enable(fds[0])
+        if r < 0 { throw TraceError.system(call: "PERF_EVENT_IOC_ENABLE", errno: -r) }
     }
 
     public func disable() throws {
-        for fd in fds {
-            let r = cperf_disable(fd)
-            if r < 0 { throw TraceError.system(call: "PERF_EVENT_IOC_DISABLE", errno: -r) }
-        }
-        enabled = false
+        let r = cperf_disable(fds[0])
+        if r < 0 { throw TraceError.system(call: "PERF_EVENT_IOC_DISABLE", errno: -r) }
     }
 
-    /// How often each event has fired since it was opened (while enabled), in request order.
+    /// How often each event has fired since it was opened (while enabled), in
+    /// request order: one read of the group.
     public func counts() throws -> [UInt64] {
-        try fds.map { fd in
-            var error: Int32 = 0
-            let value = cperf_read_count(fd, &error)
-            if error < 0 { throw TraceError.system(call: "read of a perf counter", errno: -error) }
-            return value
-        }
+        var values = [UInt64](repeating: 0, count: fds.count)
+        let n = cperf_read_group(fds[0], &values, Int32(values.count))
+        if n < 0 { throw TraceError.system(call: "read of the perf group's counters", errno: -n) }
+        guard Int(n) == fds.count else { throw TraceError.system(call: "read of the perf group's counters (\(n) of \(fds.count))", errno: EIO) }
+        return values
     }
 
     /// The index of the request a record came from.

@@ -11,16 +11,19 @@
 /// carrying the tracepoint's raw fields. With `sigtrap`, each firing also
 /// sends the thread a synchronous SIGTRAP (si_code TRAP_PERF, si_perf_data
 /// `sig_data`); the event goes away at exec, as the kernel requires for it.
-/// The event starts disabled. Returns the fd, or -errno.
-int cperf_open_tracepoint(int tid, uint64_t config, int sigtrap, uint64_t sig_data);
+/// The event starts disabled. With `group_leader` -1 it leads a group whose
+/// counts one read returns (PERF_FORMAT_GROUP); else it joins that group.
+/// Returns the fd, or -errno.
+int cperf_open_tracepoint(int tid, uint64_t config, int sigtrap, uint64_t sig_data, int group_leader);
 
 /// PERF_EVENT_IOC_SET_OUTPUT: `fd`'s samples go into `leader`'s ring. -errno on failure.
 int cperf_set_output(int fd, int leader);
-/// PERF_EVENT_IOC_ENABLE / _DISABLE. -errno on failure.
+/// PERF_EVENT_IOC_ENABLE / _DISABLE of a whole group, through its leader. -errno on failure.
 int cperf_enable(int fd);
 int cperf_disable(int fd);
-/// The event's count (read(2) with the default read_format), or -errno as a negative value in `*error`.
-uint64_t cperf_read_count(int fd, int *error);
+/// The counts of a group, leader first, in one read(2): fills up to `max`
+/// values and returns how many, or -errno.
+int cperf_read_group(int leader, uint64_t *values, int max);
 
 /// The ring's data_head (load-acquire) and data_tail (store-release), at
 /// the metadata page `base`.

@@ -11,11 +11,16 @@ struct StopAssembler {
     private(set) var atVMRUN: (gpa: UInt64, vmcb: VMCB, violations: [Violation])?
     /// The previous stop the engine recorded, for the triple-fault diagnosis.
     var previous: Stop?
+    /// Where L1 resumes after the VMRUN KVM last emulated (its kvm_nested_vmenter).
+    private var resumeRIP: UInt64?
 
     init(timings: StopTimings) { self.timings = timings }
 
     /// VMRUNs happened unseen (free running): no "before" page to diff against.
-    mutating func forgetVMRUN() { atVMRUN = nil }
+    mutating func forgetVMRUN() {
+        atVMRUN = nil
+        resumeRIP = nil
+    }
 
     mutating func assemble(_ source: SourceStop, from target: any DebugTarget) throws -> Stop {
         let r = try timings.timed(\.registerIoctls) { try target.generalRegisters() }
@@ -29,7 +34,10 @@ struct StopAssembler {
             stop = try vmrunEmulatedStop(r, s, d, evidence: source.evidence, target: target, kvmExit: source.kvmExit)
         case .nestedExit:
             // VMRUN and #VMEXIT in one stop: this VMRUN's vmcb12 was never seen, so no "before" page.
-            if source.evidence?.vmenter != nil { forgetVMRUN() }
+            if let vmenter = source.evidence?.vmenter {
+                forgetVMRUN()
+                resumeRIP = vmenter.l1RIP
+            }
             stop = try nestedExitStop(r, s, d, target: target, kvmExit: source.kvmExit)
         case let .vmmExit(description):
             stop = try levelStop(kind: nil, reason: description, r, s, d, target: target, kvmExit: source.kvmExit)
@@ -56,7 +64,7 @@ struct StopAssembler {
     /// Holds a tracepoint stop against the architecture and against vmcb12:
     /// a stop that is not where KVM's event says becomes a fault that says
     /// why; KVM's own exit fields are compared with what vmcb12 holds.
-    private func verify(_ stop: inout Stop, against evidence: KVMEvidence, rip: UInt64, target: any DebugTarget) throws {
+    private mutating func verify(_ stop: inout Stop, against evidence: KVMEvidence, rip: UInt64, target: any DebugTarget) throws {
         var evidence = evidence
         switch stop.kind {
         case .vmrun:
@@ -71,7 +79,10 @@ struct StopAssembler {
                 evidence.problems.append("at a #VMEXIT stop the vCPU is still in guest mode")
             }
             if let injected = evidence.injectedExit {
-                if let gpa = try target.translate(rip &- 3), try target.readPhysical(gpa, count: 3) != [0x0F, 0x01, 0xD8] {
+                // Where KVM said L1 would resume when it emulated the VMRUN; without that event, the bytes before RIP.
+                if let resume = resumeRIP {
+                    if rip != resume { evidence.problems.append("L1's RIP \(hex(rip)) is not after its VMRUN (KVM said L1 resumes at \(hex(resume)))") }
+                } else if let gpa = try target.translate(rip &- 3), try target.readPhysical(gpa, count: 3) != [0x0F, 0x01, 0xD8] {
                     evidence.problems.append("L1's RIP \(hex(rip)) is not just after a VMRUN")
                 }
                 if let vmcb = stop.vmcb12 { stop.kvmDisagreements = disagreements(injected, vmcb) }
@@ -118,6 +129,7 @@ struct StopAssembler {
         let environment = checkEnvironment
         let violations = timings.timed(\.decodeAndDiff) { ConsistencyChecks.check(vmcb, environment: environment) }
         atVMRUN = (gpa, vmcb, violations)
+        resumeRIP = evidence?.vmenter?.l1RIP
         let l1 = state?.data.map {
             RegisterSet.fromVMCBSave($0, gprs: nil, source: "nested-state save half (L1 parked after its VMRUN); RBX-R15 are L2's now")
         } ?? RegisterSet(source: "not available (no nested state)", values: [:])
