@@ -58,3 +58,51 @@ struct KVMNestedEventTests {
         }
     }
 }
+
+@Suite("the order of KVM's nested events, checked at every stop (no KVM)")
+struct KVMEventSequenceTests {
+    let vmenter = KVMNestedEvent.vmenter(l1RIP: 0x12AB, vmcb12: 0x20000, l2RIP: 0x14F0, intCtl: 0, eventInj: 0, nestedPaging: true)
+    func inject(_ code: UInt64) -> KVMNestedEvent { .vmexitInject(KVMExitFields(code: code)) }
+    func l2Exit(_ code: UInt64) -> KVMNestedEvent { .l2Exit(KVMExitFields(code: code)) }
+
+    @Test("the L2 exits since the VMRUN but the reflected one are the ones KVM handled, counted by reason")
+    func handledByL0() {
+        var sequence = KVMEventSequence()
+        #expect(sequence.evidence(for: [vmenter]).problems.isEmpty)
+        let exit = sequence.evidence(for: [l2Exit(0x400), l2Exit(0x7B), l2Exit(0x400), l2Exit(0x72), inject(0x72)])
+        #expect(exit.handledByL0 == [L0ExitCount(code: 0x400, count: 2), L0ExitCount(code: 0x7B, count: 1)])
+        #expect(exit.problems.isEmpty && exit.events == [inject(0x72)])
+        // An exit KVM synthesised (no L2 exit of that code): every L2 exit was KVM's own.
+        _ = sequence.evidence(for: [vmenter])
+        #expect(sequence.evidence(for: [l2Exit(0x60), inject(0x7F)]).handledByL0 == [L0ExitCount(code: 0x60, count: 1)])
+    }
+
+    @Test("before the first VMRUN was seen the counts are unknown, not zero")
+    func unknownAtFirst() {
+        var sequence = KVMEventSequence()
+        #expect(sequence.evidence(for: [l2Exit(0x400), inject(0x72)]).handledByL0 == nil)
+    }
+
+    @Test("a missing event is a problem: two VMRUNs without a #VMEXIT, two #VMEXITs without a VMRUN, one the ring lost")
+    func missing() {
+        var sequence = KVMEventSequence()
+        _ = sequence.evidence(for: [vmenter])
+        #expect(sequence.evidence(for: [vmenter]).problems.first?.contains("#VMEXIT before it fired no event") == true)
+        _ = sequence.evidence(for: [inject(0x72)])
+        #expect(sequence.evidence(for: [inject(0x72)]).problems.first?.contains("kvm_nested_vmenter is missing") == true)
+        #expect(sequence.evidence(for: [], missingStops: ["1 kvm_nested_vmexit_inject"]).problems.count == 1)
+        let short = sequence.evidence(for: [], missingL2Exits: 3)
+        #expect(short.problems.isEmpty && short.lost == 3 && short.notes.count == 1, "lost L2 exits only make the counts short")
+    }
+
+    @Test("merged SIGTRAPs: VMRUN then #VMEXIT in one KVM_RUN is exact; a #VMEXIT then a VMRUN means L1 ran unseen")
+    func merged() {
+        var sequence = KVMEventSequence()
+        let exact = sequence.evidence(for: [vmenter, .vmenterFailed(check: "!load_pdptrs(vcpu, cr3)"), inject(0xFFFF_FFFF)])
+        #expect(exact.problems.isEmpty && exact.notes.first?.contains("L2 did not run") == true)
+        #expect(exact.failedCheck == "!load_pdptrs(vcpu, cr3)" && exact.injectedExit?.code == 0xFFFF_FFFF)
+        _ = sequence.evidence(for: [vmenter])
+        let late = sequence.evidence(for: [inject(0x72), vmenter])
+        #expect(late.problems.first?.hasPrefix("late stop") == true)
+    }
+}

@@ -160,3 +160,81 @@ public struct KVMEvidence: Equatable, Sendable {
         return order.map { L0ExitCount(code: $0, count: counts[$0]!) }
     }
 }
+
+/// KVM's nested events in the order they fire, checked against the order
+/// the architecture allows and turned into what one stop carries. Pure: the
+/// tracepoint source feeds it what it drained at each stop; tests feed it by hand.
+public struct KVMEventSequence: Sendable {
+    /// L2's exits to L0 since the last VMRUN, oldest first.
+    private var l2Exits: [KVMExitFields] = []
+    /// Whether the last stopping event left the vCPU in L2 (nil: not known yet).
+    private var inL2: Bool?
+
+    public init() {}
+
+    /// Nothing is known of the order (after a free run, at attach).
+    public mutating func reset() {
+        l2Exits = []
+        inL2 = nil
+    }
+
+    /// The evidence of one stop from the events fired since the last one, and
+    /// what the counters say the ring lost: stopping events (a problem: the
+    /// stop is not exact) and L2 exits (the L0-handled counts fall short).
+    public mutating func evidence(for fired: [KVMNestedEvent], missingStops: [String] = [],
+                                  missingL2Exits: UInt64 = 0) -> KVMEvidence {
+        var evidence = KVMEvidence()
+        evidence.lost = missingL2Exits
+        if !missingStops.isEmpty {
+            evidence.problems.append("KVM fired \(missingStops.joined(separator: ", ")) that the ring lost: events are missing")
+        }
+        for event in fired {
+            switch event {
+            case let .l2Exit(fields):
+                l2Exits.append(fields)
+            case .vmenter:
+                if inL2 == true {
+                    evidence.problems.append("kvm_nested_vmenter while KVM already ran L2: the #VMEXIT before it fired no event")
+                }
+                inL2 = true
+                l2Exits = []
+                evidence.events.append(event)
+            case let .vmexitInject(fields):
+                if inL2 == false {
+                    evidence.problems.append("kvm_nested_vmexit_inject without a VMRUN before it: kvm_nested_vmenter is missing")
+                }
+                // The last L2 exit with the same code is the one KVM reflected; the rest KVM handled.
+                var handled = l2Exits
+                if let last = handled.last, last.code == fields.code { handled.removeLast() }
+                evidence.handledByL0 = inL2 == nil ? nil : KVMEvidence.counts(handled)
+                inL2 = false
+                l2Exits = []
+                evidence.events.append(event)
+            case .vmenterFailed:
+                evidence.events.append(event)
+            }
+        }
+        if missingL2Exits > 0 {
+            evidence.notes.append("\(missingL2Exits) kvm_nested_vmexit sample(s) lost (ring full): L0-handled counts are short by that many")
+        }
+        checkMerged(&evidence)
+        return evidence
+    }
+
+    /// SIGTRAP is not queued: events before it was taken give one stop.
+    /// KVM may do several in one KVM_RUN without entering the guest (a VMRUN
+    /// whose entry fails, a #VMEXIT KVM synthesises at entry, a failed check
+    /// while it restores L1): all exact, all shown. A #VMEXIT followed by a
+    /// VMRUN is not: L1 ran between them (it executed that VMRUN) unseen.
+    private func checkMerged(_ evidence: inout KVMEvidence) {
+        let names = evidence.events.map(\.tracepoint)
+        guard names.count > 1 else { return }
+        if let firstExit = names.firstIndex(of: KVMNestedEvent.vmexitInjectName),
+           names[firstExit...].contains(KVMNestedEvent.vmenterName) {
+            evidence.problems.append("late stop: \(names.joined(separator: ", ")) fired before the vCPU stopped; L1 ran between a #VMEXIT and the next VMRUN unseen")
+        } else {
+            let shape = names.contains(KVMNestedEvent.vmexitInjectName) ? " (L2 did not run an instruction in between)" : ""
+            evidence.notes.append("one KVM_RUN, several events\(shape): \(evidence.events.map(\.summary).joined(separator: "; "))")
+        }
+    }
+}

@@ -26,10 +26,8 @@ public final class TracepointStopSource: StopSource {
     private var events: PerfTracepoints?
     /// Counters at the last drain, in request order.
     private var lastCounts: [UInt64] = []
-    /// L2's exits to L0 since the last VMRUN, oldest first.
-    private var l2Exits: [KVMExitFields] = []
-    /// Whether the last stopping event left the vCPU in L2 (nil: not known yet).
-    private var inL2: Bool?
+    /// KVM's events so far, checked for order (pure: tested on its own).
+    private var sequence = KVMEventSequence()
     private let pauseRequested = Atomic<Bool>(false)
 
     public init(target: any RunnableTarget, timings: StopTimings = StopTimings()) throws {
@@ -92,8 +90,7 @@ public final class TracepointStopSource: StopSource {
         defer {
             try? events?.enable()
             _ = try? collect()
-            inL2 = nil
-            l2Exits = []
+            sequence.reset()
         }
         while true {
             let exit = try runVCPU()
@@ -174,40 +171,7 @@ public final class TracepointStopSource: StopSource {
     /// Turns a KVM exit plus KVM's events into a stop (nil: nothing for the user; run on).
     private func interpret(_ exit: VCPUExit) throws -> SourceStop? {
         let (fired, missingStops, missingL2Exits) = try collect()
-        var evidence = KVMEvidence()
-        evidence.lost = missingL2Exits
-        if !missingStops.isEmpty {
-            evidence.problems.append("KVM fired \(missingStops.joined(separator: ", ")) that the ring lost: events are missing")
-        }
-        for event in fired {
-            switch event {
-            case let .l2Exit(fields):
-                l2Exits.append(fields)
-            case .vmenter:
-                if inL2 == true {
-                    evidence.problems.append("kvm_nested_vmenter while KVM already ran L2: the #VMEXIT before it fired no event")
-                }
-                inL2 = true
-                l2Exits = []
-                evidence.events.append(event)
-            case let .vmexitInject(fields):
-                if inL2 == false {
-                    evidence.problems.append("kvm_nested_vmexit_inject without a VMRUN before it: kvm_nested_vmenter is missing")
-                }
-                // The last L2 exit with the same code is the one KVM reflected; the rest KVM handled.
-                var handled = l2Exits
-                if let last = handled.last, last.code == fields.code { handled.removeLast() }
-                evidence.handledByL0 = inL2 == nil ? nil : KVMEvidence.counts(handled)
-                inL2 = false
-                l2Exits = []
-                evidence.events.append(event)
-            case .vmenterFailed:
-                evidence.events.append(event)
-            }
-        }
-        if missingL2Exits > 0 {
-            evidence.notes.append("\(missingL2Exits) kvm_nested_vmexit sample(s) lost (ring full): L0-handled counts are short by that many")
-        }
+        var evidence = sequence.evidence(for: fired, missingStops: missingStops, missingL2Exits: missingL2Exits)
         let stopping = evidence.events
         let kicked = pauseRequested.exchange(false, ordering: .sequentiallyConsistent)
         switch exit {
@@ -218,7 +182,6 @@ public final class TracepointStopSource: StopSource {
             }
             if kicked { pauseRequested.store(true, ordering: .sequentiallyConsistent) }
             let how = "KVM_RUN EINTR (SIGTRAP from \(last.tracepoint))"
-            checkMerged(&evidence)
             switch last {
             case .vmenter: return SourceStop(.vmrunEmulated, kvmExit: how, evidence: evidence)
             case .vmexitInject, .vmenterFailed: return SourceStop(.nestedExit, kvmExit: how, evidence: evidence)
@@ -229,7 +192,6 @@ public final class TracepointStopSource: StopSource {
             guard var stop = try target.classify(exit) else {
                 // Emulated I/O in the same KVM_RUN as a nested transition: still the transition's stop.
                 guard let last = stopping.last else { return nil }
-                checkMerged(&evidence)
                 let how = "KVM_RUN after \(exit.kvmName) (SIGTRAP from \(last.tracepoint))"
                 if case .vmenter = last { return SourceStop(.vmrunEmulated, kvmExit: how, evidence: evidence) }
                 return SourceStop(.nestedExit, kvmExit: how, evidence: evidence)
@@ -242,21 +204,4 @@ public final class TracepointStopSource: StopSource {
         }
     }
 
-    /// SIGTRAP is not queued: events before it was taken give one stop.
-    /// KVM may do several in one KVM_RUN without entering the guest (a VMRUN
-    /// whose entry fails, a #VMEXIT KVM synthesises at entry, a failed check
-    /// while it restores L1): all exact, all shown. A #VMEXIT followed by a
-    /// VMRUN is not: L1 ran between them (it executed that VMRUN) unseen.
-    private func checkMerged(_ evidence: inout KVMEvidence) {
-        let names = evidence.events.map(\.tracepoint)
-        guard names.count > 1 else { return }
-        let lastExit = names.lastIndex(of: KVMNestedEvent.vmexitInjectName)
-        if let firstExit = names.firstIndex(of: KVMNestedEvent.vmexitInjectName),
-           names[firstExit...].contains(KVMNestedEvent.vmenterName) {
-            evidence.problems.append("late stop: \(names.joined(separator: ", ")) fired before the vCPU stopped; L1 ran between a #VMEXIT and the next VMRUN unseen")
-        } else {
-            let shape = lastExit == nil ? "" : " (L2 did not run an instruction in between)"
-            evidence.notes.append("one KVM_RUN, several events\(shape): \(evidence.events.map(\.summary).joined(separator: "; "))")
-        }
-    }
 }
