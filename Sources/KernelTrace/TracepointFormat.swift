@@ -21,6 +21,34 @@ public struct TracepointFormat: Sendable, Equatable {
 
         /// A `__data_loc` field: a u32 of (length << 16 | offset) pointing into the record.
         public var isDataLocation: Bool { type.hasPrefix("__data_loc") }
+
+        /// This field of a raw record as an integer (1, 2, 4 or 8 bytes,
+        /// little-endian; booleans too), sign-extended when signed. Nil when
+        /// it is no integer or the record is too short. Resolve the field
+        /// once and read many records with it.
+        public func integer(in bytes: [UInt8]) -> UInt64? {
+            guard !isDataLocation, [1, 2, 4, 8].contains(size), offset + size <= bytes.count else { return nil }
+            var value: UInt64 = 0
+            for i in 0..<size { value |= UInt64(bytes[offset + i]) << (8 * UInt64(i)) }
+            if isSigned, size < 8, value & (1 << (UInt64(size) * 8 - 1)) != 0 {
+                value |= ~UInt64(0) << (UInt64(size) * 8)
+            }
+            return value
+        }
+
+        /// This field as a string: `__data_loc char[]` or a fixed `char[N]`, up to its NUL.
+        public func string(in bytes: [UInt8]) -> String? {
+            guard offset + size <= bytes.count else { return nil }
+            var start = offset, length = size
+            if isDataLocation {
+                guard offset + 4 <= bytes.count else { return nil }
+                let loc = (0..<4).reduce(UInt32(0)) { $0 | UInt32(bytes[offset + $1]) << (8 * UInt32($1)) }
+                start = Int(loc & 0xFFFF)
+                length = Int(loc >> 16)
+            }
+            guard start >= 0, length >= 0, start + length <= bytes.count else { return nil }
+            return String(decoding: bytes[start..<(start + length)].prefix { $0 != 0 }, as: UTF8.self)
+        }
     }
 
     public let event: String
@@ -85,36 +113,10 @@ public struct TraceRecord: Sendable {
     /// An integer field (1, 2, 4 or 8 bytes, little-endian; booleans too),
     /// sign-extended when the format says signed. Nil when the field is
     /// absent or the record too short.
-    public func integer(_ name: String) -> UInt64? {
-        guard let f = format.field(name), !f.isDataLocation, [1, 2, 4, 8].contains(f.size),
-              f.offset + f.size <= bytes.count else { return nil }
-        var value: UInt64 = 0
-        for i in 0..<f.size { value |= UInt64(bytes[f.offset + i]) << (8 * UInt64(i)) }
-        if f.isSigned, f.size < 8, value & (1 << (UInt64(f.size) * 8 - 1)) != 0 {
-            value |= ~UInt64(0) << (UInt64(f.size) * 8)
-        }
-        return value
-    }
+    public func integer(_ name: String) -> UInt64? { format.field(name)?.integer(in: bytes) }
 
     /// A string field: `__data_loc char[]` or a fixed `char[N]`, up to its NUL.
-    public func string(_ name: String) -> String? {
-        guard let f = format.field(name), f.offset + f.size <= bytes.count else { return nil }
-        var start = f.offset, length = f.size
-        if f.isDataLocation {
-            guard let loc = integer32(at: f.offset) else { return nil }
-            start = Int(loc & 0xFFFF)
-            length = Int(loc >> 16)
-        }
-        guard start >= 0, length >= 0, start + length <= bytes.count else { return nil }
-        let slice = bytes[start..<(start + length)]
-        let text = slice.prefix { $0 != 0 }
-        return String(decoding: text, as: UTF8.self)
-    }
-
-    private func integer32(at offset: Int) -> UInt32? {
-        guard offset + 4 <= bytes.count else { return nil }
-        return (0..<4).reduce(UInt32(0)) { $0 | UInt32(bytes[offset + $1]) << (8 * UInt32($1)) }
-    }
+    public func string(_ name: String) -> String? { format.field(name)?.string(in: bytes) }
 
     /// The tracepoint id every record starts with (`common_type`).
     public static func commonType(of bytes: [UInt8]) -> UInt64? {

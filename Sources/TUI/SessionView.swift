@@ -69,7 +69,7 @@ public enum PaneModel {
     /// The rows of a register pane, in the pane's order; `previous` marks changes.
     public static func rows(_ set: RegisterSet, previous: RegisterSet?) -> [RegisterRow] {
         Register.allCases.compactMap { register in
-            guard set.values[register] != nil else { return nil }
+            guard set.entry(register) != nil else { return nil }
             let v = set[register]
             let old = previous?[register]
             return RegisterRow(register: register, value: v, changed: v != nil && old != nil && v != old,

@@ -75,32 +75,66 @@ public enum KVMNestedEvent: Equatable, Sendable {
     /// Decodes a record; throws when a field this decoder needs is missing
     /// from the kernel's format (a kernel this decoder does not know).
     public init(_ record: TraceRecord) throws {
-        let event = record.format.event
-        func field(_ names: String...) throws -> UInt64 {
+        self = try KVMEventDecoder(record.format).decode(record.bytes)
+    }
+}
+
+/// Decodes one nested tracepoint's records: its fields resolved by name once
+/// (when the events are opened), then read at their offsets in every record.
+struct KVMEventDecoder {
+    private enum Kind { case vmenter, vmexitInject, l2Exit, vmenterFailed }
+    private let kind: Kind
+    private let fields: [TracepointFormat.Field]
+
+    init(_ format: TracepointFormat) throws {
+        func field(_ names: String...) throws -> TracepointFormat.Field {
             for name in names {
-                if let value = record.integer(name) { return value }
+                if let f = format.field(name) { return f }
             }
-            throw TraceError.missingField(event: event, field: names.joined(separator: " or "))
+            throw TraceError.missingField(event: format.event, field: names.joined(separator: " or "))
         }
-        func exitFields() throws -> KVMExitFields {
-            KVMExitFields(code: try field("exit_code", "exit_reason"), info1: try field("exit_info1", "info1"),
-                          info2: try field("exit_info2", "info2"), intInfo: try field("exit_int_info", "intr_info"),
-                          intInfoError: try field("exit_int_info_err", "error_code"))
+        func exitFields() throws -> [TracepointFormat.Field] {
+            [try field("exit_code", "exit_reason"), try field("exit_info1", "info1"), try field("exit_info2", "info2"),
+             try field("exit_int_info", "intr_info"), try field("exit_int_info_err", "error_code")]
         }
-        switch event {
+        switch format.event {
         case "kvm:" + KVMNestedEvent.vmenterName:
-            self = .vmenter(l1RIP: try field("rip"), vmcb12: try field("vmcb"), l2RIP: try field("nested_rip"),
-                            intCtl: try field("int_ctl"), eventInj: try field("event_inj"),
-                            nestedPaging: try field("npt", "tdp_enabled") != 0)
+            kind = .vmenter
+            fields = [try field("rip"), try field("vmcb"), try field("nested_rip"), try field("int_ctl"), try field("event_inj"),
+                      try field("npt", "tdp_enabled")]
         case "kvm:" + KVMNestedEvent.vmexitInjectName:
-            self = .vmexitInject(try exitFields())
+            kind = .vmexitInject
+            fields = try exitFields()
         case "kvm:" + KVMNestedEvent.l2ExitName:
-            self = .l2Exit(try exitFields())
+            kind = .l2Exit
+            fields = try exitFields()
         case "kvm:" + KVMNestedEvent.vmenterFailedName:
-            guard let message = record.string("msg") else { throw TraceError.missingField(event: event, field: "msg") }
-            self = .vmenterFailed(check: message)
+            kind = .vmenterFailed
+            fields = [try field("msg")]
         default:
-            throw TraceError.noSuchEvent(event)
+            throw TraceError.noSuchEvent(format.event)
+        }
+    }
+
+    func decode(_ bytes: [UInt8]) throws -> KVMNestedEvent {
+        func short(_ field: TracepointFormat.Field) -> TraceError {
+            .malformedFormat(event: "a record", detail: "field \(field.name) does not fit in \(bytes.count) bytes")
+        }
+        func integer(_ i: Int) throws -> UInt64 {
+            guard let value = fields[i].integer(in: bytes) else { throw short(fields[i]) }
+            return value
+        }
+        switch kind {
+        case .vmenter:
+            return .vmenter(l1RIP: try integer(0), vmcb12: try integer(1), l2RIP: try integer(2), intCtl: try integer(3),
+                            eventInj: try integer(4), nestedPaging: try integer(5) != 0)
+        case .vmexitInject, .l2Exit:
+            let exit = KVMExitFields(code: try integer(0), info1: try integer(1), info2: try integer(2), intInfo: try integer(3),
+                                     intInfoError: try integer(4))
+            return kind == .l2Exit ? .l2Exit(exit) : .vmexitInject(exit)
+        case .vmenterFailed:
+            guard let message = fields[0].string(in: bytes) else { throw short(fields[0]) }
+            return .vmenterFailed(check: message)
         }
     }
 }

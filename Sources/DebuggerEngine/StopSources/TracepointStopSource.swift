@@ -24,6 +24,8 @@ public final class TracepointStopSource: StopSource {
     private let timings: StopTimings
     private let tracefs: Tracefs
     private var events: PerfTracepoints?
+    /// Each event's fields, resolved once, by tracepoint id.
+    private var decoders: [UInt64: KVMEventDecoder] = [:]
     /// Counters at the last drain, in request order.
     private var lastCounts: [UInt64] = []
     /// KVM's events so far, checked for order (pure: tested on its own).
@@ -132,6 +134,7 @@ public final class TracepointStopSource: StopSource {
         if let events, events.thread == thread { return }
         try PerfTracepoints.prepareCurrentThread()
         let opened = try PerfTracepoints(KVMNestedEvent.requests, thread: thread, tracefs: tracefs)
+        decoders = Dictionary(uniqueKeysWithValues: try opened.formats.map { ($0.id, try KVMEventDecoder($0)) })
         try opened.enable()
         events = opened
         lastCounts = try opened.counts()
@@ -149,7 +152,10 @@ public final class TracepointStopSource: StopSource {
         guard let events else { return ([], [], 0) }
         return try timings.timed(\.tracepointReads) {
             var decoded: [KVMNestedEvent] = []
-            for case let .record(record) in events.drain() { decoded.append(try KVMNestedEvent(record)) }
+            for case let .record(record) in events.drain() {
+                guard let decoder = decoders[record.format.id] else { continue }
+                decoded.append(try decoder.decode(record.bytes))
+            }
             let counts = try events.counts()
             let fired = zip(counts, lastCounts).map { $0 &- $1 }
             lastCounts = counts

@@ -43,6 +43,9 @@ public enum Register: Int, CaseIterable, Sendable {
     /// The VMCB save-area field that holds this register, if one does.
     public var vmcbSaveField: VMCBField? { Register.saveFields[self] }
 
+    /// The registers a VMCB save area holds, with their fields.
+    static let saveFieldList: [(Register, VMCBField)] = allCases.compactMap { r in saveFields[r].map { (r, $0) } }
+
     private static let saveFields: [Register: VMCBField] = [
         .rax: .saveRAX, .rsp: .saveRSP, .rip: .saveRIP, .rflags: .saveRFLAGS,
         .cr0: .saveCR0, .cr2: .saveCR2, .cr3: .saveCR3, .cr4: .saveCR4, .efer: .saveEFER, .dr6: .saveDR6, .dr7: .saveDR7,
@@ -67,26 +70,42 @@ public enum RegisterValue: Equatable, Hashable, Sendable {
 }
 
 /// A register pane's values and where they came from. A register absent
-/// from `values` is not part of this pane; one present as `.unknown` cannot
-/// be known at this stop.
+/// from the set is not part of this pane; one present as `.unknown` cannot
+/// be known at this stop. Stored by register position: several sets are
+/// built at every stop.
 public struct RegisterSet: Equatable, Sendable {
     public var source: String
-    public var values: [Register: RegisterValue]
+    private var slots: [RegisterValue?]
 
     public init(source: String, values: [Register: RegisterValue]) {
         self.source = source
-        self.values = values
+        slots = Register.allCases.map { values[$0] }
+    }
+
+    private init(source: String, slots: [RegisterValue?]) {
+        self.source = source
+        self.slots = slots
+    }
+
+    /// Known, unknown, or nil when the register is not part of this pane.
+    public func entry(_ register: Register) -> RegisterValue? { slots[register.rawValue] }
+
+    /// Every register in the pane, in `Register` order.
+    public var values: [Register: RegisterValue] {
+        Dictionary(uniqueKeysWithValues: Register.allCases.compactMap { r in slots[r.rawValue].map { (r, $0) } })
     }
 
     /// The value if known (nil: unknown or not in this pane).
-    public subscript(register: Register) -> UInt64? { values[register]?.value }
+    public subscript(register: Register) -> UInt64? { slots[register.rawValue]?.value }
 
     public func isKnown(_ register: Register) -> Bool { self[register] != nil }
 
     /// Marks registers as not knowable at this stop.
     mutating func forget(_ registers: [Register]) {
-        for r in registers where values[r] != nil { values[r] = .unknown }
+        for r in registers where slots[r.rawValue] != nil { slots[r.rawValue] = .unknown }
     }
+
+    private static var empty: [RegisterValue?] { [RegisterValue?](repeating: nil, count: Register.allCases.count) }
 
     /// The GPRs' values in `Register.gprs` order.
     private static func gprValues(_ r: GeneralRegisters) -> [UInt64] {
@@ -95,13 +114,13 @@ public struct RegisterSet: Equatable, Sendable {
 
     /// Everything from the vCPU's register ioctls (the level that is running).
     static func fromVCPU(_ r: GeneralRegisters, _ s: SpecialRegisters, _ d: DebugRegisters, source: String) -> RegisterSet {
-        var v: [Register: RegisterValue] = [:]
-        for (register, value) in zip(Register.gprs, gprValues(r)) { v[register] = .known(value) }
+        var v = empty
+        for (register, value) in zip(Register.gprs, gprValues(r)) { v[register.rawValue] = .known(value) }
         let plain: [(Register, UInt64)] = [(.rip, r.rip), (.rflags, r.rflags), (.cr0, s.cr0), (.cr2, s.cr2), (.cr3, s.cr3),
                                            (.cr4, s.cr4), (.efer, s.efer), (.dr6, d.dr6), (.dr7, d.dr7),
                                            (.gdtrBase, s.gdt.base), (.gdtrLimit, UInt64(s.gdt.limit)),
                                            (.idtrBase, s.idt.base), (.idtrLimit, UInt64(s.idt.limit))]
-        for (register, value) in plain { v[register] = .known(value) }
+        for (register, value) in plain { v[register.rawValue] = .known(value) }
         let segments: [(Segment, [Register])] = [
             (s.cs, [.csSelector, .csBase, .csLimit, .csAttrib]), (s.ss, [.ssSelector, .ssBase, .ssLimit, .ssAttrib]),
             (s.ds, [.dsSelector, .dsBase, .dsLimit, .dsAttrib]), (s.es, [.esSelector, .esBase, .esLimit, .esAttrib]),
@@ -111,24 +130,22 @@ public struct RegisterSet: Equatable, Sendable {
         ]
         for (segment, parts) in segments {
             let values = [UInt64(segment.selector), segment.base, UInt64(segment.limit), UInt64(segment.vmcbAttributes)]
-            for (register, value) in zip(parts, values) { v[register] = .known(value) }
+            for (register, value) in zip(parts, values) { v[register.rawValue] = .known(value) }
         }
-        return RegisterSet(source: source, values: v)
+        return RegisterSet(source: source, slots: v)
     }
 
     /// A VMCB save area's registers, plus the unswitched GPRs from the vCPU
     /// (nil: those are unknown at this stop).
     static func fromVMCBSave(_ vmcb: VMCB, gprs: GeneralRegisters?, source: String) -> RegisterSet {
-        var v: [Register: RegisterValue] = [:]
-        for register in Register.allCases {
-            if let field = register.vmcbSaveField { v[register] = .known(vmcb[integer: field]) }
-        }
-        for register in Register.unswitchedGPRs { v[register] = .unknown }
+        var v = empty
+        for (register, field) in Register.saveFieldList { v[register.rawValue] = .known(vmcb[integer: field]) }
+        for register in Register.unswitchedGPRs { v[register.rawValue] = .unknown }
         if let gprs {
             for (register, value) in zip(Register.gprs, gprValues(gprs)) where register != .rax && register != .rsp {
-                v[register] = .known(value)
+                v[register.rawValue] = .known(value)
             }
         }
-        return RegisterSet(source: source, values: v)
+        return RegisterSet(source: source, slots: v)
     }
 }

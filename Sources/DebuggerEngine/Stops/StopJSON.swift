@@ -4,7 +4,7 @@ extension RegisterSet {
     public var json: JSON {
         var o: [(String, JSON)] = [("source", .string(source))]
         for register in Register.allCases {
-            guard let value = values[register] else { continue }
+            guard let value = entry(register) else { continue }
             o.append((register.name, value.value.map { JSON.hex($0) } ?? .null))
         }
         return .object(o)

@@ -3,6 +3,9 @@ import KVMControl
 import KVMControl
 import SVMModel
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// An I/O device of nestdbg's own VMM.
 public enum PortDevice: Equatable, Sendable {
@@ -75,7 +78,8 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
     public var capabilities: TargetCapabilities { [.ownsVM, .canWrite, .canSingleStep] }
     /// What the guest wrote to COM1, all of it.
     public private(set) var serialOutput: [UInt8] = []
-    private let owner = Mutex<Int32?>(nil)
+    /// The owner's kernel thread id, and its pthread for the per-ioctl check (no system call).
+    private let owner = Mutex<(tid: Int32, thread: pthread_t)?>(nil)
 
     init(name: String, vm: VirtualMachine, vcpu: VCPU, ports: PortMap, vmrunSites: [UInt64], symbols: [String: UInt64],
          unknownVMRUNSitesReason: String? = nil) {
@@ -88,14 +92,13 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
         self.symbols = symbols
     }
 
-    public func claimVCPU() { owner.withLock { $0 = VCPU.currentThreadID() } }
+    public func claimVCPU() { owner.withLock { $0 = (VCPU.currentThreadID(), pthread_self()) } }
 
-    public var vcpuThreadID: Int32? { owner.withLock { $0 } }
+    public var vcpuThreadID: Int32? { owner.withLock { $0?.tid } }
 
     private func checkThread(_ operation: String) throws {
-        let caller = VCPU.currentThreadID()
-        if let owner = owner.withLock({ $0 }), owner != caller {
-            throw TargetError.wrongThread(operation: operation, owner: owner, caller: caller)
+        if let owner = owner.withLock({ $0 }), pthread_equal(owner.thread, pthread_self()) == 0 {
+            throw TargetError.wrongThread(operation: operation, owner: owner.tid, caller: VCPU.currentThreadID())
         }
     }
 
