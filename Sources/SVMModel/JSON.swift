@@ -3,6 +3,8 @@
 /// recordings later. Field values are hex strings, counters integers.
 public indirect enum JSON: Equatable, Sendable {
     case string(String)
+    /// A field value, written as the hex string "0x1f" (kept as a number until written: most of a stop's values).
+    case hex(UInt64)
     case int(Int)
     case bool(Bool)
     case null
@@ -11,70 +13,102 @@ public indirect enum JSON: Equatable, Sendable {
 
     public static func == (a: JSON, b: JSON) -> Bool { a.serialized() == b.serialized() }
 
-    public static func hex(_ v: UInt64) -> JSON { .string(SVMModel.hex(v)) }
-
     /// Compact, one line (for JSON Lines output).
-    public func serialized() -> String {
-        var out = ""
+    public func serialized() -> String { String(decoding: serializedBytes(), as: UTF8.self) }
+
+    /// The same as UTF-8 bytes, ready to write out.
+    public func serializedBytes() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(8192)
         write(into: &out)
         return out
     }
 
-    private func write(into out: inout String) {
+    private func write(into out: inout [UInt8]) {
         switch self {
         case let .string(s): JSON.quote(s, into: &out)
-        case let .int(i): out += String(i)
-        case let .bool(b): out += b ? "true" : "false"
-        case .null: out += "null"
+        case let .hex(v):
+            out.append(contentsOf: [UInt8(ascii: "\""), UInt8(ascii: "0"), UInt8(ascii: "x")])
+            var shift = UInt64(max(1, (64 - v.leadingZeroBitCount + 3) / 4) * 4)
+            while shift > 0 {
+                shift -= 4
+                let nibble = UInt8(truncatingIfNeeded: v >> shift) & 0xF
+                out.append(nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10)
+            }
+            out.append(UInt8(ascii: "\""))
+        case let .int(i): out.append(contentsOf: String(i).utf8)
+        case let .bool(b): out.append(contentsOf: (b ? "true" : "false").utf8)
+        case .null: out.append(contentsOf: "null".utf8)
         case let .array(a):
-            out += "["
-            for (i, v) in a.enumerated() { if i > 0 { out += "," }; v.write(into: &out) }
-            out += "]"
-        case let .object(o):
-            out += "{"
-            for (i, (k, v)) in o.enumerated() {
-                if i > 0 { out += "," }
-                JSON.quote(k, into: &out)
-                out += ":"
+            out.append(UInt8(ascii: "["))
+            for (i, v) in a.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
                 v.write(into: &out)
             }
-            out += "}"
+            out.append(UInt8(ascii: "]"))
+        case let .object(o):
+            out.append(UInt8(ascii: "{"))
+            for (i, (k, v)) in o.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                JSON.quote(k, into: &out)
+                out.append(UInt8(ascii: ":"))
+                v.write(into: &out)
+            }
+            out.append(UInt8(ascii: "}"))
         }
     }
 
-    private static func quote(_ s: String, into out: inout String) {
-        out += "\""
-        // Most strings (names, hex values) need no escaping: append them whole.
-        if s.utf8.allSatisfy({ $0 >= 0x20 && $0 != 0x22 && $0 != 0x5C }) {
-            out += s
-            out += "\""
-            return
-        }
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\t": out += "\\t"
-            case "\r": out += "\\r"
-            case _ where u.value < 0x20: out += "\\u" + String(repeating: "0", count: 4 - String(u.value, radix: 16).count) + String(u.value, radix: 16)
-            default: out.unicodeScalars.append(u)
+    private static func quote(_ s: String, into out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        var text = s
+        text.withUTF8 { bytes in
+            // Most strings (names, hex values) need no escaping: copy them whole.
+            if !bytes.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+                out.append(contentsOf: bytes)
+            } else {
+                escape(bytes, into: &out)
             }
         }
-        out += "\""
+        out.append(UInt8(ascii: "\""))
+    }
+
+    private static func escape(_ bytes: UnsafeBufferPointer<UInt8>, into out: inout [UInt8]) {
+        for byte in bytes {
+            switch byte {
+            case UInt8(ascii: "\""): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
+            case UInt8(ascii: "\\"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
+            case UInt8(ascii: "\n"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
+            case UInt8(ascii: "\t"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
+            case UInt8(ascii: "\r"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
+            case 0..<0x20:
+                // \u00XX; multi-byte UTF-8 (>= 0x80) passes through as it is.
+                let digits = Array("0123456789abcdef".utf8)
+                out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"),
+                                        digits[Int(byte >> 4)], digits[Int(byte & 0xF)]])
+            default: out.append(byte)
+            }
+        }
     }
 }
 
 extension FieldValue {
-    public var json: JSON { .string(description) }
+    public var json: JSON {
+        switch self {
+        case let .integer(v): return .hex(v)
+        case .bytes: return .string(description)
+        }
+    }
 }
 
 extension VMCB {
+    static let controlFields = VMCBLayout.fields.filter { $0.area == .control }
+    static let saveFields = VMCBLayout.fields.filter { $0.area == .save }
+
     /// `{"control": {"exit_code": "0x7b", ...}, "save": {"cs.attrib": "0x29b", ...}}`.
     /// Reserved fields appear only when non-zero; with `onlyNonZero`, zero fields are left out.
     public func json(onlyNonZero: Bool = false) -> JSON {
         func area(_ a: VMCBArea) -> JSON {
-            .object(VMCBLayout.fields.filter { $0.area == a }.compactMap { f in
+            .object((a == .control ? VMCB.controlFields : VMCB.saveFields).compactMap { f in
                 let v = self[f]
                 if (f.isReserved || onlyNonZero) && v.isZero { return nil }
                 return (f.shortName, v.json)

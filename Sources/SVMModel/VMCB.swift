@@ -92,5 +92,18 @@ public struct VMCB: Equatable, Hashable, Sendable {
     public var exitCode: UInt64 { self[integer: .exitCode] }
 }
 
-func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+/// "0x1f": lowercase, no leading zeros. Written in one piece (it runs for
+/// every value of every stop's JSON and panes).
+func hex(_ v: UInt64) -> String {
+    let digits = max(1, (64 - v.leadingZeroBitCount + 3) / 4)
+    return String(unsafeUninitializedCapacity: digits + 2) { buffer in
+        buffer[0] = UInt8(ascii: "0")
+        buffer[1] = UInt8(ascii: "x")
+        for i in 0..<digits {
+            let nibble = UInt8(truncatingIfNeeded: v >> (4 * UInt64(digits - 1 - i))) & 0xF
+            buffer[2 + i] = nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10
+        }
+        return digits + 2
+    }
+}
 func byteHex(_ b: UInt8) -> String { b < 16 ? "0" + String(b, radix: 16) : String(b, radix: 16) }

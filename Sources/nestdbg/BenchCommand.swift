@@ -20,9 +20,11 @@ struct BenchCommand: ParsableCommand {
     @OptionGroup var target: TargetOptions
     @Option(help: "Seconds per measurement (a run also ends when the guest does).") var seconds = 2.0
     @Flag(help: "Measure the front end's full redraw of a 200×60 screen instead (no KVM needed).") var render = false
+    @Flag(help: "Measure one stop's JSON line instead: building it and writing it out (no KVM needed).") var jsonLine = false
 
     func run() throws {
         if render { return renderBench() }
+        if jsonLine { return jsonBench() }
         do {
             try measure()
         } catch let error as TraceError {
@@ -85,7 +87,7 @@ struct BenchCommand: ParsableCommand {
                     let stop = try engine.next()
                     if withJSON {
                         let t0 = clock.now
-                        sink?.write(Data((stop.json.serialized() + "\n").utf8))
+                        sink?.write(Data(stop.json.serializedBytes() + [0x0A]))
                         json += clock.now - t0
                     }
                     if stop.endsRun { break stepping }
@@ -159,6 +161,43 @@ extension BenchCommand {
         print(String(format: "full redraw into the screen buffer: %8.1f µs", frame.seconds * 1e6))
         print(String(format: "baseline (clearing the buffer):     %8.1f µs  (redraw = %.1f× baseline)", baseline.seconds * 1e6, frame / baseline))
         print(String(format: "share of a 60 Hz frame (16.7 ms):   %8.2f %%", frame.seconds / (1.0 / 60) * 100))
+    }
+}
+
+extension BenchCommand {
+    /// One realistic nested-exit stop's JSON line (both register panes full, the
+    /// pages of a CPUID exit, KVM's events), built and serialized many times.
+    func jsonBench() {
+        var before = VMCB()
+        before[integer: .intercepts3] = 1 << 18
+        before[integer: .asid] = 1
+        before[integer: .saveRIP] = 0x14F0
+        before[integer: .saveCR0] = 0x8000_0011
+        before[integer: .saveEFER] = 0x1500
+        var after = before
+        after[integer: .exitCode] = 0x72
+        after[integer: .saveRIP] = 0x14F0
+        let regs = Dictionary(uniqueKeysWithValues: Register.allCases.map { ($0, RegisterValue.known(0xFFFF_8000_1234_5678)) })
+        var stop = Stop.synthetic(index: 7, before: before, after: after, l1: regs, l2: regs)
+        stop.why = ExitCause(code: 0x72, exitInfo1: 0, controls: before) { _, _ in nil }
+        var evidence = KVMEvidence()
+        evidence.events = [.vmexitInject(KVMExitFields(code: 0x72))]
+        evidence.handledByL0 = [L0ExitCount(code: 0x400, count: 2)]
+        stop.kvm = evidence
+        let clock = ContinuousClock()
+        let n = 2000
+        var start = clock.now
+        var trees: [JSON] = []
+        trees.reserveCapacity(n)
+        for _ in 0..<n { trees.append(stop.json) }
+        let build = (clock.now - start) / n
+        start = clock.now
+        var bytes = 0
+        for tree in trees { bytes += tree.serialized().utf8.count }
+        let serialize = (clock.now - start) / n
+        print("nestdbg bench --json-line (one nested-exit stop, \(bytes / n) bytes)")
+        print(String(format: "building the JSON value:  %8.1f µs", build.seconds * 1e6))
+        print(String(format: "serializing it:           %8.1f µs", serialize.seconds * 1e6))
     }
 }
 
