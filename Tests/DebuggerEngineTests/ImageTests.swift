@@ -120,16 +120,20 @@ struct ImageTests {
 
 @Suite("a user's Multiboot L1 (real nested KVM)", .enabled(if: NestedSVM.available, NestedSVM.reason))
 struct MultibootNestedTests {
-    @Test("a Multiboot L1 of the user's runs through the engine like the demo")
-    func multibootRuns() throws {
+    @Test("a Multiboot L1 of the user's runs through the engine like the demo, with either stop source",
+          arguments: StopSourceKind.allCases)
+    func multibootRuns(stops: StopSourceKind) throws {
         let (elf, demo) = multibootL1()
         let target = try OwnVMTarget.image(kvm: KVM(), image: GuestImage.multiboot(elf))
-        let engine = try Engine(ownVM: target)
+        let engine = try Engine(ownVM: target, stops: stops)
         for i in 0..<20 {
             let s = try engine.next()
             #expect(s.kind == .nestedExit && s.exit?.name == "CPUID", "exit \(i): \(s.reason)")
             #expect(s.vmcb12?[integer: .saveRIP] == demo.address("l2_32_cpuid"))
             #expect(s.synced.filter { $0.sync == .unexpected }.isEmpty)
+            if stops == .tracepoint {
+                #expect(s.kvm?.injectedExit?.code == 0x72 && s.kvmDisagreements.isEmpty, "exit \(i): KVM's event and vmcb12")
+            }
         }
         #expect(String(decoding: engine.serialOutput, as: UTF8.self) == "MB\n")
         let info = try target.vm.readInteger(UInt32.self, at: 0x9000)
