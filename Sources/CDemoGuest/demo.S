@@ -18,6 +18,7 @@
  * are known. L2 loops through one exit of each kind.
  */
         .intel_syntax noprefix
+#include "l1_macros.h"
 
         .equ DEMO_LOAD,   0x1000
         .equ VMCB12,      0x20000
@@ -48,16 +49,7 @@ nestdbg_demo_start:
 
         .globl nestdbg_demo_l1_entry
 nestdbg_demo_l1_entry:
-        /* EFER.SVME */
-        mov ecx, 0xC0000080
-        rdmsr
-        or eax, 0x1000
-        wrmsr
-        /* VM_HSAVE_PA */
-        mov ecx, 0xC0010117
-        mov eax, HSAVE
-        xor edx, edx
-        wrmsr
+        L1_ENABLE_SVM HSAVE
         /* IOPM: intercept ports 0x60 and 0x80 (one bit per port) */
         or byte ptr [IOPM + 0x60 / 8], 1 << (0x60 % 8)
         or byte ptr [IOPM + 0x80 / 8], 1 << (0x80 % 8)
@@ -111,70 +103,19 @@ nestdbg_demo_l1_entry:
 2:      or dword ptr [rbx + 0x008], 1 << 14                        /* intercept #PF */
         mov qword ptr [L2_PT + (NPF_PAGE >> 12) * 8], 0
 3:
-        /* vmcb12: L2 state, 64-bit */
-        mov word ptr [rbx + 0x410], 0x08                           /* cs */
-        mov word ptr [rbx + 0x412], 0x29B
-        mov dword ptr [rbx + 0x414], 0xFFFFFFFF
-        mov word ptr [rbx + 0x400], 0x10                           /* es */
-        mov word ptr [rbx + 0x402], 0xC93
-        mov dword ptr [rbx + 0x404], 0xFFFFFFFF
-        mov word ptr [rbx + 0x420], 0x10                           /* ss */
-        mov word ptr [rbx + 0x422], 0xC93
-        mov dword ptr [rbx + 0x424], 0xFFFFFFFF
-        mov word ptr [rbx + 0x430], 0x10                           /* ds */
-        mov word ptr [rbx + 0x432], 0xC93
-        mov dword ptr [rbx + 0x434], 0xFFFFFFFF
-        mov qword ptr [rbx + 0x4D0], 0x1500                        /* EFER: LME LMA SVME */
-        mov qword ptr [rbx + 0x548], 0x20                          /* CR4: PAE */
-        mov qword ptr [rbx + 0x550], L2_PML4                       /* CR3 */
-        mov eax, 0x80000011                                        /* CR0: PG ET PE */
-        mov qword ptr [rbx + 0x558], rax
-        mov qword ptr [rbx + 0x560], 0x400                         /* DR7 */
-        mov eax, 0xFFFF0FF0                                        /* DR6 */
-        mov qword ptr [rbx + 0x568], rax
-        mov qword ptr [rbx + 0x570], 2                             /* RFLAGS */
-        lea rax, [rip + .Ll2_entry]                     /* L1 runs identity-mapped: */
-        mov qword ptr [rbx + 0x578], rax                           /* RIP = its L2-physical address */
-        mov qword ptr [rbx + 0x5D8], L2_STACK                      /* RSP */
-        mov rax, 0x0007040600070406
-        mov qword ptr [rbx + 0x668], rax                           /* g_pat */
+        /* vmcb12: L2 state, 64-bit, entered at .Ll2_entry */
+        L2_LONG_MODE_STATE L2_PML4, .Ll2_entry, L2_STACK
 
 l1_loop:
         /* L2's GPRs back in place: VMRUN switches only RAX, RSP, RIP, RFLAGS */
-        mov rbx, qword ptr [L2_GPRS + 0x00]
-        mov rcx, qword ptr [L2_GPRS + 0x08]
-        mov rdx, qword ptr [L2_GPRS + 0x10]
-        mov rsi, qword ptr [L2_GPRS + 0x18]
-        mov rdi, qword ptr [L2_GPRS + 0x20]
-        mov rbp, qword ptr [L2_GPRS + 0x28]
-        mov r8,  qword ptr [L2_GPRS + 0x30]
-        mov r9,  qword ptr [L2_GPRS + 0x38]
-        mov r10, qword ptr [L2_GPRS + 0x40]
-        mov r11, qword ptr [L2_GPRS + 0x48]
-        mov r12, qword ptr [L2_GPRS + 0x50]
-        mov r13, qword ptr [L2_GPRS + 0x58]
-        mov r14, qword ptr [L2_GPRS + 0x60]
-        mov r15, qword ptr [L2_GPRS + 0x68]
+        L2_GPRS_LOAD L2_GPRS
         mov eax, VMCB12
         .globl nestdbg_demo_vmrun
 nestdbg_demo_vmrun:
         .byte 0x0F, 0x01, 0xD8                                     /* vmrun */
         .globl nestdbg_demo_after_vmrun
 nestdbg_demo_after_vmrun:
-        mov qword ptr [L2_GPRS + 0x00], rbx
-        mov qword ptr [L2_GPRS + 0x08], rcx
-        mov qword ptr [L2_GPRS + 0x10], rdx
-        mov qword ptr [L2_GPRS + 0x18], rsi
-        mov qword ptr [L2_GPRS + 0x20], rdi
-        mov qword ptr [L2_GPRS + 0x28], rbp
-        mov qword ptr [L2_GPRS + 0x30], r8
-        mov qword ptr [L2_GPRS + 0x38], r9
-        mov qword ptr [L2_GPRS + 0x40], r10
-        mov qword ptr [L2_GPRS + 0x48], r11
-        mov qword ptr [L2_GPRS + 0x50], r12
-        mov qword ptr [L2_GPRS + 0x58], r13
-        mov qword ptr [L2_GPRS + 0x60], r14
-        mov qword ptr [L2_GPRS + 0x68], r15
+        L2_GPRS_STORE L2_GPRS
         inc qword ptr [EXIT_COUNT]
         mov edi, VMCB12
         mov eax, dword ptr [rdi + 0x70]                            /* exit_code */

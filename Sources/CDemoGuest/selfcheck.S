@@ -36,6 +36,7 @@
  * DebuggerEngine/Images/SelfCheckImage.swift holds the same facts as data.
  */
         .intel_syntax noprefix
+#include "l1_macros.h"
 
         .equ SC_LOAD,      0x1000
         .equ L1_PML4,      0x13000     /* L1's own page tables */
@@ -101,16 +102,7 @@ nestdbg_selfcheck_l1_entry:
         /* The reference: the code as loaded, stub included */
         call .Lchecksum
         mov qword ptr [REF_SUM], rax
-        /* EFER.SVME */
-        mov ecx, 0xC0000080
-        rdmsr
-        or eax, 0x1000
-        wrmsr
-        /* VM_HSAVE_PA */
-        mov ecx, 0xC0010117
-        mov eax, HSAVE
-        xor edx, edx
-        wrmsr
+        L1_ENABLE_SVM HSAVE
         /* IOPM: SC_PORT only. MSRPM: SC_MSR's read bit only (range C000_0000 at byte 0x800, 2 bits per MSR) */
         or byte ptr [IOPM + SC_PORT / 8], 1 << (SC_PORT % 8)
         or byte ptr [MSRPM + 0x800 + ((SC_MSR & 0x1FFF) * 2) / 8], 1 << (((SC_MSR & 0x1FFF) * 2) % 8)
@@ -138,67 +130,16 @@ nestdbg_selfcheck_l1_entry:
         mov qword ptr [rbx + 0x090], 1                             /* NP_ENABLE */
         mov qword ptr [rbx + 0x0B0], NPT_PML4
 1:
-        /* vmcb12: L2 state, 64-bit */
-        mov word ptr [rbx + 0x410], 0x08                           /* cs */
-        mov word ptr [rbx + 0x412], 0x29B
-        mov dword ptr [rbx + 0x414], 0xFFFFFFFF
-        mov word ptr [rbx + 0x400], 0x10                           /* es */
-        mov word ptr [rbx + 0x402], 0xC93
-        mov dword ptr [rbx + 0x404], 0xFFFFFFFF
-        mov word ptr [rbx + 0x420], 0x10                           /* ss */
-        mov word ptr [rbx + 0x422], 0xC93
-        mov dword ptr [rbx + 0x424], 0xFFFFFFFF
-        mov word ptr [rbx + 0x430], 0x10                           /* ds */
-        mov word ptr [rbx + 0x432], 0xC93
-        mov dword ptr [rbx + 0x434], 0xFFFFFFFF
-        mov qword ptr [rbx + 0x4D0], 0x1500                        /* EFER: LME LMA SVME */
-        mov qword ptr [rbx + 0x548], 0x20                          /* CR4: PAE */
-        mov qword ptr [rbx + 0x550], L2_PML4                       /* CR3 */
-        mov eax, 0x80000011                                        /* CR0: PG ET PE */
-        mov qword ptr [rbx + 0x558], rax
-        mov qword ptr [rbx + 0x560], 0x400                         /* DR7 */
-        mov eax, 0xFFFF0FF0                                        /* DR6 */
-        mov qword ptr [rbx + 0x568], rax
-        mov qword ptr [rbx + 0x570], 2                             /* RFLAGS */
-        lea rax, [rip + .Ll2_entry]                     /* L2 runs identity-mapped: */
-        mov qword ptr [rbx + 0x578], rax                           /* RIP = its physical address */
-        mov qword ptr [rbx + 0x5D8], L2_STACK                      /* RSP */
-        mov rax, 0x0007040600070406
-        mov qword ptr [rbx + 0x668], rax                           /* g_pat */
+        /* vmcb12: L2 state, 64-bit, entered at .Ll2_entry */
+        L2_LONG_MODE_STATE L2_PML4, .Ll2_entry, L2_STACK
 
 .Ll1_loop:
         call .Lverify
         /* L2's GPRs back in place: VMRUN switches only RAX, RSP, RIP, RFLAGS */
-        mov rbx, qword ptr [L2_GPRS + 0x00]
-        mov rcx, qword ptr [L2_GPRS + 0x08]
-        mov rdx, qword ptr [L2_GPRS + 0x10]
-        mov rsi, qword ptr [L2_GPRS + 0x18]
-        mov rdi, qword ptr [L2_GPRS + 0x20]
-        mov rbp, qword ptr [L2_GPRS + 0x28]
-        mov r8,  qword ptr [L2_GPRS + 0x30]
-        mov r9,  qword ptr [L2_GPRS + 0x38]
-        mov r10, qword ptr [L2_GPRS + 0x40]
-        mov r11, qword ptr [L2_GPRS + 0x48]
-        mov r12, qword ptr [L2_GPRS + 0x50]
-        mov r13, qword ptr [L2_GPRS + 0x58]
-        mov r14, qword ptr [L2_GPRS + 0x60]
-        mov r15, qword ptr [L2_GPRS + 0x68]
+        L2_GPRS_LOAD L2_GPRS
         mov eax, VMCB12
         call qword ptr [STUB_PTR]                                  /* vmrun at STUB_LINEAR */
-        mov qword ptr [L2_GPRS + 0x00], rbx
-        mov qword ptr [L2_GPRS + 0x08], rcx
-        mov qword ptr [L2_GPRS + 0x10], rdx
-        mov qword ptr [L2_GPRS + 0x18], rsi
-        mov qword ptr [L2_GPRS + 0x20], rdi
-        mov qword ptr [L2_GPRS + 0x28], rbp
-        mov qword ptr [L2_GPRS + 0x30], r8
-        mov qword ptr [L2_GPRS + 0x38], r9
-        mov qword ptr [L2_GPRS + 0x40], r10
-        mov qword ptr [L2_GPRS + 0x48], r11
-        mov qword ptr [L2_GPRS + 0x50], r12
-        mov qword ptr [L2_GPRS + 0x58], r13
-        mov qword ptr [L2_GPRS + 0x60], r14
-        mov qword ptr [L2_GPRS + 0x68], r15
+        L2_GPRS_STORE L2_GPRS
         mov edi, VMCB12
         mov eax, dword ptr [rdi + 0x70]                            /* exit_code */
         mov rcx, qword ptr [EXIT_COUNT]
