@@ -16,14 +16,10 @@ public struct DemoImage: Sendable {
     public let symbols: [String: UInt64]
 
     public init() {
-        var length = 0
-        let start = nestdbg_demo_image(&length)!
-        bytes = Array(UnsafeBufferPointer(start: start, count: length))
-        var s: [String: UInt64] = [:]
-        for i in 0..<nestdbg_demo_symbol_count() {
-            s[String(cString: nestdbg_demo_symbol_name(i))] = DemoImage.loadAddress + UInt64(nestdbg_demo_symbol_offset(i))
-        }
-        symbols = s
+        let image = BuiltInImage(loadAddress: DemoImage.loadAddress, image: nestdbg_demo_image, symbolCount: nestdbg_demo_symbol_count,
+                                 symbolName: nestdbg_demo_symbol_name, symbolOffset: nestdbg_demo_symbol_offset)
+        bytes = image.bytes
+        symbols = image.symbols
     }
 
     public func address(_ symbol: String) -> UInt64 {

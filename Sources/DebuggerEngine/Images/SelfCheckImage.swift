@@ -45,14 +45,10 @@ public struct SelfCheckImage: Sendable {
     public let symbols: [String: UInt64]
 
     public init() {
-        var length = 0
-        let start = nestdbg_selfcheck_image(&length)!
-        bytes = Array(UnsafeBufferPointer(start: start, count: length))
-        var s: [String: UInt64] = [:]
-        for i in 0..<nestdbg_selfcheck_symbol_count() {
-            s[String(cString: nestdbg_selfcheck_symbol_name(i))] = SelfCheckImage.loadAddress + UInt64(nestdbg_selfcheck_symbol_offset(i))
-        }
-        symbols = s
+        let image = BuiltInImage(loadAddress: SelfCheckImage.loadAddress, image: nestdbg_selfcheck_image, symbolCount: nestdbg_selfcheck_symbol_count,
+                                 symbolName: nestdbg_selfcheck_symbol_name, symbolOffset: nestdbg_selfcheck_symbol_offset)
+        bytes = image.bytes
+        symbols = image.symbols
     }
 
     public func address(_ symbol: String) -> UInt64 {
