@@ -34,6 +34,18 @@ struct BenchCommand: ParsableCommand {
         }
     }
 
+    /// What a stepping run does at each stop.
+    enum Mode: CaseIterable {
+        case stopsOnly, capture, json
+        var suffix: String {
+            switch self {
+            case .stopsOnly: return ", stops only"
+            case .capture: return ""
+            case .json: return " + JSON"
+            }
+        }
+    }
+
     /// One measured run: nested exits and the time they took.
     struct Run {
         var label: String
@@ -68,12 +80,14 @@ struct BenchCommand: ParsableCommand {
         }
         let baseline = Run(label: "free-running", exits: try count.counts()[0], elapsed: clock.now - start)
 
-        // 2. Stepping exit by exit with each stop source, full capture, and the same with the JSON line written.
+        // 2. Stepping exit by exit with each stop source: the stops alone (the
+        //    mechanism's floor: no register, page or state read), full capture,
+        //    and full capture with the JSON line written.
         var runs: [Run] = []
         let sink = FileHandle(forWritingAtPath: "/dev/null")
         for kind in StopSourceKind.allCases {
-            for withJSON in [false, true] {
-                let label = "\(kind.rawValue)\(withJSON ? " + JSON" : "")"
+            for mode in Mode.allCases {
+                let label = kind.rawValue + mode.suffix
                 let candidate = try target.makeTarget()
                 if kind == .patch, candidate.vmrunSites.isEmpty {
                     print("\(label): skipped (no VMRUN site known in \(candidate.name))")
@@ -84,15 +98,22 @@ struct BenchCommand: ParsableCommand {
                 var json = Duration.zero
                 start = clock.now
                 stepping: while clock.now - start < window {
+                    if mode == .stopsOnly {
+                        switch try engine.source.next().event {
+                        case .fault, .guestExited: break stepping
+                        default: continue stepping
+                        }
+                    }
                     let stop = try engine.next()
-                    if withJSON {
+                    if mode == .json {
                         let t0 = clock.now
                         sink?.write(Data(stop.json.serializedBytes() + [0x0A]))
                         json += clock.now - t0
                     }
                     if stop.endsRun { break stepping }
                 }
-                var run = Run(label: label, exits: try count.counts()[0], elapsed: clock.now - start, timings: engine.timings)
+                var run = Run(label: label, exits: try count.counts()[0], elapsed: clock.now - start,
+                              timings: mode == .capture ? engine.timings : nil)
                 run.json = json
                 runs.append(run)
             }
@@ -113,7 +134,7 @@ struct BenchCommand: ParsableCommand {
             print(line)
         }
         print("where a stop's time goes (mean per nested exit, VMRUN stop included):")
-        for run in runs where run.json == .zero {
+        for run in runs {
             guard let t = run.timings, run.exits > 0 else { continue }
             let n = Int(run.exits)
             let parts: [(String, Duration)] = [
