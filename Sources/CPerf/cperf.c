@@ -57,6 +57,10 @@ uint64_t cperf_ring_head(const void *base) {
     return __atomic_load_n(&page->data_head, __ATOMIC_ACQUIRE);
 }
 
+uint64_t cperf_ring_tail(const void *base) {
+    return ((const struct perf_event_mmap_page *)base)->data_tail;
+}
+
 void cperf_ring_set_tail(void *base, uint64_t tail) {
     struct perf_event_mmap_page *page = base;
     __atomic_store_n(&page->data_tail, tail, __ATOMIC_RELEASE);

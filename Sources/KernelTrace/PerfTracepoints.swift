@@ -41,7 +41,8 @@ public final class PerfTracepoints {
     /// Opens every request for `thread` (a kernel thread id), disabled.
     /// `ringPages` (a power of two) data pages hold samples between drains.
     public init(_ requests: [TracepointRequest], thread: Int32, tracefs: Tracefs, ringPages: Int = 64) throws {
-        precondition(!requests.isEmpty && ringPages > 0 && ringPages & (ringPages - 1) == 0)
+        // One perf group reads back at most 16 counters (cperf_read_group).
+        precondition((1...16).contains(requests.count) && ringPages > 0 && ringPages & (ringPages - 1) == 0)
         self.thread = thread
         formats = try requests.map { try tracefs.format(system: $0.system, name: $0.name) }
         var opened: [Int32] = []
@@ -69,8 +70,9 @@ public final class PerfTracepoints {
             throw error
         }
         fds = opened
+        // data_offset and data_size are 0 on kernels before 4.1: the data then starts at the second page.
         let offset = Int(cperf_ring_data_offset(ring))
-        dataOffset = offset == 0 ? page0(ringLength, ringPages) : offset
+        dataOffset = offset == 0 ? ringLength / (ringPages + 1) : offset
         let size = Int(cperf_ring_data_size(ring))
         dataSize = size == 0 ? ringLength - dataOffset : size
     }
@@ -115,16 +117,11 @@ public final class PerfTracepoints {
         return values
     }
 
-    /// The index of the request a record came from.
-    public func requestIndex(of record: TraceRecord) -> Int? {
-        formats.firstIndex { $0.id == record.format.id }
-    }
 
     /// Takes every sample written since the last drain, oldest first.
     public func drain() -> [TraceSample] {
         let head = cperf_ring_head(ring)
-        let tailPointer = ring.advanced(by: 1032).assumingMemoryBound(to: UInt64.self)
-        var tail = tailPointer.pointee
+        var tail = cperf_ring_tail(ring)
         let data = ring.advanced(by: dataOffset)
         var samples: [TraceSample] = []
         // A record may wrap around the end of the data area: copy in at most two pieces.
@@ -167,6 +164,3 @@ public final class PerfTracepoints {
         return samples
     }
 }
-
-/// The first data page when the kernel does not report data_offset (pre-4.1).
-private func page0(_ length: Int, _ pages: Int) -> Int { length / (pages + 1) }

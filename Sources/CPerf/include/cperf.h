@@ -21,13 +21,14 @@ int cperf_set_output(int fd, int leader);
 /// PERF_EVENT_IOC_ENABLE / _DISABLE of a whole group, through its leader. -errno on failure.
 int cperf_enable(int fd);
 int cperf_disable(int fd);
-/// The counts of a group, leader first, in one read(2): fills up to `max`
-/// values and returns how many, or -errno.
+/// The counts of a group (at most 16 events), leader first, in one read(2):
+/// fills up to `max` values and returns how many, or -errno.
 int cperf_read_group(int leader, uint64_t *values, int max);
 
 /// The ring's data_head (load-acquire) and data_tail (store-release), at
 /// the metadata page `base`.
 uint64_t cperf_ring_head(const void *base);
+uint64_t cperf_ring_tail(const void *base);
 void cperf_ring_set_tail(void *base, uint64_t tail);
 /// data_offset and data_size of the metadata page (kernel 4.1+).
 uint64_t cperf_ring_data_offset(const void *base);

@@ -2,6 +2,9 @@ import KernelTrace
 import KVMControl
 import SVMModel
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Whether this host can stop a vCPU with KVM's tracepoints, and if not, what is missing.
 public enum TracepointAvailability: Equatable, Sendable {
@@ -24,6 +27,8 @@ public final class TracepointStopSource: StopSource {
     private let timings: StopTimings
     private let tracefs: Tracefs
     private var events: PerfTracepoints?
+    /// The thread the events are bound to.
+    private var boundThread: pthread_t?
     /// Each event's fields, resolved once, by tracepoint id.
     private var decoders: [UInt64: KVMEventDecoder] = [:]
     /// Counters at the last drain, in request order.
@@ -45,9 +50,9 @@ public final class TracepointStopSource: StopSource {
     public static func availability() -> TracepointAvailability {
         do {
             let tracefs = try Tracefs.locate()
-            let probe = try PerfTracepoints(KVMNestedEvent.requests, thread: PerfTracepoints.currentThreadID(),
-                                            tracefs: tracefs, ringPages: 1)
-            _ = probe
+            // Opened and closed at once: the kernel accepts what the source will ask.
+            _ = try PerfTracepoints(KVMNestedEvent.requests, thread: PerfTracepoints.currentThreadID(), tracefs: tracefs,
+                                    ringPages: 1)
             return .available(tracefs: tracefs.root)
         } catch let error as TraceError {
             return .unavailable(error.description)
@@ -130,13 +135,15 @@ public final class TracepointStopSource: StopSource {
     /// Binds the events to the calling thread: the one that runs KVM_RUN
     /// (the engine's thread, which may not be the one that made the source).
     private func openOnThisThread() throws {
+        // pthread_self is no system call: this runs before every stop.
+        if events != nil, let bound = boundThread, pthread_equal(bound, pthread_self()) != 0 { return }
         let thread = PerfTracepoints.currentThreadID()
-        if let events, events.thread == thread { return }
         try PerfTracepoints.prepareCurrentThread()
         let opened = try PerfTracepoints(KVMNestedEvent.requests, thread: thread, tracefs: tracefs)
         decoders = Dictionary(uniqueKeysWithValues: try opened.formats.map { ($0.id, try KVMEventDecoder($0)) })
         try opened.enable()
         events = opened
+        boundThread = pthread_self()
         lastCounts = try opened.counts()
     }
 
