@@ -266,7 +266,8 @@ public final class VCPU: @unchecked Sendable {
     /// `KVM_GET_NESTED_STATE`: the blob and its header. Always with room for
     /// the whole blob: SVM's get_nested_state only checks that the buffer
     /// holds the header, then writes the 4 KiB of data in guest mode whatever
-    /// size it was given (a header-sized read overflowed here, 6.1 and 6.12).
+    /// size it was given (a header-sized read overflowed the heap under 6.1;
+    /// later kernels write in the same order).
     public func nestedState() throws -> NestedState {
         guard nestedStateMaxSize > 0 else {
             throw KVMError.unsupported(operation: "KVM_GET_NESTED_STATE",
