@@ -143,7 +143,8 @@ public enum Renderer {
         }
         if let kvm = stop.kvm, stop.kind == .nestedExit {
             // KVM's own word on this exit (tracepoint stops): agreement with vmcb12, and the exits L1 never saw.
-            let l0 = kvm.handledByL0.map { $0.isEmpty ? "none" : $0.map { "\($0.name)×\($0.count)" }.joined(separator: " ") } ?? "unknown"
+            let times = v.unicode ? "×" : "x"   // the sandbox's serial console is not UTF-8
+            let l0 = kvm.handledByL0.map { $0.isEmpty ? "none" : $0.map { "\($0.name)\(times)\($0.count)" }.joined(separator: " ") } ?? "unknown"
             let agreement = stop.kvmDisagreements.isEmpty ? (kvm.injectedExit == nil ? "" : "KVM agrees with vmcb12; ") : ""
             if r < last {
                 s.put("\(agreement)L0 handled: \(l0)", row: r, col: col + 1, style: .dim, maxWidth: inner)

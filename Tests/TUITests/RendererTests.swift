@@ -136,6 +136,8 @@ struct RendererTests {
             #expect(s.style(row: alarm.row, col: alarm.col) == .unexpected)
         }
         #expect(render(sampleView(), 160, 50).find("L0 handled") == nil, "nothing claimed without KVM's events (patch stops)")
+        view.unicode = false
+        #expect(render(view, 100, 40).find("L0 handled: CPUIDx2 NPFx1") != nil, "ASCII where the terminal is not UTF-8")
     }
 
     @Test("history lists the stops; selecting a past one shows its snapshot")
