@@ -192,7 +192,7 @@ public enum Renderer {
         let lines = wrap("rewritten: " + compactNames(rewritten.map(\.field)).joined(separator: " "), width: inner)
         for (i, line) in lines.enumerated() where r < last {
             let more = i < lines.count - 1 && r == last - 1
-            s.put(more ? String(line.prefix(inner - 1)) + "…" : line, row: r, col: col + 1, style: .dim, maxWidth: inner)
+            s.put(more ? String(line.prefix(inner - 1)) + (v.unicode ? "…" : "+") : line, row: r, col: col + 1, style: .dim, maxWidth: inner)
             r += 1
         }
     }
