@@ -1,7 +1,7 @@
 /// A JSON value with ordered objects: nestdbg's one JSON schema (README,
 /// "JSON") is built from these, for `vmcb` commands now and stops and
 /// recordings later. Field values are hex strings, counters integers.
-public indirect enum JSON: Equatable, Sendable {
+public enum JSON: Equatable, Sendable {
     case string(String)
     /// A field value, written as the hex string "0x1f" (kept as a number until written: most of a stop's values).
     case hex(UInt64)

@@ -48,10 +48,17 @@ public enum FieldMeaning: Sendable, Equatable {
 }
 
 /// One VMCB field: Linux's name, where it lives, how wide it is, what it means.
-public struct VMCBField: Sendable, Hashable {
+/// Immutable, declared once each (the statics below), and passed around at
+/// every stop (diffs, rules, JSON): a reference, so a copy is one retain.
+public final class VMCBField: Sendable, Hashable {
     init(name: String, offset: Int, width: Int, area: VMCBArea, meaning: FieldMeaning, summary: String) {
-        self.name = name; self.offset = offset; self.width = width; self.area = area; self.meaning = meaning
+        self.name = name
+        self.offset = offset
+        self.width = width
+        self.area = area
+        self.meaning = meaning
         self.summary = summary
+        shortName = String(name.dropFirst(area.rawValue.count + 1))
         isInteger = [1, 2, 4, 8].contains(width) && meaning != .bytes && meaning != .reserved
         firstWord = offset / 8
         lastWord = (offset + width - 1) / 8
@@ -74,7 +81,7 @@ public struct VMCBField: Sendable, Hashable {
     let firstWord: Int, lastWord: Int
     public var isReserved: Bool { meaning == .reserved }
     /// The name inside its area (`exit_info_1`, `cs.attrib`).
-    public var shortName: String { String(name.dropFirst(area.rawValue.count + 1)) }
+    public let shortName: String
     public var range: Range<Int> { offset..<(offset + width) }
 
     public static func == (a: VMCBField, b: VMCBField) -> Bool { a.name == b.name }
