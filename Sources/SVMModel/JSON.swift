@@ -18,17 +18,16 @@ public enum JSON: Equatable, Sendable {
 
     /// The same as UTF-8 bytes, ready to write out.
     public func serializedBytes() -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(8192)
+        var out = JSONOutput(capacity: 8192)
         write(into: &out)
-        return out
+        return out.bytes()
     }
 
-    private func write(into out: inout [UInt8]) {
+    private func write(into out: inout JSONOutput) {
         switch self {
         case let .string(s): JSON.quote(s, into: &out)
         case let .hex(v):
-            out.append(contentsOf: [UInt8(ascii: "\""), UInt8(ascii: "0"), UInt8(ascii: "x")])
+            out.append("\"0x")
             var shift = UInt64(max(1, (64 - v.leadingZeroBitCount + 3) / 4) * 4)
             while shift > 0 {
                 shift -= 4
@@ -36,9 +35,9 @@ public enum JSON: Equatable, Sendable {
                 out.append(nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10)
             }
             out.append(UInt8(ascii: "\""))
-        case let .int(i): out.append(contentsOf: String(i).utf8)
-        case let .bool(b): out.append(contentsOf: (b ? "true" : "false").utf8)
-        case .null: out.append(contentsOf: "null".utf8)
+        case let .int(i): JSON.raw(String(i), into: &out)
+        case let .bool(b): out.append(b ? "true" : "false")
+        case .null: out.append("null")
         case let .array(a):
             out.append(UInt8(ascii: "["))
             for (i, v) in a.enumerated() {
@@ -58,13 +57,18 @@ public enum JSON: Equatable, Sendable {
         }
     }
 
-    private static func quote(_ s: String, into out: inout [UInt8]) {
+    private static func raw(_ s: String, into out: inout JSONOutput) {
+        var text = s
+        text.withUTF8 { out.append($0) }
+    }
+
+    private static func quote(_ s: String, into out: inout JSONOutput) {
         out.append(UInt8(ascii: "\""))
         var text = s
         text.withUTF8 { bytes in
             // Most strings (names, hex values) need no escaping: copy them whole.
             if !bytes.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
-                out.append(contentsOf: bytes)
+                out.append(bytes)
             } else {
                 escape(bytes, into: &out)
             }
@@ -72,23 +76,69 @@ public enum JSON: Equatable, Sendable {
         out.append(UInt8(ascii: "\""))
     }
 
-    private static func escape(_ bytes: UnsafeBufferPointer<UInt8>, into out: inout [UInt8]) {
+    private static func escape(_ bytes: UnsafeBufferPointer<UInt8>, into out: inout JSONOutput) {
+        let digits: StaticString = "0123456789abcdef"
         for byte in bytes {
             switch byte {
-            case UInt8(ascii: "\""): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
-            case UInt8(ascii: "\\"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
-            case UInt8(ascii: "\n"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
-            case UInt8(ascii: "\t"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
-            case UInt8(ascii: "\r"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
+            case UInt8(ascii: "\""): out.append("\\\"")
+            case UInt8(ascii: "\\"): out.append("\\\\")
+            case UInt8(ascii: "\n"): out.append("\\n")
+            case UInt8(ascii: "\t"): out.append("\\t")
+            case UInt8(ascii: "\r"): out.append("\\r")
             case 0..<0x20:
                 // \u00XX; multi-byte UTF-8 (>= 0x80) passes through as it is.
-                let digits = Array("0123456789abcdef".utf8)
-                out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"),
-                                        digits[Int(byte >> 4)], digits[Int(byte & 0xF)]])
+                out.append("\\u00")
+                out.append(digits.utf8Start[Int(byte >> 4)])
+                out.append(digits.utf8Start[Int(byte & 0xF)])
             default: out.append(byte)
             }
         }
     }
+}
+
+/// The serializer's output: a growing byte buffer, appended to without the
+/// uniqueness and bounds checks of an array append (a stop's line is some
+/// thousand appends, at every stop of `--json`).
+private struct JSONOutput: ~Copyable {
+    private var base: UnsafeMutablePointer<UInt8>
+    private var capacity: Int
+    private var count = 0
+
+    init(capacity: Int) {
+        base = .allocate(capacity: capacity)
+        self.capacity = capacity
+    }
+
+    deinit { base.deallocate() }
+
+    private mutating func reserve(_ n: Int) {
+        guard count + n > capacity else { return }
+        let grown = max(capacity * 2, count + n)
+        let larger = UnsafeMutablePointer<UInt8>.allocate(capacity: grown)
+        larger.initialize(from: base, count: count)
+        base.deallocate()
+        base = larger
+        capacity = grown
+    }
+
+    mutating func append(_ byte: UInt8) {
+        reserve(1)
+        base[count] = byte
+        count += 1
+    }
+
+    mutating func append(_ bytes: UnsafeBufferPointer<UInt8>) {
+        guard let start = bytes.baseAddress, !bytes.isEmpty else { return }
+        reserve(bytes.count)
+        (base + count).initialize(from: start, count: bytes.count)
+        count += bytes.count
+    }
+
+    mutating func append(_ text: StaticString) {
+        append(UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+    }
+
+    func bytes() -> [UInt8] { Array(UnsafeBufferPointer(start: base, count: count)) }
 }
 
 extension FieldValue {
