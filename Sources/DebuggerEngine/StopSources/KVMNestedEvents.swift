@@ -45,6 +45,20 @@ public enum KVMNestedEvent: Equatable, Sendable {
         }
     }
 
+    /// Its place in `requests` (the order the counters come back in).
+    var requestIndex: Int {
+        switch self {
+        case .vmenter: return 0
+        case .vmexitInject: return 1
+        case .vmenterFailed: return 2
+        case .l2Exit: return 3
+        }
+    }
+
+    /// What KVM_RUN's EINTR at a stop this event caused is recorded as.
+    var interruptedRun: String { KVMNestedEvent.interruptedRuns[requestIndex] }
+    private static let interruptedRuns = requests.map { "KVM_RUN EINTR (SIGTRAP from \($0.name))" }
+
     /// One line: "kvm_nested_vmexit_inject CPUID info1 0x0 info2 0x0".
     public var summary: String {
         switch self {

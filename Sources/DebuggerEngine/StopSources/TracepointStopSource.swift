@@ -168,13 +168,13 @@ public final class TracepointStopSource: StopSource {
             lastCounts = counts
             var missingStops: [String] = []
             var missingL2Exits: UInt64 = 0
-            for (request, firings) in zip(KVMNestedEvent.requests, fired) {
-                let seen = UInt64(decoded.filter { $0.tracepoint == request.name }.count)
-                guard firings > seen else { continue }
+            var seen = [UInt64](repeating: 0, count: fired.count)
+            for event in decoded { seen[event.requestIndex] += 1 }
+            for (i, request) in KVMNestedEvent.requests.enumerated() where fired[i] > seen[i] {
                 if request.stops {
-                    missingStops.append("\(firings - seen) \(request.name)")
+                    missingStops.append("\(fired[i] - seen[i]) \(request.name)")
                 } else {
-                    missingL2Exits += firings - seen
+                    missingL2Exits += fired[i] - seen[i]
                 }
             }
             return (decoded, missingStops, missingL2Exits)
@@ -194,7 +194,7 @@ public final class TracepointStopSource: StopSource {
                 return kicked ? SourceStop(.paused, kvmExit: exit.kvmName) : nil
             }
             if kicked { pauseRequested.store(true, ordering: .sequentiallyConsistent) }
-            let how = "KVM_RUN EINTR (SIGTRAP from \(last.tracepoint))"
+            let how = last.interruptedRun
             switch last {
             case .vmenter: return SourceStop(.vmrunEmulated, kvmExit: how, evidence: evidence)
             case .vmexitInject, .vmenterFailed: return SourceStop(.nestedExit, kvmExit: how, evidence: evidence)
