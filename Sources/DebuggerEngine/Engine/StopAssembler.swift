@@ -87,7 +87,7 @@ struct StopAssembler {
                 }
                 if let vmcb = stop.vmcb12 { stop.kvmDisagreements = disagreements(injected, vmcb) }
                 if let check = evidence.failedCheck { stop.reason += "; KVM's failed check: \(check)" }
-                if injected.code == KVMExitFields.smmEntryCode {
+                if injected.code == SVMExit.software {   // KVM's SMM entry from L2 fires kvm_nested_vmexit_inject too
                     stop.reason = "KVM entered SMM from L2 (exit code 0xf0000000, SVM_EXIT_SW, is KVM's own: no #VMEXIT reaches L1)"
                 }
             } else if let check = evidence.failedCheck {

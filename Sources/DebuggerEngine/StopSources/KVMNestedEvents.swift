@@ -10,9 +10,6 @@ public struct KVMExitFields: Equatable, Sendable {
     public var intInfo: UInt64
     public var intInfoError: UInt64
 
-    /// KVM's SMM entry from L2 fires kvm_nested_vmexit_inject with this code (SVM_EXIT_SW): no #VMEXIT reaches L1.
-    public static let smmEntryCode: UInt64 = 0xF000_0000
-
     public init(code: UInt64, info1: UInt64 = 0, info2: UInt64 = 0, intInfo: UInt64 = 0, intInfoError: UInt64 = 0) {
         self.code = code
         self.info1 = info1
