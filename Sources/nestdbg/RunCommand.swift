@@ -148,7 +148,9 @@ struct TargetOptions: ParsableArguments {
 
     func makeEngine() throws -> Engine {
         try reportingErrors {
-            let engine = try Engine(ownVM: try makeTarget(), stops: try stopSource())
+            // The stop source first: a bad --stops is bad input, whatever KVM offers.
+            let stops = try stopSource()
+            let engine = try Engine(ownVM: try makeTarget(), stops: stops)
             engine.checkEnvironment = CheckEnvironment(physicalAddressBits: physBits)
             return engine
         }

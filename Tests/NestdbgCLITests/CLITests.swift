@@ -143,6 +143,24 @@ struct CLITests {
         }
     }
 
+    @Test("kvm-info names each stop source and whether this host can use it; --stops takes only the sources nestdbg has")
+    func stopSources() throws {
+        guard access("/dev/kvm", R_OK | W_OK) == 0 else {
+            if ProcessInfo.processInfo.environment["CI"] != nil { Issue.record("CI must provide /dev/kvm") }
+            try Test.cancel("/dev/kvm is not accessible")
+        }
+        let info = try CLI.run("kvm-info")
+        #expect(info.status == 0, "\(info.stderr)")
+        let lines = info.stdout.split(separator: "\n").filter { $0.hasPrefix("stop source ") }
+        #expect(lines.count == 2 && lines[0].hasPrefix("stop source tracepoint: ") && lines[1].hasPrefix("stop source patch: available"),
+                "\(lines)")
+        if geteuid() == 0 {
+            #expect(lines[0].contains(": available: perf SIGTRAP"), "root here: perf and tracefs are there")
+        }
+        let bad = try CLI.run("run", "--batch", "--stops", "hardware")
+        #expect(bad.status == 2 && bad.stderr == "nestdbg: --stops hardware: tracepoint or patch\n", "\(bad.status) \(bad.stderr)")
+    }
+
     @Test("run --batch on a guest that never exits gives up after --timeout with a clear line and status 1 (real /dev/kvm)")
     func batchTimeout() throws {
         guard access("/dev/kvm", R_OK | W_OK) == 0 else {
