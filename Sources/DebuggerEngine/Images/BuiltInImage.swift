@@ -18,3 +18,20 @@ struct BuiltInImage {
         symbols = s
     }
 }
+
+/// A built-in L1 (the demo, selfcheck): its bytes and symbols, and the
+/// address of a symbol the tests and the engine rely on.
+public protocol BuiltInL1 {
+    /// "demo", "selfcheck": for messages.
+    static var imageName: String { get }
+    var bytes: [UInt8] { get }
+    var symbols: [String: UInt64] { get }
+}
+
+extension BuiltInL1 {
+    /// A symbol's guest address; a symbol the image lacks is a programming error.
+    public func address(_ symbol: String) -> UInt64 {
+        guard let a = symbols[symbol] else { preconditionFailure("\(Self.imageName) has no symbol \(symbol)") }
+        return a
+    }
+}

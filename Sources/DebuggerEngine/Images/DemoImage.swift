@@ -2,7 +2,8 @@ import CDemoGuest
 
 /// The built-in demo (Sources/CDemoGuest/demo.S): an L1 SVM hypervisor and
 /// its L2 guest, with the symbols the engine and the tests need.
-public struct DemoImage: Sendable {
+public struct DemoImage: BuiltInL1, Sendable {
+    public static let imageName = "demo"
     /// Where the VMM loads the image (guest-physical = L1-linear, identity-mapped).
     public static let loadAddress: UInt64 = 0x1000
     public static let vmcb12: UInt64 = 0x20000
@@ -20,11 +21,6 @@ public struct DemoImage: Sendable {
                                  symbolName: nestdbg_demo_symbol_name, symbolOffset: nestdbg_demo_symbol_offset)
         bytes = image.bytes
         symbols = image.symbols
-    }
-
-    public func address(_ symbol: String) -> UInt64 {
-        guard let a = symbols[symbol] else { preconditionFailure("demo has no symbol \(symbol)") }
-        return a
     }
 
     /// L2's program: the instruction symbols in execution order with the exit

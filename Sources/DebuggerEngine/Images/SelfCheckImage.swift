@@ -8,7 +8,8 @@ import SVMModel
 /// watches KVM's nested tracepoints can. The addresses and the expected exits
 /// below are the assembly's header comment as data: the tests check the
 /// guest against them.
-public struct SelfCheckImage: Sendable {
+public struct SelfCheckImage: BuiltInL1, Sendable {
+    public static let imageName = "selfcheck"
     /// Where the VMM loads the image (guest-physical = L1-linear, identity-mapped).
     public static let loadAddress: UInt64 = 0x1000
     public static let vmcb12: UInt64 = 0x20000
@@ -49,11 +50,6 @@ public struct SelfCheckImage: Sendable {
                                  symbolName: nestdbg_selfcheck_symbol_name, symbolOffset: nestdbg_selfcheck_symbol_offset)
         bytes = image.bytes
         symbols = image.symbols
-    }
-
-    public func address(_ symbol: String) -> UInt64 {
-        guard let a = symbols[symbol] else { preconditionFailure("selfcheck has no symbol \(symbol)") }
-        return a
     }
 
     /// The vmcb12 control that sends an exit to L1.
