@@ -18,19 +18,12 @@ public struct TracepointRequest: Sendable, Equatable {
     }
 }
 
-/// One sample out of the ring, in the order the kernel wrote it.
-public enum TraceSample: Sendable {
-    case record(TraceRecord)
-    /// The kernel dropped this many samples (the ring was full).
-    case lost(UInt64)
-}
-
 /// A set of tracepoints bound to one thread, every sample of each into one
 /// shared ring buffer (so they come out in the order they fired), with the
-/// per-event counters perf keeps. The thread must be prepared first
-/// (`prepareCurrentThread`): the default action kills.
+/// per-event counters perf keeps: they are exact even when the ring was
+/// full, so they, not the ring, say what was lost. The thread must be
+/// prepared first (`prepareCurrentThread`): SIGTRAP's default action kills.
 public final class PerfTracepoints {
-    public let thread: Int32
     public let formats: [TracepointFormat]
     private var fds: [Int32] = []
     private let ring: UnsafeMutableRawPointer
@@ -43,7 +36,6 @@ public final class PerfTracepoints {
     public init(_ requests: [TracepointRequest], thread: Int32, tracefs: Tracefs, ringPages: Int = 64) throws {
         // One perf group reads back at most 16 counters (cperf_read_group).
         precondition((1...16).contains(requests.count) && ringPages > 0 && ringPages & (ringPages - 1) == 0)
-        self.thread = thread
         formats = try requests.map { try tracefs.format(system: $0.system, name: $0.name) }
         var opened: [Int32] = []
         do {
@@ -118,12 +110,12 @@ public final class PerfTracepoints {
     }
 
 
-    /// Takes every sample written since the last drain, oldest first.
-    public func drain() -> [TraceSample] {
+    /// Takes every record written since the last drain, oldest first.
+    public func drain() -> [TraceRecord] {
         let head = cperf_ring_head(ring)
         var tail = cperf_ring_tail(ring)
         let data = ring.advanced(by: dataOffset)
-        var samples: [TraceSample] = []
+        var records: [TraceRecord] = []
         // A record may wrap around the end of the data area: copy in at most two pieces.
         func bytes(_ position: UInt64, _ count: Int) -> [UInt8] {
             let start = Int(position % UInt64(dataSize))
@@ -142,25 +134,20 @@ public final class PerfTracepoints {
         }
         while tail < head {
             // struct perf_event_header { u32 type; u16 misc; u16 size; }
-            let type = UInt32(integer(tail, 4)), size = Int(integer(tail + 6, 2))
+            let type = Int(integer(tail, 4))
+            let size = Int(integer(tail + 6, 2))
             guard size >= 8 else { break }
-            switch Int(type) {
-            case CPERF_RECORD_SAMPLE:
-                // PERF_SAMPLE_RAW alone: u32 size, then the raw data.
+            // A sample with PERF_SAMPLE_RAW alone: u32 size, then the raw data. Other records are skipped.
+            if type == CPERF_RECORD_SAMPLE {
                 let rawSize = Int(integer(tail + 8, 4))
                 let raw = bytes(tail + 12, min(rawSize, size - 12))
                 if let id = TraceRecord.commonType(of: raw), let format = formats.first(where: { $0.id == id }) {
-                    samples.append(.record(TraceRecord(format: format, bytes: raw)))
+                    records.append(TraceRecord(format: format, bytes: raw))
                 }
-            case CPERF_RECORD_LOST:
-                // u64 id, u64 lost
-                samples.append(.lost(integer(tail + 16, 8)))
-            default:
-                break
             }
             tail += UInt64(size)
         }
         cperf_ring_set_tail(ring, head)
-        return samples
+        return records
     }
 }

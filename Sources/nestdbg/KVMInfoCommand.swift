@@ -20,8 +20,10 @@ struct KVMInfoCommand: ParsableCommand {
             let cpuid = try kvm.supportedCPUID()
             print("supported CPUID SVM (0x80000001 ECX[2]): \(CPUIDEntry.hasSVM(cpuid) ? "yes" : "no")")
             for kind in StopSourceKind.allCases {
-                let (usable, detail) = StopSourceKind.availability(of: kind)
-                print("stop source \(kind.rawValue): \(usable ? "available" : "unavailable"): \(detail)")
+                switch kind.availability {
+                case let .available(what): print("stop source \(kind.rawValue): available: \(what)")
+                case let .unavailable(why): print("stop source \(kind.rawValue): unavailable: \(why)")
+                }
             }
         } catch let error as KVMError {
             throw fail(error.description, status: 1)

@@ -195,13 +195,13 @@ struct TargetOptions: ParsableArguments {
     private func stopSource() throws -> StopSourceKind {
         if let stops {
             guard let kind = StopSourceKind(rawValue: stops) else { throw fail("--stops \(stops): tracepoint or patch", status: 2) }
-            let (usable, detail) = StopSourceKind.availability(of: kind)
-            guard usable else { throw fail("--stops \(stops) is not available here: \(detail)", status: 1) }
+            if case let .unavailable(why) = kind.availability {
+                throw fail("--stops \(stops) is not available here: \(why)", status: 1)
+            }
             return kind
         }
-        let (usable, detail) = StopSourceKind.availability(of: .tracepoint)
-        if usable { return .tracepoint }
-        FileHandle.standardError.write(Data("nestdbg: tracepoint stops unavailable (\(detail)); using the patch source\n".utf8))
+        guard case let .unavailable(why) = StopSourceKind.tracepoint.availability else { return .tracepoint }
+        FileHandle.standardError.write(Data("nestdbg: tracepoint stops unavailable (\(why)); using the patch source\n".utf8))
         return .patch
     }
 

@@ -149,9 +149,9 @@ struct SigtrapStopTests {
             #expect(regs.rip == 0x1003, "stop \(stop): RIP \(String(regs.rip, radix: 16)), not just after CPUID")
             #expect(regs.rsi & 0xFFFF == UInt64(stop), "stop \(stop): the guest began \(regs.rsi & 0xFFFF) CPUIDs")
             #expect(try events.counts() == [UInt64(stop)])
-            let samples = events.drain()
-            #expect(samples.count == 1, "stop \(stop): \(samples.count) samples")
-            if case let .record(record)? = samples.first {
+            let records = events.drain()
+            #expect(records.count == 1, "stop \(stop): \(records.count) records")
+            if let record = records.first {
                 #expect(record.format.event == "kvm:kvm_cpuid")
                 #expect(record.integer("function") == 0, "CPUID leaf as the tracepoint recorded it")
             } else {
@@ -178,10 +178,7 @@ struct SigtrapStopTests {
         let counts = try events.counts()
         #expect(counts[0] == 3)
         #expect(counts[1] == 1, "one exit to userspace: the HLT")
-        let leaves = events.drain().compactMap { sample -> UInt64? in
-            guard case let .record(r) = sample, r.format.event == "kvm:kvm_cpuid" else { return nil }
-            return r.integer("function")
-        }
+        let leaves = events.drain().filter { $0.format.event == "kvm:kvm_cpuid" }.map { $0.integer("function") }
         #expect(leaves == [1, 0, 2])
         #expect(events.drain().isEmpty, "a drained ring is empty")
         _ = vm

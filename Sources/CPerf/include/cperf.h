@@ -45,7 +45,7 @@ int cperf_gettid(void);
 /// TRAP_PERF signals delivered to this process since start (any thread).
 uint64_t cperf_sigtrap_count(void);
 
-/// PERF_RECORD_SAMPLE and PERF_RECORD_LOST, for the ring parser.
-enum { CPERF_RECORD_LOST = 2, CPERF_RECORD_SAMPLE = 9 };
+/// PERF_RECORD_SAMPLE, for the ring parser (other records are skipped).
+enum { CPERF_RECORD_SAMPLE = 9 };
 
 #endif

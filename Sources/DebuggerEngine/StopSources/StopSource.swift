@@ -61,17 +61,20 @@ public enum StopSourceKind: String, CaseIterable, Sendable {
     case patch
 
     /// Whether this host can use it, and if not why.
-    public static func availability(of kind: StopSourceKind) -> (usable: Bool, detail: String) {
-        switch kind {
+    public var availability: StopSourceAvailability {
+        switch self {
         case .tracepoint:
-            switch TracepointStopSource.availability() {
-            case let .available(tracefs): return (true, "perf SIGTRAP on kvm:kvm_nested_* (tracefs at \(tracefs))")
-            case let .unavailable(why): return (false, why)
-            }
+            return TracepointStopSource.availability()
         case .patch:
-            return (true, "HLT over VMRUN and the instruction after it (needs the VMRUN sites: symbols, a scan or --vmrun-at)")
+            return .available("HLT over VMRUN and the instruction after it (needs the VMRUN sites: symbols, a scan or --vmrun-at)")
         }
     }
+}
+
+/// Whether this host can use a stop source: what it rests on, or what is missing.
+public enum StopSourceAvailability: Equatable, Sendable {
+    case available(String)
+    case unavailable(String)
 }
 
 /// Why a stop source refused a request.

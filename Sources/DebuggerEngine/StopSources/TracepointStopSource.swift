@@ -6,12 +6,6 @@ import Synchronization
 import Glibc
 #endif
 
-/// Whether this host can stop a vCPU with KVM's tracepoints, and if not, what is missing.
-public enum TracepointAvailability: Equatable, Sendable {
-    case available(tracefs: String)
-    case unavailable(String)
-}
-
 /// Stops where KVM itself says a nested transition happened: perf events on
 /// kvm_nested_vmenter, kvm_nested_vmexit_inject and kvm_nested_vmenter_failed,
 /// bound to the vCPU's thread with `sigtrap`. The tracepoint queues SIGTRAP
@@ -47,13 +41,13 @@ public final class TracepointStopSource: StopSource {
 
     /// Probes what the source needs: root, tracefs (mounted if it is not),
     /// the four tracepoints, and perf_event_open with sigtrap on this thread.
-    public static func availability() -> TracepointAvailability {
+    public static func availability() -> StopSourceAvailability {
         do {
             let tracefs = try Tracefs.locate()
             // Opened and closed at once: the kernel accepts what the source will ask.
             _ = try PerfTracepoints(KVMNestedEvent.requests, thread: PerfTracepoints.currentThreadID(), tracefs: tracefs,
                                     ringPages: 1)
-            return .available(tracefs: tracefs.root)
+            return .available("perf SIGTRAP on kvm:kvm_nested_* (tracefs at \(tracefs.root))")
         } catch let error as TraceError {
             return .unavailable(error.description)
         } catch {
@@ -159,7 +153,7 @@ public final class TracepointStopSource: StopSource {
         guard let events else { return ([], [], 0) }
         return try timings.timed(\.tracepointReads) {
             var decoded: [KVMNestedEvent] = []
-            for case let .record(record) in events.drain() {
+            for record in events.drain() {
                 guard let decoder = decoders[record.format.id] else { continue }
                 decoded.append(try decoder.decode(record.bytes))
             }
