@@ -23,13 +23,18 @@ let package = Package(
         // The kernel's tracepoints through perf: tracefs formats parsed at run time, events bound to
         // one thread (optionally stopping it with SIGTRAP), samples from one ring. Knows nothing about KVM.
         .target(name: "KernelTrace", dependencies: ["CPerf"]),
+        // C shim: ptrace(2) (variadic), the wait-status macros, signals with a payload, process_vm_readv/writev.
+        .target(name: "CProcess"),
+        // Another process and its threads: ptrace (seize, stops, syscalls run in the tracee), /proc, its
+        // memory, and QEMU's QMP socket. Knows nothing about KVM or SVM.
+        .target(name: "ProcessControl", dependencies: ["CProcess"]),
         // Pure values: the VMCB layout, exit codes, checks, sync diff, nested state. Imports nothing of ours.
         .target(name: "SVMModel"),
         // The built-in demo L1 hypervisor and L2 guest, x86-64 assembly built with the package.
         .target(name: "CDemoGuest"),
         // Targets and stop sources behind protocols, the stop assembler, breakpoints, the
         // engine and the session thread that owns it: runs an L1 and stops at its nested exits.
-        .target(name: "DebuggerEngine", dependencies: ["KVMControl", "KernelTrace", "SVMModel", "CDemoGuest"]),
+        .target(name: "DebuggerEngine", dependencies: ["KVMControl", "KernelTrace", "ProcessControl", "SVMModel", "CDemoGuest"]),
         // ncursesw (libncurses-dev) through pkg-config; the shim carries the macros Swift cannot import.
         .systemLibrary(name: "CNcurses", pkgConfig: "ncursesw", providers: [.apt(["libncurses-dev"])]),
         // The front end: a view model rendered into a screen buffer; ncurses calls live in Terminal.swift.
@@ -49,6 +54,8 @@ let package = Package(
         // The engine on real KVM: sessions and plain guests here; nested SVM where KVM offers it
         // (the sandbox), skipped with the reason elsewhere.
         .testTarget(name: "DebuggerEngineTests", dependencies: ["KVMControl", "SVMModel", "DebuggerEngine"]),
+        // ptrace and QMP against real processes (a child of the test, a real QEMU where one is installed).
+        .testTarget(name: "ProcessControlTests", dependencies: ["ProcessControl"]),
         .testTarget(name: "NestdbgCLITests", dependencies: ["SVMModel"]),
         .testTarget(name: "TUITests", dependencies: ["TUI", "DebuggerEngine", "SVMModel"]),
     ]
