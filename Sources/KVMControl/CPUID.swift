@@ -57,8 +57,11 @@ public struct CPUIDEntry: Equatable, Sendable {
     }
 
     /// Lays entries out as a `kvm_cpuid2` for KVM_SET_CPUID2.
+    /// Bytes of a kvm_cpuid2 with `count` entries.
+    static func bufferSize(_ count: Int) -> Int { headerSize + count * entrySize }
+
     static func withBuffer<R>(_ entries: [CPUIDEntry], _ body: (UnsafeMutableRawPointer) throws -> R) rethrows -> R {
-        let bytes = headerSize + entries.count * entrySize
+        let bytes = bufferSize(entries.count)
         let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 8)
         defer { raw.deallocate() }
         raw.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)

@@ -209,6 +209,11 @@ public final class App {
         view.runState = trace != nil ? "watching \(Int(rate)) Hz, free-running" : "watching \(Int(rate)) Hz, stopping at each exit"
     }
 
+    /// "stopped"; for QEMU's vCPU, also what stalls while nestdbg holds it.
+    private var stoppedState: String {
+        session.isAttached ? "stopped: QEMU's vCPU is held (QMP stop, info registers, migration wait; c runs, q detaches)" : "stopped"
+    }
+
     /// Picks up what the engine's thread reported since the last look.
     private func collectEvents(waitingUpTo timeout: Duration = .zero) {
         for event in session.takeEvents(waitingUpTo: timeout) {
@@ -216,7 +221,7 @@ public final class App {
             case let .stopped(stop, history):
                 awaitingEngine = false
                 endWatch()
-                view.runState = "stopped"
+                view.runState = stoppedState
                 view.stops = history
                 view.selected = nil
                 if let hit = stop.hit { say("breakpoint \(hit): \(stop.reason)") } else { say(stop.reason, error: stop.kind == .fault) }
@@ -231,7 +236,7 @@ public final class App {
             case let .failed(message):
                 awaitingEngine = false
                 endWatch()
-                view.runState = "stopped"
+                view.runState = stoppedState
                 say(message, error: true)
             }
         }

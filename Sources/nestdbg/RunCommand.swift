@@ -29,13 +29,7 @@ struct RunCommand: ParsableCommand {
     var timeout = 30.0
 
     func run() throws {
-        guard exits > 0 else { throw fail("--exits must be positive", status: 2) }
-        guard timeout > 0 else { throw fail("--timeout must be positive", status: 2) }
-        var breakpoints: [Breakpoint] = []
-        for name in breakAt {
-            guard let code = SVMExit.code(named: name) else { throw fail("unknown exit code or name: \(name)", status: 2) }
-            breakpoints.append(.exit(code))
-        }
+        let batchRun = try BatchRun(exits: exits, json: json, timeout: timeout, breakAt: breakAt)
         let engine = try target.makeEngine()
         guard batch else {
             try target.interactive(engine: engine, watch: nil)
@@ -46,48 +40,7 @@ struct RunCommand: ParsableCommand {
             session.shutdown()
             saveSerial(engine)
         }
-        for breakpoint in breakpoints {
-            try session.send(.addBreakpoint(breakpoint))
-            _ = try awaitStop(session)
-        }
-        var nestedExits = 0
-        while nestedExits < exits {
-            try session.send(.next)
-            guard let stop = try awaitStop(session) else { continue }
-            if stop.kind == .nestedExit { nestedExits += 1 }
-            print(json ? stop.json.serialized() : line(stop))
-            if stop.kind == .fault { throw fail("stopped: \(stop.reason)", status: 1) }
-            if stop.kind == .exited { throw ExitCode(stop.exitStatus ?? 0) }
-            if let hit = stop.hit {
-                if !json { print("breakpoint: \(hit)") }
-                return
-            }
-        }
-    }
-
-    /// Waits for the engine to finish a command: its stop, or nil for a
-    /// command that ends without one. A guest that gives no stop within
-    /// `--timeout` is paused and reported: batch mode never hangs.
-    private func awaitStop(_ session: EngineSession) throws -> Stop? {
-        let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
-        while ContinuousClock.now < deadline {
-            for event in session.takeEvents(waitingUpTo: .milliseconds(200)) {
-                switch event {
-                case let .stopped(stop, _) where stop.kind != .start: return stop
-                case .breakpoints: return nil
-                case .stopped, .sample: continue   // the start stop; samples only come in live watch
-                case let .failed(message): throw fail(message, status: 1)
-                }
-            }
-        }
-        try? session.send(.pause)
-        let paused = session.takeEvents(waitingUpTo: .seconds(5)).compactMap { event -> Stop? in
-            if case let .stopped(stop, _) = event { return stop } else { return nil }
-        }.last
-        let rip = paused.flatMap { $0.level == .l2 ? $0.l2?[.rip] : $0.l1[.rip] }
-        let at = paused.map { " (paused in \($0.level.rawValue) at rip 0x\(String(rip ?? 0, radix: 16)))" } ?? ""
-        throw fail("no stop within \(String(format: "%g", timeout)) s: the guest produced no nested exit or exit to the VMM\(at)",
-                   status: 1)
+        try batchRun.run(session)
     }
 
     private func saveSerial(_ engine: Engine) {
@@ -97,13 +50,6 @@ struct RunCommand: ParsableCommand {
         } else if !json {
             print("serial (COM1): " + String(decoding: engine.serialOutput, as: UTF8.self))
         }
-    }
-
-    private func line(_ s: Stop) -> String {
-        let l2rip = s.l2?[.rip].map { "0x" + String($0, radix: 16) } ?? "?"
-        let unexpected = s.synced.filter { $0.sync == .unexpected }.count
-        return "#\(s.index) \(s.kind.rawValue) [\(s.level.rawValue)] L2 rip \(l2rip): \(s.reason)"
-            + (s.synced.isEmpty ? "" : " (\(s.synced.count) synced\(unexpected > 0 ? ", \(unexpected) UNEXPECTED" : ""))")
     }
 }
 

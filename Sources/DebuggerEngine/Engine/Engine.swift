@@ -150,8 +150,12 @@ public final class Engine: @unchecked Sendable {
         for case let .l1RIP(address) in breakpoints.remove(at: index) { try source.removeL1Breakpoint(address) }
     }
 
-    /// Leaves the guest as it would be without nestdbg.
-    public func detach() throws { try source.detach() }
+    /// Leaves the guest as it would be without nestdbg: the source's patches
+    /// or events gone, another process's vCPU released. The engine's thread calls it.
+    public func detach() throws {
+        try source.detach()
+        try (target as? any RunnableTarget)?.release()
+    }
 
     private func record(_ stop: Stop) -> Stop {
         var s = stop

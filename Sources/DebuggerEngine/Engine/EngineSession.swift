@@ -74,8 +74,15 @@ public final class EngineSession: @unchecked Sendable {
 
     public var state: SessionState { locked { currentState } }
 
-    /// The kernel thread id of the engine's thread (tracepoints filter on it).
-    public var vcpuThreadID: Int32 { locked { threadID ?? 0 } }
+    /// The kernel thread id of the thread inside KVM_RUN (tracepoints filter
+    /// on it): the engine's, or QEMU's vCPU thread for an attached target.
+    public var vcpuThreadID: Int32 {
+        if let attached = engine.target as? AttachedVCPUTarget { return attached.point.thread }
+        return locked { threadID ?? 0 }
+    }
+
+    /// Whether the vCPU belongs to another process (QEMU), which waits while nestdbg holds it.
+    public var isAttached: Bool { engine.target is AttachedVCPUTarget }
 
     /// The target's name and capabilities are fixed: safe to read from any thread.
     public var targetName: String { engine.target.name }
@@ -118,6 +125,18 @@ public final class EngineSession: @unchecked Sendable {
         locked {
             if case .watching = currentState { engine.interrupt() }
         }
+    }
+
+    /// Waits until the engine's thread has said how the start went: nil once
+    /// the start stop is posted, else why it failed (attaching, reading the
+    /// first state). The events stay queued for `takeEvents`.
+    public func startFailure(waitingUpTo timeout: Duration) -> String? {
+        condition.lock()
+        defer { condition.unlock() }
+        let deadline = Date(timeIntervalSinceNow: Double(timeout.components.seconds))
+        while events.isEmpty, condition.wait(until: deadline) {}
+        for case let .failed(message) in events { return message }
+        return events.isEmpty ? "the engine did not report its start within \(timeout)" : nil
     }
 
     /// The events since the last call; waits up to `timeout` for one when there are none.
@@ -180,21 +199,33 @@ public final class EngineSession: @unchecked Sendable {
     // MARK: the engine's thread
 
     private func serve() {
-        (engine.target as? any RunnableTarget)?.claimVCPU()
+        var claimed = true
+        do {
+            try (engine.target as? any RunnableTarget)?.claimVCPU()
+        } catch {
+            claimed = false
+            post(.failed("\(error)"))
+        }
         locked {
             threadID = VCPU.currentThreadID()
             condition.broadcast()
         }
-        do {
-            let start = try engine.recordStart()
-            post(.stopped(start, history: engine.history))
-        } catch {
-            post(.failed("reading the target's start state: \(error)"))
+        if claimed {
+            do {
+                let start = try engine.recordStart()
+                post(.stopped(start, history: engine.history))
+            } catch {
+                post(.failed("reading the target's start state: \(error)"))
+            }
         }
         while true {
             condition.lock()
-            while inbox.isEmpty && !quitRequested { condition.wait() }
-            if quitRequested {
+            while inbox.isEmpty && !quitRequested && claimed { condition.wait() }
+            if quitRequested || !claimed {
+                condition.unlock()
+                // On this thread: for another process's vCPU it is the tracer.
+                if claimed { try? engine.detach() }
+                condition.lock()
                 currentState = .ended
                 condition.broadcast()
                 condition.unlock()

@@ -23,6 +23,9 @@ struct StopAssembler {
     }
 
     mutating func assemble(_ source: SourceStop, from target: any DebugTarget) throws -> Stop {
+        if case let .processEnded(description, guestStatus) = source.event {
+            return endStop(description, guestStatus: guestStatus, kvmExit: source.kvmExit)
+        }
         let r = try timings.timed(\.registerIoctls) { try target.generalRegisters() }
         let s = try timings.timed(\.registerIoctls) { try target.specialRegisters() }
         let d = try timings.timed(\.registerIoctls) { try target.debugRegisters() }
@@ -50,6 +53,8 @@ struct StopAssembler {
             stop = try levelStop(kind: .exited, reason: "the guest wrote \(status) to the debug-exit port 0xF4",
                                  r, s, d, target: target, kvmExit: source.kvmExit)
             stop.exitStatus = status
+        case .processEnded:
+            preconditionFailure("handled above: nothing can be read from an ended process")
         case .singleStep:
             stop = try levelStop(kind: .singleStep, reason: "single-step in L1 to \(hex(r.rip))", r, s, d,
                                  target: target, kvmExit: source.kvmExit)
@@ -214,6 +219,17 @@ struct StopAssembler {
         return Stop(kind: kind ?? .l1UserspaceExit, level: .l1, reason: kind == nil ? "\(reason) from L1" : reason,
                     l1: .fromVCPU(r, s, d, source: "vCPU registers"), vmcb12GPA: atVMRUN?.gpa,
                     vmcb12AtVMRUN: atVMRUN?.vmcb, nestedFlags: state?.flags ?? [], kvmExit: kvmExit)
+    }
+
+    /// The process that ran the vCPU is gone: the last stop's registers,
+    /// said to be that, are all there is.
+    private func endStop(_ description: String, guestStatus: Int32?, kvmExit: String) -> Stop {
+        var l1 = previous?.l1 ?? RegisterSet(source: "none", values: [:])
+        l1.source = "the last stop's (the process has ended)"
+        var stop = Stop(kind: guestStatus == nil ? .fault : .exited, level: previous?.level ?? .l1, reason: description,
+                        l1: l1, vmcb12GPA: previous?.vmcb12GPA, kvmExit: kvmExit)
+        stop.exitStatus = guestStatus
+        return stop
     }
 
     /// A triple fault between a VMRUN and the #VMEXIT L1 should have seen is

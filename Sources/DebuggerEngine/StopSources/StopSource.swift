@@ -24,6 +24,9 @@ public enum StopEvent: Equatable, Sendable {
     case fault(description: String)
     /// The guest ended itself (isa-debug-exit) with this status.
     case guestExited(status: Int32)
+    /// The process that ran the vCPU (QEMU) ended: nothing can be read any
+    /// more. `guestStatus` where the exit says what the guest wrote.
+    case processEnded(description: String, guestStatus: Int32?)
 }
 
 /// An event and how the source learned of it (for the record: "KVM_EXIT_HLT (patch at VMRUN)"),

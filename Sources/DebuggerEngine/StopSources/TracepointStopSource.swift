@@ -67,7 +67,8 @@ public final class TracepointStopSource: StopSource {
             if pauseRequested.exchange(false, ordering: .sequentiallyConsistent) {
                 return SourceStop(.paused, kvmExit: "none (paused before running)")
             }
-            let exit = try runVCPU()
+            let exit: VCPUExit
+            do { exit = try runVCPU() } catch let ended as TargetEnded { return ended.stop }
             if let stop = try interpret(exit) { return stop }
         }
     }
@@ -94,7 +95,8 @@ public final class TracepointStopSource: StopSource {
             sequence.reset()
         }
         while true {
-            let exit = try runVCPU()
+            let exit: VCPUExit
+            do { exit = try runVCPU() } catch let ended as TargetEnded { return ended.stop }
             if case .interrupted = exit {
                 // Here a kick asks for a sample; only `shouldStop` ends the run.
                 pauseRequested.store(false, ordering: .sequentiallyConsistent)
@@ -131,8 +133,7 @@ public final class TracepointStopSource: StopSource {
     private func openOnThisThread() throws {
         // pthread_self is no system call: this runs before every stop.
         if events != nil, let bound = boundThread, pthread_equal(bound, pthread_self()) != 0 { return }
-        let thread = PerfTracepoints.currentThreadID()
-        try PerfTracepoints.prepareCurrentThread()
+        let thread = try target.prepareForTracepointStops()
         let opened = try PerfTracepoints(KVMNestedEvent.requests, thread: thread, tracefs: tracefs)
         decoders = Dictionary(uniqueKeysWithValues: try opened.formats.map { ($0.id, try KVMEventDecoder($0)) })
         try opened.enable()

@@ -1,3 +1,4 @@
+import KernelTrace
 import KVMControl
 
 import KVMControl
@@ -53,10 +54,16 @@ public protocol RunnableTarget: DebugTarget {
     func kick()
     /// Emulates a port I/O exit with the target's device model.
     func handleIO(_ exit: VCPUExit) throws -> IOOutcome
-    /// Makes the calling thread the vCPU's only user from now on.
-    func claimVCPU()
-    /// The kernel thread id of the vCPU's owner (tracepoints filter on it); nil before one claimed it.
+    /// Makes the calling thread the vCPU's only user from now on (for
+    /// another process's vCPU: its tracer).
+    func claimVCPU() throws
+    /// The kernel thread id of the thread inside KVM_RUN (tracepoints filter on it); nil before one claimed it.
     var vcpuThreadID: Int32? { get }
+    /// Readies the thread that runs KVM_RUN for tracepoint SIGTRAPs and
+    /// returns its kernel id, which the events are bound to. Called on the claiming thread.
+    func prepareForTracepointStops() throws -> Int32
+    /// Leaves the vCPU to its owner as nestdbg found it (the claiming thread calls it).
+    func release() throws
 }
 
 /// An L1 hypervisor loaded into a VM nestdbg created: the VM, its vCPU, the
@@ -93,6 +100,15 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
     }
 
     public func claimVCPU() { owner.withLock { $0 = (VCPU.currentThreadID(), pthread_self()) } }
+
+    /// This process runs KVM_RUN: its SIGTRAP handler counts the signals, and the thread unblocks them.
+    public func prepareForTracepointStops() throws -> Int32 {
+        try PerfTracepoints.prepareCurrentThread()
+        return PerfTracepoints.currentThreadID()
+    }
+
+    /// The VM is nestdbg's own: it ends with nestdbg.
+    public func release() {}
 
     public var vcpuThreadID: Int32? { owner.withLock { $0?.tid } }
 
