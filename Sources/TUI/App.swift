@@ -28,6 +28,10 @@ public final class App {
         view.unicode = terminal.unicode
     }
 
+    /// Puts the terminal back (curses off) before nestdbg ends on a signal it
+    /// took on another thread (attach detaches first, then ends).
+    public static func restoreTerminal() { Terminal.restoreForExit() }
+
     /// Runs until `q`; `watch` starts in live watch at that rate.
     public func run(watch: Double? = nil) {
         defer { terminal.stop() }

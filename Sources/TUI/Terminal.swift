@@ -116,6 +116,11 @@ public final class Terminal {
         }
     }
 
+    /// Leaves curses mode now: for a thread about to end the process on a signal.
+    static func restoreForExit() {
+        if Terminal.active { endwin() }
+    }
+
     private static func installRestoreHandlers() {
         atexit { if Terminal.active { endwin() } }
         for sig in [SIGINT, SIGTERM, SIGHUP, SIGSEGV, SIGBUS, SIGILL, SIGABRT, SIGFPE, SIGTRAP] {
