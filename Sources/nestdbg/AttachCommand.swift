@@ -59,7 +59,7 @@ struct AttachCommand: ParsableCommand {
         TerminationSignals.onSignal { signal in
             running.session?.shutdown()
             if !isBatch { App.restoreTerminal() }
-            exit(128 + signal)
+            Glibc.exit(128 + signal)
         }
         let session = EngineSession(engine: engine)
         running.session = session
@@ -162,9 +162,10 @@ enum TerminationSignals {
         sigemptyset(&set)
         for s in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&set, s) }
         pthread_sigmask(SIG_BLOCK, &set, nil)
+        let blocked = set
         let waiter = Thread {
             var signal: Int32 = 0
-            var waitSet = set
+            var waitSet = blocked
             sigwait(&waitSet, &signal)
             handler(signal)
         }
