@@ -152,8 +152,8 @@ private struct StopRecord: Equatable, CustomStringConvertible {
     }
 
     var description: String {
-        "\(kind.rawValue) \(exitCode.map { String($0, radix: 16) } ?? "-") \(exitInfo1.map { String($0, radix: 16) } ?? "-") "
-            + "\(exitInfo2.map { String($0, radix: 16) } ?? "-") rip \(l2RIP.map { String($0, radix: 16) } ?? "-") \(status.map(String.init) ?? "")"
+        func hex(_ v: UInt64?) -> String { v.map { "0x" + String($0, radix: 16) } ?? "-" }
+        return "\(kind.rawValue) \(hex(exitCode)) \(hex(exitInfo1)) \(hex(exitInfo2)) rip \(hex(l2RIP)) \(status.map(String.init) ?? "")"
     }
 }
 

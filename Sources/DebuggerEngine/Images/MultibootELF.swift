@@ -70,8 +70,10 @@ public struct MultibootELF: Sendable {
         var strtab: [UInt8] = [0]
         var symtab = [UInt8](repeating: 0, count: symbolSize)     // the null symbol
         for symbol in symbols {
-            let section = segments.firstIndex { symbol.address >= $0.address && UInt64(symbol.address) < UInt64($0.address) + UInt64($0.bytes.count) }
-                .map { UInt16($0 + 1) } ?? sectionAbsolute
+            let inside = segments.firstIndex {
+                symbol.address >= $0.address && UInt64(symbol.address) < UInt64($0.address) + UInt64($0.bytes.count)
+            }
+            let section = inside.map { UInt16($0 + 1) } ?? sectionAbsolute
             symtab += le32(UInt32(strtab.count)) + le32(symbol.address) + le32(0) + [0x10, 0] + le16(section)   // GLOBAL NOTYPE
             strtab += Array(symbol.name.utf8) + [0]
         }
@@ -87,7 +89,8 @@ public struct MultibootELF: Sendable {
         }
         var sectionHeaders = [UInt8](repeating: 0, count: sectionHeaderSize)
         for (i, segment) in segments.enumerated() {
-            sectionHeaders += sectionHeader(name: name(".load\(i)"), type: 1, flags: segment.isExecutable ? 6 : 3,   // ALLOC|EXEC, ALLOC|WRITE
+            // PROGBITS, ALLOC|EXEC or ALLOC|WRITE
+            sectionHeaders += sectionHeader(name: name(".load\(i)"), type: 1, flags: segment.isExecutable ? 6 : 3,
                                             address: segment.address, offset: segmentOffsets[i], size: segment.bytes.count,
                                             alignment: UInt32(pageSize))
         }

@@ -42,6 +42,7 @@ public enum MultibootImage {
         let limit = OwnVMTarget.l1StackTop - 0x1000
         let end = L1.loadAddress + UInt64(bytes.count)
         guard end <= limit else { throw .payloadTooLarge(name: L1.imageName, end: end, limit: limit) }
+        // Symbols as offsets (load address 0): where it runs is its own quad's to say.
         let prologue = BuiltInImage(loadAddress: 0, image: nestdbg_multiboot_image, symbolCount: nestdbg_multiboot_symbol_count,
                                     symbolName: nestdbg_multiboot_symbol_name, symbolOffset: nestdbg_multiboot_symbol_offset)
         var code = prologue.bytes
@@ -50,20 +51,26 @@ public enum MultibootImage {
             return Int(o)
         }
         func patch(_ name: String, _ value: UInt64) {
-            code.replaceSubrange(offset(name)..<(offset(name) + 8), with: (0..<8).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) })
+            let bytes = (0..<8).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) }
+            code.replaceSubrange(offset(name)..<(offset(name) + 8), with: bytes)
         }
         // The prologue is position-dependent: it says where it runs.
         let base = (0..<8).reduce(UInt64(0)) { $0 | UInt64(code[offset("load_address") + $1]) << (8 * UInt64($1)) }
         patch("payload_destination", L1.loadAddress)
         patch("payload_length", UInt64(bytes.count))
         patch("payload_entry", l1.address("l1_entry"))
+        // All of it from 0: QEMU leaves the BIOS's data and its Multiboot information there, nestdbg its own.
         patch("zero_start", 0)
         patch("zero_end", L1.memoryEnd)
         patch("stack_top", OwnVMTarget.l1StackTop)
 
-        let codeSymbols = ["entry", "long_mode"].map { MultibootELF.Symbol(name: "multiboot_" + $0, address: UInt32(base) + UInt32(offset($0))) }
+        let codeSymbols = ["entry", "long_mode"].map {
+            MultibootELF.Symbol(name: "multiboot_" + $0, address: UInt32(base) + UInt32(offset($0)))
+        }
         // In address order, names breaking ties: the same file from every run.
-        let l1Symbols = l1.symbols.sorted { ($0.value, $0.key) < ($1.value, $1.key) }.map { MultibootELF.Symbol(name: $0.key, address: UInt32($0.value)) }
+        let l1Symbols = l1.symbols.sorted { ($0.value, $0.key) < ($1.value, $1.key) }.map {
+            MultibootELF.Symbol(name: $0.key, address: UInt32($0.value))
+        }
         return MultibootELF(segments: [MultibootELF.Segment(address: UInt32(base), bytes: code + bytes)],
                             symbols: codeSymbols + l1Symbols, entry: UInt32(base) + UInt32(offset("entry")))
     }

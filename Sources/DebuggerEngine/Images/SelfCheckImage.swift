@@ -64,7 +64,8 @@ public struct SelfCheckImage: BuiltInL1, Sendable {
         guard Self.iterationRange.contains(count) else { throw .iterationsOutOfRange(count, allowed: Self.iterationRange) }
         var patched = bytes
         let offset = Int(address("iteration_limit") - Self.loadAddress)
-        patched.replaceSubrange(offset..<(offset + 8), with: (0..<8).map { UInt8(truncatingIfNeeded: UInt64(count) >> (8 * UInt64($0))) })
+        let quad = (0..<8).map { UInt8(truncatingIfNeeded: UInt64(count) >> (8 * UInt64($0))) }
+        patched.replaceSubrange(offset..<(offset + 8), with: quad)
         return patched
     }
 
