@@ -56,7 +56,8 @@ let package = Package(
         .testTarget(name: "DebuggerEngineTests", dependencies: ["KVMControl", "SVMModel", "DebuggerEngine"]),
         // ptrace and QMP against real processes (a child of the test, a real QEMU where one is installed).
         .testTarget(name: "ProcessControlTests", dependencies: ["ProcessControl"]),
-        .testTarget(name: "NestdbgCLITests", dependencies: ["SVMModel"]),
+        // The built binary run as a user would; its files compared with the engine's.
+        .testTarget(name: "NestdbgCLITests", dependencies: ["SVMModel", "DebuggerEngine"]),
         .testTarget(name: "TUITests", dependencies: ["TUI", "DebuggerEngine", "SVMModel"]),
     ]
 )

@@ -31,8 +31,10 @@
  *   SC_MSR, UD2, HLT, VMMCALL: six exits reach L1 per iteration.
  * L1 advances L2's RIP itself (no nRIP save under TCG; IOIO exits give the
  *   next RIP in EXITINFO2), counts and logs every exit (EXIT_COUNT, EXIT_LOG)
- *   and, after ITERATION_LIMIT VMMCALLs, checks once more and writes
- *   STATUS_PASSED to isa-debug-exit.
+ *   and, after iteration_limit VMMCALLs, checks once more and writes
+ *   STATUS_PASSED to isa-debug-exit. iteration_limit is a quad in the image
+ *   (ITERATION_LIMIT unless a writer changed it: write-image --iterations),
+ *   so the checksum, taken at start, covers its value whatever it is.
  * DebuggerEngine/Images/SelfCheckImage.swift holds the same facts as data.
  */
         .intel_syntax noprefix
@@ -186,10 +188,11 @@ nestdbg_selfcheck_l1_panic:
 .Lh_hlt:
         add qword ptr [rdi + 0x578], 1
         jmp .Ll1_loop
-.Lh_vmmcall:    /* one L2 iteration done; after ITERATION_LIMIT, the verdict */
+.Lh_vmmcall:    /* one L2 iteration done; after iteration_limit, the verdict */
         add qword ptr [rdi + 0x578], 3
         inc qword ptr [ITERATIONS]
-        cmp qword ptr [ITERATIONS], ITERATION_LIMIT
+        mov rax, qword ptr [ITERATIONS]
+        cmp rax, qword ptr [rip + .Literation_limit]
         jb .Ll1_loop
         call .Lverify
         mov al, STATUS_PASSED
@@ -266,6 +269,11 @@ nestdbg_selfcheck_l2_vmmcall:
         jmp .Ll2_entry
 
         .p2align 3      /* the checksum reads whole qwords */
+        /* L2 loop iterations before the verdict: data, so that a writer can set it */
+        .globl nestdbg_selfcheck_iteration_limit
+nestdbg_selfcheck_iteration_limit:
+.Literation_limit:
+        .quad ITERATION_LIMIT
 .Limage_end:
         .globl nestdbg_selfcheck_end
 nestdbg_selfcheck_end:

@@ -31,7 +31,7 @@ extern const unsigned char nestdbg_selfcheck_start[], nestdbg_selfcheck_end[];
 extern const unsigned char nestdbg_selfcheck_l1_entry[], nestdbg_selfcheck_l1_panic[], nestdbg_selfcheck_l2_entry[],
     nestdbg_selfcheck_l2_passthrough[], nestdbg_selfcheck_l2_cpuid0[], nestdbg_selfcheck_l2_cpuid1[],
     nestdbg_selfcheck_l2_in[], nestdbg_selfcheck_l2_out[], nestdbg_selfcheck_l2_rdmsr[], nestdbg_selfcheck_l2_ud[],
-    nestdbg_selfcheck_l2_hlt[], nestdbg_selfcheck_l2_vmmcall[];
+    nestdbg_selfcheck_l2_hlt[], nestdbg_selfcheck_l2_vmmcall[], nestdbg_selfcheck_iteration_limit[];
 
 // No symbol for the VMRUN: it exists only at run time, outside the image.
 static const struct { const char *name; const unsigned char *at; } selfcheck_symbols[] = {
@@ -40,6 +40,7 @@ static const struct { const char *name; const unsigned char *at; } selfcheck_sym
     {"l2_cpuid0", nestdbg_selfcheck_l2_cpuid0}, {"l2_cpuid1", nestdbg_selfcheck_l2_cpuid1},
     {"l2_in", nestdbg_selfcheck_l2_in}, {"l2_out", nestdbg_selfcheck_l2_out}, {"l2_rdmsr", nestdbg_selfcheck_l2_rdmsr},
     {"l2_ud", nestdbg_selfcheck_l2_ud}, {"l2_hlt", nestdbg_selfcheck_l2_hlt}, {"l2_vmmcall", nestdbg_selfcheck_l2_vmmcall},
+    {"iteration_limit", nestdbg_selfcheck_iteration_limit},
 };
 
 const unsigned char *nestdbg_selfcheck_image(size_t *length) {
@@ -52,4 +53,30 @@ const char *nestdbg_selfcheck_symbol_name(size_t i) {
 }
 size_t nestdbg_selfcheck_symbol_offset(size_t i) {
     return i < nestdbg_selfcheck_symbol_count() ? (size_t)(selfcheck_symbols[i].at - nestdbg_selfcheck_start) : 0;
+}
+
+extern const unsigned char nestdbg_multiboot_start[], nestdbg_multiboot_end[];
+extern const unsigned char nestdbg_multiboot_entry[], nestdbg_multiboot_long_mode[], nestdbg_multiboot_load_address[],
+    nestdbg_multiboot_payload_destination[], nestdbg_multiboot_payload_length[], nestdbg_multiboot_payload_entry[],
+    nestdbg_multiboot_zero_start[], nestdbg_multiboot_zero_end[], nestdbg_multiboot_stack_top[];
+
+// The code's two entries, then the quads the writer reads or patches.
+static const struct { const char *name; const unsigned char *at; } multiboot_symbols[] = {
+    {"entry", nestdbg_multiboot_entry}, {"long_mode", nestdbg_multiboot_long_mode},
+    {"load_address", nestdbg_multiboot_load_address}, {"payload_destination", nestdbg_multiboot_payload_destination},
+    {"payload_length", nestdbg_multiboot_payload_length}, {"payload_entry", nestdbg_multiboot_payload_entry},
+    {"zero_start", nestdbg_multiboot_zero_start}, {"zero_end", nestdbg_multiboot_zero_end},
+    {"stack_top", nestdbg_multiboot_stack_top},
+};
+
+const unsigned char *nestdbg_multiboot_image(size_t *length) {
+    *length = (size_t)(nestdbg_multiboot_end - nestdbg_multiboot_start);
+    return nestdbg_multiboot_start;
+}
+size_t nestdbg_multiboot_symbol_count(void) { return sizeof multiboot_symbols / sizeof multiboot_symbols[0]; }
+const char *nestdbg_multiboot_symbol_name(size_t i) {
+    return i < nestdbg_multiboot_symbol_count() ? multiboot_symbols[i].name : 0;
+}
+size_t nestdbg_multiboot_symbol_offset(size_t i) {
+    return i < nestdbg_multiboot_symbol_count() ? (size_t)(multiboot_symbols[i].at - nestdbg_multiboot_start) : 0;
 }

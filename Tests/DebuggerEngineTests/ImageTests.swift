@@ -4,55 +4,6 @@ import KVMControl
 import SVMModel
 import Testing
 
-/// Builds ELF32 Multiboot v1 images for the tests: segments, a Multiboot
-/// header, and a symbol table.
-struct ELF32Builder {
-    var segments: [(paddr: UInt32, bytes: [UInt8], executable: Bool)] = []
-    var symbols: [(String, UInt32)] = []
-    var entry: UInt32 = 0
-    var multiboot = true
-
-    func build() -> [UInt8] {
-        func le(_ v: UInt32, _ n: Int = 4) -> [UInt8] { (0..<n).map { UInt8(truncatingIfNeeded: v >> (8 * UInt32($0))) } }
-        let phoff = 52, phnum = segments.count
-        let mbOffset = (phoff + 32 * phnum + 3) & ~3
-        var dataOffset = (mbOffset + 12 + 0xFFF) & ~0xFFF
-        var file = [UInt8](repeating: 0, count: dataOffset)
-        var ph: [UInt8] = []
-        for seg in segments {
-            ph += le(1) + le(UInt32(dataOffset)) + le(seg.paddr) + le(seg.paddr) + le(UInt32(seg.bytes.count))
-                + le(UInt32(seg.bytes.count)) + le(seg.executable ? 5 : 6) + le(0x1000)
-            file += seg.bytes
-            dataOffset += seg.bytes.count
-        }
-        // Symbol table: null symbol, then the named ones; string table after it.
-        var strtab: [UInt8] = [0], symtab = [UInt8](repeating: 0, count: 16)
-        for (name, value) in symbols {
-            symtab += le(UInt32(strtab.count)) + le(value) + le(0) + [0x12, 0] + le(1, 2)
-            strtab += Array(name.utf8) + [0]
-        }
-        let symOff = file.count; file += symtab
-        let strOff = file.count; file += strtab
-        let shstr: [UInt8] = Array("\0.symtab\0.strtab\0".utf8)
-        let shstrOff = file.count; file += shstr
-        let shoff = file.count
-        file += [UInt8](repeating: 0, count: 40)                                             // null section
-        file += le(1) + le(2) + le(0) + le(0) + le(UInt32(symOff)) + le(UInt32(symtab.count)) + le(2) + le(1) + le(4) + le(16)
-        file += le(9) + le(3) + le(0) + le(0) + le(UInt32(strOff)) + le(UInt32(strtab.count)) + le(0) + le(0) + le(1) + le(0)
-        file += le(0) + le(3) + le(0) + le(0) + le(UInt32(shstrOff)) + le(UInt32(shstr.count)) + le(0) + le(0) + le(1) + le(0)
-        var header: [UInt8] = [0x7F, 0x45, 0x4C, 0x46, 1, 1, 1, 0] + [UInt8](repeating: 0, count: 8)
-        header += le(2, 2) + le(3, 2) + le(1) + le(entry) + le(UInt32(phoff)) + le(UInt32(shoff)) + le(0)
-        header += le(52, 2) + le(32, 2) + le(UInt32(phnum), 2) + le(40, 2) + le(4, 2) + le(3, 2)
-        file.replaceSubrange(0..<52, with: header)
-        file.replaceSubrange(phoff..<(phoff + ph.count), with: ph)
-        if multiboot {
-            let magic: UInt32 = 0x1BAD_B002
-            file.replaceSubrange(mbOffset..<(mbOffset + 12), with: le(magic) + le(0) + le(0 &- magic))
-        }
-        return file
-    }
-}
-
 /// A Multiboot L1: a 32-bit prologue at 1 MiB says hello on COM1, turns on
 /// PSE paging and jumps into the demo's 32-bit L1 (which runs L2 on CPUID).
 func multibootL1() -> (image: [UInt8], demo: DemoImage) {
@@ -66,8 +17,10 @@ func multibootL1() -> (image: [UInt8], demo: DemoImage) {
     code += [0x0F, 0x20, 0xC0, 0x0D, 0x00, 0x00, 0x00, 0x80, 0x0F, 0x22, 0xC0]         // cr0 |= PG
     code += [0xBC, 0x00, 0x80, 0x00, 0x00]                                             // mov esp, 0x8000
     code += [0xB8] + (0..<4).map { UInt8(truncatingIfNeeded: target >> (8 * UInt32($0))) } + [0xFF, 0xE0]   // jmp l1_32_entry
-    let elf = ELF32Builder(segments: [(0x10_0000, code, true), (UInt32(DemoImage.loadAddress), demo.bytes, true)],
-                           symbols: [("l1_vmrun_site", UInt32(demo.address("vmrun32")))], entry: 0x10_0000).build()
+    let elf = MultibootELF(segments: [.init(address: 0x10_0000, bytes: code),
+                                      .init(address: UInt32(DemoImage.loadAddress), bytes: demo.bytes)],
+                           symbols: [.init(name: "l1_vmrun_site", address: UInt32(demo.address("vmrun32")))],
+                           entry: 0x10_0000).encoded()
     return (elf, demo)
 }
 
@@ -82,10 +35,10 @@ struct ImageTests {
         #expect(image.symbols["l1_vmrun_site"] == demo.address("vmrun32"))
         #expect(image.vmrunSites() == [demo.address("vmrun32")])
         // Without the symbol, both VMRUNs of the demo's bytes are found by the scan.
-        var plain = ELF32Builder(segments: [(UInt32(DemoImage.loadAddress), demo.bytes, true)], entry: 0x1000)
-        #expect(try GuestImage.multiboot(plain.build()).vmrunSites() == [demo.address("vmrun"), demo.address("vmrun32")])
-        plain.multiboot = false
-        #expect(throws: ImageError.noMultibootHeader) { try GuestImage.multiboot(plain.build()) }
+        var plain = MultibootELF(segments: [.init(address: UInt32(DemoImage.loadAddress), bytes: demo.bytes)], entry: 0x1000)
+        #expect(try GuestImage.multiboot(plain.encoded()).vmrunSites() == [demo.address("vmrun"), demo.address("vmrun32")])
+        plain.hasMultibootHeader = false
+        #expect(throws: ImageError.noMultibootHeader) { try GuestImage.multiboot(plain.encoded()) }
     }
 
     @Test("malformed images get a clear error, never a crash")

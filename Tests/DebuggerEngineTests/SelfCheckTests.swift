@@ -22,9 +22,10 @@ struct SelfCheckImageTests {
         let load = SelfCheckImage.loadAddress
         #expect(try GuestImage.flat(bytes, loadAddress: load, entry: nil).vmrunSites() == [], "the scan")
         // As a Multiboot ELF with every symbol: the lookup by name finds nothing either.
-        let elf = ELF32Builder(segments: [(UInt32(load), bytes, true)],
-                               symbols: image.symbols.map { ($0.key, UInt32($0.value)) } + [("vmrun", UInt32(load))],
-                               entry: UInt32(image.address("l1_entry"))).build()
+        let elf = MultibootELF(segments: [.init(address: UInt32(load), bytes: bytes)],
+                               symbols: image.symbols.map { .init(name: $0.key, address: UInt32($0.value)) }
+                                   + [.init(name: "vmrun", address: UInt32(load))],
+                               entry: UInt32(image.address("l1_entry"))).encoded()
         #expect(try GuestImage.multiboot(elf).vmrunSites() == [], "symbols and the scan")
     }
 

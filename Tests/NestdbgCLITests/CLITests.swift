@@ -1,3 +1,4 @@
+import DebuggerEngine
 import Foundation
 import SVMModel
 import Testing
@@ -11,7 +12,9 @@ struct CLI {
 
     struct Result { let status: Int32; let stdout: String; let stderr: String }
 
-    static func run(_ args: String...) throws -> Result {
+    static func run(_ args: String...) throws -> Result { try run(arguments: args) }
+
+    static func run(arguments args: [String]) throws -> Result {
         let p = Process()
         p.executableURL = executable
         p.arguments = args
@@ -174,5 +177,33 @@ struct CLITests {
         #expect(r.status == 1, "status \(r.status): \(r.stderr)")
         #expect(r.stderr.hasPrefix("nestdbg: no stop within 1 s") && r.stderr.contains("paused in L1 at rip 0x100000"), "\(r.stderr)")
         #expect(took < .seconds(15), "gave up after \(took)")
+    }
+
+    @Test("write-image: the engine's Multiboot file, byte for byte; bad counts and scenarios get one line and status 2")
+    func writeImage() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("nestdbg-cli-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let path = dir.appendingPathComponent("selfcheck.elf").path
+        let written = try CLI.run("write-image", "--scenario", "selfcheck", "--iterations", "5000", path)
+        #expect(written.status == 0 && written.stdout.contains("5000 iterations"), "\(written.status) \(written.stderr)")
+        #expect(FileManager.default.contents(atPath: path).map { [UInt8]($0) } == (try MultibootImage.selfCheck(iterations: 5000).encoded()))
+        let demo = dir.appendingPathComponent("demo.elf").path
+        #expect(try CLI.run("write-image", "--scenario", "demo", demo).status == 0)
+        #expect(FileManager.default.contents(atPath: demo).map { [UInt8]($0) } == (try MultibootImage.demo().encoded()))
+        let bad: [([String], String)] = [
+            (["--iterations", "0"], "nestdbg: --iterations 0: the selfcheck L1 takes 1 to 10000000\n"),
+            (["--iterations", "-3"], "nestdbg: --iterations -3: the selfcheck L1 takes 1 to 10000000\n"),
+            (["--iterations", "many"], "nestdbg: --iterations many: not a whole number\n"),
+            (["--scenario", "pae"], "nestdbg: write-image: unknown scenario pae: selfcheck or demo\n"),
+            (["--scenario", "demo", "--iterations", "5"], "nestdbg: --iterations applies to the selfcheck scenario only\n"),
+        ]
+        for (args, message) in bad {
+            let out = dir.appendingPathComponent("bad.elf").path
+            let r = try CLI.run(arguments: ["write-image"] + args + [out])
+            #expect(r.status == 2 && r.stderr == message, "\(args): \(r.status) \(r.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: out), "\(args): nothing written")
+        }
+        let nowhere = try CLI.run("write-image", dir.appendingPathComponent("no/such/dir/x.elf").path)
+        #expect(nowhere.status == 2 && nowhere.stderr.hasSuffix("x.elf: cannot be written\n"), "\(nowhere.stderr)")
     }
 }

@@ -1,4 +1,5 @@
-// The built-in demo L1/L2 (demo.S) and the self-checking L1 (selfcheck.S): their bytes and symbols, by name.
+// The built-in demo L1/L2 (demo.S), the self-checking L1 (selfcheck.S) and the Multiboot prologue that starts
+// either from a Multiboot loader (multiboot_entry.S): their bytes and symbols, by name.
 #ifndef CDEMOGUEST_H
 #define CDEMOGUEST_H
 #include <stddef.h>
@@ -16,5 +17,11 @@ const unsigned char *nestdbg_selfcheck_image(size_t *length);
 size_t nestdbg_selfcheck_symbol_count(void);
 const char *nestdbg_selfcheck_symbol_name(size_t index);
 size_t nestdbg_selfcheck_symbol_offset(size_t index);
+
+/// The same for the Multiboot prologue.
+const unsigned char *nestdbg_multiboot_image(size_t *length);
+size_t nestdbg_multiboot_symbol_count(void);
+const char *nestdbg_multiboot_symbol_name(size_t index);
+size_t nestdbg_multiboot_symbol_offset(size_t index);
 
 #endif

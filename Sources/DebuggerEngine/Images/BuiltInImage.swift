@@ -24,6 +24,11 @@ struct BuiltInImage {
 public protocol BuiltInL1 {
     /// "demo", "selfcheck": for messages.
     static var imageName: String { get }
+    /// Where the VMM loads the image (guest-physical = L1-linear, identity-mapped).
+    static var loadAddress: UInt64 { get }
+    /// The L1 and its L2 use guest-physical memory below this only: image,
+    /// stack, tables, logs (a Multiboot start zeroes it all).
+    static var memoryEnd: UInt64 { get }
     var bytes: [UInt8] { get }
     var symbols: [String: UInt64] { get }
 }

@@ -6,6 +6,8 @@ public struct DemoImage: BuiltInL1, Sendable {
     public static let imageName = "demo"
     /// Where the VMM loads the image (guest-physical = L1-linear, identity-mapped).
     public static let loadAddress: UInt64 = 0x1000
+    /// Above the last of L2's GPRs and the counters (0x70000 page).
+    public static let memoryEnd: UInt64 = 0x80000
     public static let vmcb12: UInt64 = 0x20000
     public static let exitCounter: UInt64 = 0x70100
     public static let npfPage: UInt64 = 0x60000

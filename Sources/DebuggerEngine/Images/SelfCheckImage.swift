@@ -12,6 +12,8 @@ public struct SelfCheckImage: BuiltInL1, Sendable {
     public static let imageName = "selfcheck"
     /// Where the VMM loads the image (guest-physical = L1-linear, identity-mapped).
     public static let loadAddress: UInt64 = 0x1000
+    /// Above the exit log's page.
+    public static let memoryEnd: UInt64 = 0x80000
     public static let vmcb12: UInt64 = 0x20000
     public static let iopm: UInt64 = 0x22000
     public static let msrpm: UInt64 = 0x26000
@@ -32,8 +34,12 @@ public struct SelfCheckImage: BuiltInL1, Sendable {
     /// The exit code of every nested exit in order, 4 bytes each, up to `exitLogCapacity`.
     public static let exitLog: UInt64 = 0x71000
     public static let exitLogCapacity = 1024
-    /// L2 loop iterations before L1 ends the run.
+    /// L2 loop iterations before L1 ends the run: the image's quad at
+    /// `iteration_limit` as assembled (`bytes(iterations:)` changes it).
     public static let iterations = 40
+    /// What `bytes(iterations:)` accepts. The top keeps the quad's bytes from
+    /// ever spelling 0F 01 D8 (the first value that would is 0xD8010F).
+    public static let iterationRange = 1...10_000_000
     /// What L1 writes to isa-debug-exit (0xF4): the run ended, the code unchanged…
     public static let passedStatus: Int32 = 0
     /// …or a check found the code changed.
@@ -50,6 +56,17 @@ public struct SelfCheckImage: BuiltInL1, Sendable {
                                  symbolName: nestdbg_selfcheck_symbol_name, symbolOffset: nestdbg_selfcheck_symbol_offset)
         bytes = image.bytes
         symbols = image.symbols
+    }
+
+    /// The image with L1's iteration limit set to `count` (for a long run;
+    /// the checksum is taken at start, so it covers the new value).
+    public func bytes(iterations count: Int) throws(ImageWriteError) -> [UInt8] {
+        guard Self.iterationRange.contains(count) else { throw .iterationsOutOfRange(count, allowed: Self.iterationRange) }
+        var patched = bytes
+        let offset = Int(address("iteration_limit") - Self.loadAddress)
+        let quad = (0..<8).map { UInt8(truncatingIfNeeded: UInt64(count) >> (8 * UInt64($0))) }
+        patched.replaceSubrange(offset..<(offset + 8), with: quad)
+        return patched
     }
 
     /// The vmcb12 control that sends an exit to L1.

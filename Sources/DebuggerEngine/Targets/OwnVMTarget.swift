@@ -203,6 +203,8 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
     }
 
     static let memorySize = 2 << 20
+    /// RSP where a built-in L1 starts (the Multiboot prologue sets the same).
+    static let l1StackTop: UInt64 = 0x8000
     // L1's boot page tables, written by the VMM like firmware would.
     static let l1PML4: UInt64 = 0x10000, l1PDPT: UInt64 = 0x11000, l1PD: UInt64 = 0x12000
 
@@ -295,7 +297,7 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
         try vcpu.setSpecialRegisters(sregs)
         var regs = GeneralRegisters()
         regs.rip = image.address("l1_32_entry")
-        regs.rsp = 0x8000
+        regs.rsp = l1StackTop
         try vcpu.setRegisters(regs)
         return OwnVMTarget(name: "scenario-\(paging.rawValue)", vm: vm, vcpu: vcpu, ports: .demo,
                            vmrunSites: [image.address("vmrun32")], symbols: image.symbols)
@@ -322,9 +324,8 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
                            unknownVMRUNSitesReason: "its VMRUN is generated at run time")
     }
 
-    /// A VM with nested SVM in its CPUID and an L1 image entered in 64-bit
-    /// long mode: identity-mapped first 2 MiB (one 2 MiB page), CPL 0, stack
-    /// below 0x8000. L1 sets EFER.SVME itself.
+    /// A VM with nested SVM in its CPUID and an L1 image entered as
+    /// `longModeStart` says. L1 sets EFER.SVME itself.
     private static func longModeL1(kvm: KVM, bytes: [UInt8], at loadAddress: UInt64,
                                    entry: UInt64) throws -> (VirtualMachine, VCPU) {
         let cpuid = try nestedCPUID(kvm)
@@ -336,17 +337,27 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
         try vm.writeInteger(UInt64(0x83), at: l1PD)     // one 2 MiB page at 0
         let vcpu = try vm.createVCPU()
         try vcpu.setCPUID(cpuid)
-        var sregs = try vcpu.specialRegisters()
+        let (sregs, regs) = longModeStart(from: try vcpu.specialRegisters(), entry: entry)
+        try vcpu.setSpecialRegisters(sregs)
+        try vcpu.setRegisters(regs)
+        return (vm, vcpu)
+    }
+
+    /// How a built-in L1 starts: 64-bit long mode on boot tables at `l1PML4`
+    /// (identity-mapped first 2 MiB, one 2 MiB page), flat segments, CPL 0,
+    /// RSP `l1StackTop`, RFLAGS 2, the other GPRs 0, at `entry`; the rest as
+    /// KVM reset it (`reset`). multiboot_entry.S starts an L1 in this state
+    /// from a Multiboot loader, its own boot tables aside: a change here goes there too.
+    public static func longModeStart(from reset: SpecialRegisters, entry: UInt64) -> (SpecialRegisters, GeneralRegisters) {
+        var sregs = reset
         setFlatSegments(&sregs, longMode: true)
         sregs.cr3 = l1PML4
         sregs.cr4 = 1 << 5
         sregs.cr0 = 0x8000_0011
         sregs.efer = 1 << 8 | 1 << 10                    // LME LMA
-        try vcpu.setSpecialRegisters(sregs)
         var regs = GeneralRegisters()
         regs.rip = entry
-        regs.rsp = 0x8000
-        try vcpu.setRegisters(regs)
-        return (vm, vcpu)
+        regs.rsp = l1StackTop
+        return (sregs, regs)
     }
 }
