@@ -53,7 +53,14 @@ final class ChildProcess {
 
 /// `sleep 30`: a process with no KVM at all.
 func startSleep() throws -> ChildProcess {
-    try ChildProcess("/bin/sleep", ["30"])
+    let child = try ChildProcess("/bin/sleep", ["30"])
+    // Right after the fork /proc still shows the parent's image: wait for the exec.
+    let deadline = Date(timeIntervalSinceNow: 5)
+    while Date() < deadline,
+          (try? String(contentsOfFile: "/proc/\(child.pid)/cmdline", encoding: .utf8))?.hasPrefix("/bin/sleep") != true {
+        usleep(2_000)
+    }
+    return child
 }
 
 /// This host's qemu-system-x86_64 and /dev/kvm. The real-QEMU tests run
