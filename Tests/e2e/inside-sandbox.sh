@@ -9,6 +9,24 @@ echo "$info"
 echo "$info" | grep -qx 'KVM_CAP_NESTED_STATE: 4224' || fail "KVM_CAP_NESTED_STATE is not 4224 inside the sandbox"
 echo "$info" | grep -q 'SVM (0x80000001 ECX\[2\]): yes' || fail "KVM inside the sandbox does not offer SVM"
 
+# QEMU inside the sandbox (what `nestdbg attach` attaches to) runs a guest on the
+# nested KVM. The guest, written here (no binary in the repository): a Multiboot
+# kernel in the a.out-kludge form (flags bit 16: load and entry addresses in the
+# header, no ELF), loaded at 1 MiB, entered at 0x100020 in 32-bit protected mode:
+# mov al, 21; out 0xf4, al; hlt. isa-debug-exit makes QEMU exit with
+# (21 << 1) | 1 = 43. QMP (on stdin) starts it and asks whether KVM runs it.
+qemu-system-x86_64 --version | head -n 1 | grep '^QEMU emulator version' || fail "qemu-system-x86_64 --version"
+for b in 02 b0 ad 1b  00 00 01 00  fe 4f 51 e4  00 00 10 00  00 00 10 00  00 00 00 00  00 00 00 00  20 00 10 00 \
+         b0 15  e6 f4  f4  eb fd; do
+    printf "\\$(printf %o "0x$b")"   # one byte, as an octal escape (POSIX printf has no \x)
+done > /tmp/exit21.bin
+qmp=$(printf '%s\n' '{"execute":"qmp_capabilities"}' '{"execute":"query-kvm"}' '{"execute":"cont"}' \
+    | timeout 120 qemu-system-x86_64 -accel kvm -cpu host -m 64 -display none -nodefaults -no-reboot -S -qmp stdio \
+        -device isa-debug-exit,iobase=0xf4,iosize=0x04 -kernel /tmp/exit21.bin 2>&1) && st=0 || st=$?
+echo "$qmp" | grep -q '"return": {"enabled": true, "present": true}' || { echo "$qmp"; fail "QEMU inside: query-kvm does not report KVM enabled"; }
+[ "$st" = 43 ] || { echo "$qmp"; fail "QEMU inside: the guest's isa-debug-exit status is $st, expected 43"; }
+echo "QEMU inside: -accel kvm (query-kvm: enabled), the guest's exit status 43"
+
 # KVMControl and a real L1/L2 round trip against nested KVM. NESTDBG_REQUIRE_NESTED
 # makes the nested tests fail instead of stepping aside when SVM is missing; the
 # nested test leaves real vmcb12 pages and a nested-state blob in /out/e2e.
