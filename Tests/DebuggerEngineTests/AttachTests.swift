@@ -64,26 +64,18 @@ final class PlainQEMU {
         return process.isRunning ? nil : process.terminationStatus
     }
 
-    /// QEMU's vCPU 0: its fd (anon_inode:kvm-vcpu:0) and the thread seen inside KVM_RUN on it.
-    func vcpu0(within seconds: Double = 10) throws -> (thread: Int32, fd: Int32) {
-        let pid = process.processIdentifier
+    /// QEMU's vCPU 0: its fd in QEMU (/proc) and its thread (QMP).
+    func vcpu0(within seconds: Double = 20) throws -> (thread: Int32, fd: Int32) {
         let deadline = Date(timeIntervalSinceNow: seconds)
         while Date() < deadline {
-            let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
-            if let fd = fds.first(where: {
-                (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\($0)")) == "anon_inode:kvm-vcpu:0"
-            }).flatMap({ Int32($0) }) {
-                for task in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? [] {
-                    let line = (try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/syscall", encoding: .utf8)) ?? ""
-                    let f = line.split(separator: " ")
-                    if f.count > 2, f[0] == "16", f[1] == "0x" + String(fd, radix: 16), f[2] == "0xae80", let tid = Int32(task) {
-                        return (tid, fd)
-                    }
-                }
+            // QMP answers once the machine (and its vCPUs) exist.
+            if let client = try? QMPClient(path: qmpPath), let thread = (try? client.vcpuThreads())?.first,
+               let vcpu = try? QEMUProcess(pid: process.processIdentifier).kvmDescriptors().vcpus.first {
+                return (thread.threadID, vcpu.fileDescriptor)
             }
-            usleep(20_000)
+            usleep(50_000)
         }
-        throw ProcessError.unsuitable("QEMU \(pid): no thread inside KVM_RUN on vCPU 0 within \(seconds) s")
+        throw ProcessError.unsuitable("QEMU \(process.processIdentifier): no vCPU 0 on QMP within \(seconds) s")
     }
 }
 

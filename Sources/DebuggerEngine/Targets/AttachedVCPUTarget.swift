@@ -1,3 +1,4 @@
+import Foundation
 import KVMControl
 import ProcessControl
 import SVMModel
@@ -25,7 +26,7 @@ public struct AttachPoint {
     public let processName: String
     /// Called once, after nestdbg's stops are armed and before the vCPU first
     /// runs under nestdbg (QMP `cont` for a QEMU started with -S).
-    public let resumeProcess: (() throws -> Void)?
+    public var resumeProcess: (() throws -> Void)?
 
     public init(pid: Int32, vcpuIndex: UInt32, thread: Int32, vcpuFD: Int32, memory: any GuestPhysicalMemory,
                 processName: String, resumeProcess: (() throws -> Void)? = nil) {
@@ -65,7 +66,8 @@ public final class AttachedVCPUTarget: RunnableTarget, @unchecked Sendable {
     /// QEMU's signal state before nestdbg changed it, restored at release.
     private var savedMask: UInt64?
     private var savedTrapAction: [UInt8]?
-    private var resumed = false
+    /// `point.resumeProcess`, until the first run calls it (then its QMP connection goes).
+    private var pendingResume: (() throws -> Void)?
     /// Set when the process ended: nothing can be read or restored any more.
     private var ended: TargetEnded?
 
@@ -74,6 +76,9 @@ public final class AttachedVCPUTarget: RunnableTarget, @unchecked Sendable {
     static let kickValue: UInt64 = 0x6E65_7374_6462_6721   // "nestdbg!"
 
     public init(_ point: AttachPoint) throws {
+        var point = point
+        pendingResume = point.resumeProcess
+        point.resumeProcess = nil
         self.point = point
         name = "\(point.processName) vCPU \(point.vcpuIndex)"
         kvm = try KVM()
@@ -133,9 +138,14 @@ public final class AttachedVCPUTarget: RunnableTarget, @unchecked Sendable {
         if let ended { throw ended }
         guard let thread else { throw TargetError.notSupported(operation: "KVM_RUN", target: "\(name) before attaching") }
         try thread.resume()
-        if !resumed {
-            resumed = true
-            try point.resumeProcess?()
+        if let resume = pendingResume {
+            pendingResume = nil
+            // On a thread of its own: QEMU's `cont` waits for this vCPU thread
+            // (run_on_cpu), which only moves while nestdbg waits for its stops below.
+            let box = UncheckedSendable(resume)
+            Thread {
+                do { try box.value() } catch { FileHandle.standardError.write(Data("nestdbg: resuming QEMU: \(error)\n".utf8)) }
+            }.start()
         }
         while true {
             let event: ThreadEvent
@@ -282,6 +292,12 @@ public final class AttachedVCPUTarget: RunnableTarget, @unchecked Sendable {
         if r < 0 { throw ProcessError.system(call: "rt_sigaction(\(signal)) in process \(point.pid)", errno: Int32(-r)) }
         return try thread.readMemory(at: address + UInt64(size), count: size)
     }
+}
+
+/// A value moved to another thread by hand (QEMU's QMP client, used there alone).
+struct UncheckedSendable<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
 }
 
 /// x86-64 system call numbers nestdbg runs in another process.

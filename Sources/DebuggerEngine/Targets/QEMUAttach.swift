@@ -36,10 +36,15 @@ extension AttachPoint {
             thread = try process.vcpuThread(index: vcpu).threadID
         }
         let ranges = try client?.guestRAM() ?? process.fallbackGuestRAM()
-        let prelaunch = try client.map { try $0.status().state == .prelaunch } ?? false
+        // QEMU serves one QMP client at a time: nestdbg keeps its connection
+        // only as long as it needs it (until `cont` for a QEMU started with -S).
+        var resume: (() throws -> Void)?
+        if let client, try client.status().state == .prelaunch {
+            resume = { try client.cont() }
+        }
         return AttachPoint(pid: pid, vcpuIndex: UInt32(vcpu), thread: thread, vcpuFD: descriptor.fileDescriptor,
                            memory: QEMUMemory(GuestMemory(pid: pid, ranges: ranges)), processName: "QEMU \(pid)",
-                           resumeProcess: prelaunch ? { try client?.cont() } : nil)
+                           resumeProcess: resume)
     }
 
     /// This machine's KVM must keep nested state (the sandbox's does) and
