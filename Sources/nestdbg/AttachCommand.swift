@@ -35,7 +35,7 @@ struct AttachCommand: ParsableCommand {
     @Option(name: .customLong("break"), help: "Exit code or name to stop at (batch: stops the run there). Repeatable.")
     var breakAt: [String] = []
     @Option(help: "Batch: give up when no stop comes within this many seconds.") var timeout = 30.0
-    @Option(help: "Batch: live watch for this many seconds (the guest runs freely, KVM's tracepoint counts its nested exits), then detach.")
+    @Option(help: "Live watch without the front end for this many seconds (the guest runs freely, KVM's tracepoint counts its nested exits), then detach.")
     var watch: Double?
     @Option(help: "L1's MAXPHYADDR for the VMRUN consistency checks.") var physBits = 40
     @Option(help: "Theme name (Themes/NAME.theme) or path, for the front end.") var theme = "default"
@@ -44,8 +44,10 @@ struct AttachCommand: ParsableCommand {
         let batchRun = try BatchRun(exits: exits, json: json, timeout: timeout, breakAt: breakAt)
         if let watch, !(watch > 0) { throw fail("--watch must be a positive number of seconds", status: 2) }
         guard vcpu >= 0 else { throw fail("--vcpu must be 0 or more", status: 2) }
+        // --watch is a batch mode of its own (one summary), front end or not.
+        let headless = batch || watch != nil
         let t: Theme?
-        if batch {
+        if headless {
             t = nil
         } else {
             do { t = try Theme.load(theme) } catch let error as ThemeError { throw fail(error.description, status: 2) }
@@ -55,10 +57,9 @@ struct AttachCommand: ParsableCommand {
         // A signal detaches before nestdbg ends (the engine's thread is the
         // tracer); taken by a thread of its own, set up before the engine's.
         let running = RunningSession()
-        let isBatch = batch
         TerminationSignals.onSignal { signal in
             running.session?.shutdown()
-            if !isBatch { App.restoreTerminal() }
+            if !headless { App.restoreTerminal() }
             Glibc.exit(128 + signal)
         }
         let session = EngineSession(engine: engine)

@@ -8,6 +8,9 @@ import Testing
 /// A real QEMU (`-accel kvm`) with a plain guest, on the host's KVM: the
 /// attach machinery (ptrace, ioctls run in QEMU's vCPU thread, a tracepoint's
 /// SIGTRAP stopping another process's vCPU, release) without nested SVM.
+/// Without the PIT: in the sandbox its interrupt, pending for a guest with
+/// IF=0, locks the whole sandbox up within seconds (TCG's SVM under kvm_amd,
+/// QEMU or not: measured with no nestdbg running).
 /// Needs root, /dev/kvm, tracefs and qemu-system-x86_64; in CI a missing one
 /// fails, elsewhere the test is skipped with the reason. On a PVM host KVM it
 /// is skipped and runs in the sandbox (scripts/e2e).
@@ -40,7 +43,7 @@ final class PlainQEMU {
         try Data(Self.cpuidLoopImage(iterations: iterations)).write(to: image)
         qmpPath = directory.appendingPathComponent("qmp.sock").path
         process.executableURL = URL(fileURLWithPath: PlainQEMU.path!)
-        process.arguments = ["-accel", "kvm", "-m", "64", "-display", "none", "-no-reboot", "-serial", "none",
+        process.arguments = ["-accel", "kvm", "-machine", "pc,pit=off", "-m", "64", "-display", "none", "-no-reboot", "-serial", "none",
                              "-monitor", "none", "-nic", "none", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
                              "-qmp", "unix:\(qmpPath),server=on,wait=off", "-kernel", image.path] + (paused ? ["-S"] : [])
         process.standardOutput = FileHandle.nullDevice
@@ -124,8 +127,14 @@ struct AttachTests {
         #expect(bound == thread)
         let events = try PerfTracepoints([TracepointRequest("kvm", "kvm_cpuid", stops: true)], thread: bound, tracefs: tracefs)
         try events.enable()
-        var counters: [UInt64] = []
-        for _ in 0..<20 {
+        // The firmware runs CPUIDs of its own before the guest's loop: skip those.
+        var firmwareStops = 0
+        while try target.run() == .interrupted, try target.generalRegisters().rip != PlainQEMU.afterCPUID {
+            firmwareStops += 1
+            try #require(firmwareStops < 10_000, "the guest's loop never reached")
+        }
+        var counters: [UInt64] = [try target.generalRegisters().rsi]
+        for _ in 0..<19 {
             #expect(try target.run() == .interrupted)
             let regs = try target.generalRegisters()
             #expect(regs.rip == PlainQEMU.afterCPUID, "stopped right after the CPUID that fired kvm_cpuid")
@@ -133,7 +142,7 @@ struct AttachTests {
         }
         // One stop per CPUID: ESI went down by one each time.
         #expect(zip(counters, counters.dropFirst()).allSatisfy { $0 - 1 == $1 }, "\(counters)")
-        #expect(counters.first.map { $0 < iterations && $0 > 0 } == true)
+        #expect(counters.first.map { $0 <= iterations && $0 > 0 } == true)
         #expect(try events.counts().first ?? 0 >= 20, "kvm_cpuid fired at least once per stop")
         #expect(try target.isInGuestMode() == false)
         try events.disable()
@@ -155,6 +164,7 @@ struct AttachTests {
         #expect(throws: ProcessError.self) { try second.claimVCPU() }
         try first.release()
         qemu.process.terminate()
+        #expect(qemu.exitStatus(within: 30) != nil, "QEMU ends on SIGTERM once released")
     }
 }
 
@@ -185,7 +195,10 @@ struct ComparableStop: Equatable, CustomStringConvertible {
 }
 
 /// A QEMU (-accel kvm -cpu host) running a Multiboot L1 on the sandbox's
-/// nested KVM, started with -S and a QMP socket.
+/// nested KVM, started with -S and a QMP socket. Without the PIT (see
+/// PlainQEMU); with it, KVM 6.1 would also sync its interrupt-window V_IRQ
+/// into vmcb12's int_ctl at every #VMEXIT (measured), which nestdbg's own VM,
+/// with no timer, never shows.
 final class NestedQEMU {
     let process = Process()
     let directory: URL
@@ -198,7 +211,7 @@ final class NestedQEMU {
         try Data(image).write(to: file)
         debugcon = directory.appendingPathComponent("e9.txt")
         process.executableURL = URL(fileURLWithPath: PlainQEMU.path!)
-        process.arguments = ["-accel", "kvm", "-cpu", "host", "-m", "64", "-display", "none", "-no-reboot", "-serial", "none",
+        process.arguments = ["-accel", "kvm", "-cpu", "host", "-machine", "pc,pit=off", "-m", "64", "-display", "none", "-no-reboot", "-serial", "none",
                              "-monitor", "none", "-nic", "none", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
                              "-debugcon", "file:\(debugcon.path)", "-S",
                              "-qmp", "unix:\(directory.path)/qmp.sock,server=on,wait=off", "-kernel", file.path]

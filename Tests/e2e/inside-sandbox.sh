@@ -115,4 +115,6 @@ nestdbg run --batch --json --scenario selfcheck --exits 100000 > /out/e2e/selfch
 tail -n 1 /out/e2e/selfcheck.jsonl | grep -q '"kind":"exited"' || fail "selfcheck: did not end with its own exit"
 grep -q '"handled_by_l0":\[{' /out/e2e/selfcheck.jsonl || fail "selfcheck: no L0-handled exits counted"
 echo "selfcheck: 240 nested exits stepped by tracepoints, checksum unchanged (status 0)"
+# nestdbg attach on QEMU inside the sandbox.
+sh attach.sh
 echo "e2e: all checks passed"

@@ -70,6 +70,10 @@ public final class AttachedVCPUTarget: RunnableTarget, @unchecked Sendable {
     private var pendingResume: (() throws -> Void)?
     /// Set when the process ended: nothing can be read or restored any more.
     private var ended: TargetEnded?
+    /// `exit_reason` in QEMU's mapping of this vCPU's `kvm_run`, and its value
+    /// before nestdbg made it harmless (see `armAgainstTracerDeath`).
+    private var exitReasonAddress: UInt64?
+    private var savedExitReason: [UInt8]?
 
     /// The value nestdbg's own pause signals carry (SIGUSR1 with SI_QUEUE):
     /// QEMU's kicks are SIGUSR1 too, and pass on untouched.
@@ -94,6 +98,10 @@ public final class AttachedVCPUTarget: RunnableTarget, @unchecked Sendable {
         thread = traced
         do {
             try stopInsideSystemCall(traced)
+            exitReasonAddress = try QEMUProcess(pid: point.pid).memoryMappings().first {
+                $0.path == "anon_inode:kvm-vcpu:\(point.vcpuIndex)" && $0.fileOffset == 0
+            }.map { $0.start + 8 }   // struct kvm_run: 8 bytes of flags, then __u32 exit_reason
+            try armAgainstTracerDeath(traced)
             vcpu = try RemoteVCPU(id: point.vcpuIndex, kvm: kvm) { [unowned self] request, argument, size in
                 try self.remoteIoctl(request, argument, size: size)
             }
@@ -137,6 +145,7 @@ public final class AttachedVCPUTarget: RunnableTarget, @unchecked Sendable {
     public func run() throws -> VCPUExit {
         if let ended { throw ended }
         guard let thread else { throw TargetError.notSupported(operation: "KVM_RUN", target: "\(name) before attaching") }
+        try disarm(thread)
         try thread.resume()
         if let resume = pendingResume {
             pendingResume = nil
@@ -153,7 +162,10 @@ public final class AttachedVCPUTarget: RunnableTarget, @unchecked Sendable {
             switch event {
             case let .stopped(.signal(info)):
                 // Ours: a tracepoint's SIGTRAP, or nestdbg's pause. Dropped on resume.
-                if info.isPerfTrap || TracedThread.isQueuedByUs(info, value: Self.kickValue) { return .interrupted }
+                if info.isPerfTrap || TracedThread.isQueuedByUs(info, value: Self.kickValue) {
+                    try armAgainstTracerDeath(thread)
+                    return .interrupted
+                }
                 // QEMU's own (SIG_IPI kicks, timers...): passed on unchanged.
                 try thread.resume(delivering: info.signal)
             case .stopped(.interrupted), .stopped(.syscall):
@@ -220,7 +232,30 @@ public final class AttachedVCPUTarget: RunnableTarget, @unchecked Sendable {
         }
         if let savedTrapAction { _ = try setSignalAction(SIGTRAP, restoring: savedTrapAction) }
         if let savedMask { try thread.setSignalMask(savedMask) }
+        try disarm(thread)
         try thread.detach()
+    }
+
+    /// If nestdbg dies (SIGKILL) while a system call it injected runs, the
+    /// kernel lets the thread go on from there: back in QEMU's ioctl wrapper
+    /// with that call's result, 0, in RAX instead of KVM_RUN's -EINTR. QEMU
+    /// then reads `kvm_run.exit_reason`: still KVM_EXIT_INTR, which it does
+    /// not expect with 0 ("unknown exit reason 10", the VM stops; measured).
+    /// So while nestdbg holds the thread, exit_reason says
+    /// KVM_EXIT_IRQ_WINDOW_OPEN, on which QEMU simply returns to its loop
+    /// and enters KVM_RUN again. The other registers an injection changes
+    /// are the ones a system call may clobber.
+    private func armAgainstTracerDeath(_ thread: TracedThread) throws {
+        guard let address = exitReasonAddress, savedExitReason == nil else { return }
+        savedExitReason = try thread.readMemory(at: address, count: 4)
+        try thread.writeMemory([7, 0, 0, 0], at: address)   // KVM_EXIT_IRQ_WINDOW_OPEN
+    }
+
+    /// Puts exit_reason back before the thread runs on (it is QEMU's).
+    private func disarm(_ thread: TracedThread) throws {
+        guard let address = exitReasonAddress, let saved = savedExitReason else { return }
+        try thread.writeMemory(saved, at: address)
+        savedExitReason = nil
     }
 
     // MARK: reading the vCPU
