@@ -154,7 +154,9 @@ struct AttachTests {
     @Test("attaching twice is refused (one tracer per thread), naming ptrace")
     func secondTracer() throws {
         guard try attachEnvironment() != nil else { return }
-        let qemu = try PlainQEMU(iterations: 50_000_000)
+        // Paused (-S): in the sandbox a QEMU whose vCPU spins through CPUID
+        // exits takes long to act on SIGTERM, nestdbg or not (measured).
+        let qemu = try PlainQEMU(iterations: 1000, paused: true)
         let (thread, fd) = try qemu.vcpu0()
         let point = AttachPoint(pid: qemu.process.processIdentifier, vcpuIndex: 0, thread: thread, vcpuFD: fd,
                                 memory: NoGuestMemory(), processName: "QEMU")
