@@ -47,7 +47,7 @@ final class PlainQEMU {
                              "-monitor", "none", "-nic", "none", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
                              "-qmp", "unix:\(qmpPath),server=on,wait=off", "-kernel", image.path] + (paused ? ["-S"] : [])
         process.standardOutput = FileHandle.nullDevice
-        try process.run()
+        try runWithSignalsUnblocked(process)
     }
 
     deinit {
@@ -80,6 +80,18 @@ final class PlainQEMU {
         }
         throw ProcessError.unsuitable("QEMU \(process.processIdentifier): no vCPU 0 on QMP within \(seconds) s")
     }
+}
+
+/// Starts `process` with no signal blocked: a child inherits its parent
+/// thread's mask, and the test's threads (libdispatch workers) block SIGTERM,
+/// which QEMU never unblocks (measured: SIGTERM stayed pending in QEMU).
+func runWithSignalsUnblocked(_ process: Process) throws {
+    var none = sigset_t()
+    var saved = sigset_t()
+    sigemptyset(&none)
+    pthread_sigmask(SIG_SETMASK, &none, &saved)
+    defer { pthread_sigmask(SIG_SETMASK, &saved, nil) }
+    try process.run()
 }
 
 /// Guest memory is not needed here (test double: every read fails, naming why).
@@ -154,8 +166,7 @@ struct AttachTests {
     @Test("attaching twice is refused (one tracer per thread), naming ptrace")
     func secondTracer() throws {
         guard try attachEnvironment() != nil else { return }
-        // Paused (-S): in the sandbox a QEMU whose vCPU spins through CPUID
-        // exits takes long to act on SIGTERM, nestdbg or not (measured).
+        // Paused (-S): the vCPU thread waits in a futex, not in KVM_RUN.
         let qemu = try PlainQEMU(iterations: 1000, paused: true)
         let (thread, fd) = try qemu.vcpu0()
         let point = AttachPoint(pid: qemu.process.processIdentifier, vcpuIndex: 0, thread: thread, vcpuFD: fd,
@@ -218,7 +229,7 @@ final class NestedQEMU {
                              "-debugcon", "file:\(debugcon.path)", "-S",
                              "-qmp", "unix:\(directory.path)/qmp.sock,server=on,wait=off", "-kernel", file.path]
         process.standardOutput = FileHandle.nullDevice
-        try process.run()
+        try runWithSignalsUnblocked(process)
         // QMP answers once the machine (and its vCPUs) exist.
         let deadline = Date(timeIntervalSinceNow: 20)
         while Date() < deadline {
