@@ -265,11 +265,16 @@ public final class TracedThread {
     @discardableResult
     public func learnSyscallInstruction(from registers: ThreadRegisters) throws -> Bool {
         if syscallInstruction != nil { return true }
-        guard registers.originalRAX >= 0, registers.rip >= 2 else { return false }
+        syscallInstruction = syscallSite(before: registers)
+        return syscallInstruction != nil
+    }
+
+    /// The `syscall` instruction at RIP - 2 of a thread stopped inside a system call.
+    private func syscallSite(before registers: ThreadRegisters) -> UInt64? {
+        guard registers.originalRAX >= 0, registers.rip >= 2 else { return nil }
         var word: UInt64 = 0
-        guard cproc_peek(tid, registers.rip - 2, &word) == 0, word & 0xFFFF == 0x050F else { return false }
-        syscallInstruction = registers.rip - 2
-        return true
+        guard cproc_peek(tid, registers.rip - 2, &word) == 0, word & 0xFFFF == 0x050F else { return nil }
+        return registers.rip - 2
     }
 
     /// Runs system call `number` with `arguments` in the stopped thread and
@@ -282,7 +287,11 @@ public final class TracedThread {
             throw ProcessError.unsuitable("thread \(tid): no syscall instruction known yet (it has not stopped inside a system call)")
         }
         let saved = try registers()
-        try setRegisters(saved.calling(number, arguments, at: instruction))
+        // The thread's own call site where it has one: if the tracer dies
+        // mid-call, the thread goes on from there, in the function it was
+        // in (a site learned in another function would return into the
+        // wrong frame: QEMU segfaulted once after nestdbg was SIGKILLed).
+        try setRegisters(saved.calling(number, arguments, at: syscallSite(before: saved) ?? instruction))
         // Into the call, then out of it; a signal on the way is kept for later.
         var sawEntry = false
         while true {
