@@ -41,6 +41,12 @@
         .equ WRMSR_VALUE, 0x70110      /* what L2 last wrote to the emulated MSR */
         .equ DEMO_MSR,    0xC0000081   /* STAR: intercepted for read and write through the MSRPM */
         .equ PANIC_PORT,  0xE1         /* L1 reports an exit it cannot handle */
+        .equ L1_PML4,     0x10000      /* L1's boot tables (the VMM writes them) */
+        .equ EV_GDT,      0x44000      /* the events scenario: L2's GDT and IDT */
+        .equ EV_IDT,      0x45000
+        .equ PAE_PDPT,    0x10000      /* the PAE scenario: CR3, four PDPTEs */
+        .equ PAE_PD_A,    0x13000      /* PDPTE[1] (linear 1-2 GiB) points at one or the other */
+        .equ PAE_PD_B,    0x14000
 
         .section .rodata.nestdbg_demo, "a"
         .p2align 12
@@ -256,6 +262,98 @@ nestdbg_demo_l2_passthrough:
         out 0xE9, al                                               /* not in the IOPM: reaches the VMM */
         jmp .Ll2_entry
 
+        /* ------- the events scenario: injected and pending events around VMRUN -------
+         * A 64-bit L1 without nested paging (L2 shares L1's page tables) whose
+         * every round injects #UD into L2 through EVENTINJ and leaves a virtual
+         * interrupt pending (V_IRQ, VINTR intercepted) while L2 runs with IF=0.
+         * L2's #UD handler makes a VMMCALL (L1 sees L2 inside the handler), L2
+         * then exits to the VMM with V_IRQ pending (OUT 0xE9), enables
+         * interrupts (VINTR #VMEXIT: L1 takes V_IRQ back) and halts (the round
+         * ends). Losing the event or the pending interrupt on the way through a
+         * save and restore changes the next #VMEXIT. */
+        .globl nestdbg_demo_events_entry
+nestdbg_demo_events_entry:
+        L1_ENABLE_SVM HSAVE
+        mov rax, 0x00AF9A000000FFFF                                /* L2's GDT: 0x08 64-bit code */
+        mov qword ptr [EV_GDT + 8], rax
+        mov rax, 0x00CF92000000FFFF                                /*           0x10 data */
+        mov qword ptr [EV_GDT + 16], rax
+        lea rax, [rip + .Lev_ud_handler]                           /* L2's IDT: #UD and vector 0x30 */
+        mov edi, EV_IDT + 6 * 16
+        call .Lev_gate
+        lea rax, [rip + .Lev_vintr_handler]
+        mov edi, EV_IDT + 0x30 * 16
+        call .Lev_gate
+        mov ebx, VMCB12
+        mov dword ptr [rbx + 0x00C], (1 << 4) | (1 << 24)          /* VINTR HLT */
+        mov dword ptr [rbx + 0x010], (1 << 0) | (1 << 1)           /* VMRUN VMMCALL */
+        mov qword ptr [rbx + 0x040], IOPM
+        mov qword ptr [rbx + 0x048], MSRPM
+        mov dword ptr [rbx + 0x058], 1                             /* ASID */
+        L2_LONG_MODE_STATE L1_PML4, .Lev_l2_entry, L2_STACK
+        mov dword ptr [rbx + 0x464], 23                            /* gdtr */
+        mov qword ptr [rbx + 0x468], EV_GDT
+        mov dword ptr [rbx + 0x484], 0x30 * 16 + 15                /* idtr */
+        mov qword ptr [rbx + 0x488], EV_IDT
+.Lev_round:
+        mov dword ptr [rbx + 0x0A8], (1 << 31) | (3 << 8) | 6      /* EVENTINJ: valid, exception, #UD */
+        mov dword ptr [rbx + 0x060], (1 << 24) | (0xF << 16) | (1 << 8)  /* V_INTR_MASKING, priority 15, V_IRQ */
+        mov dword ptr [rbx + 0x064], 0x30                          /* the virtual interrupt's vector */
+.Lev_loop:
+        mov eax, VMCB12
+        .globl nestdbg_demo_events_vmrun
+nestdbg_demo_events_vmrun:
+        .byte 0x0F, 0x01, 0xD8                                     /* vmrun */
+        mov ebx, VMCB12
+        mov dword ptr [rbx + 0x0A8], 0                             /* delivered: not again */
+        inc qword ptr [EXIT_COUNT]
+        mov eax, dword ptr [rbx + 0x70]
+        cmp eax, 0x81
+        je .Lev_vmmcall
+        cmp eax, 0x64
+        je .Lev_vintr
+        cmp eax, 0x78
+        je .Lev_hlt
+        mov edx, PANIC_PORT
+        out dx, eax
+2:      jmp 2b
+.Lev_vmmcall:                                                      /* from L2's #UD handler */
+        add qword ptr [rbx + 0x578], 3
+        jmp .Lev_loop
+.Lev_vintr:                                                        /* L2 enabled interrupts: L1 takes V_IRQ back */
+        and dword ptr [rbx + 0x060], ~(1 << 8)
+        jmp .Lev_loop
+.Lev_hlt:                                                          /* the round is over: L2 starts again, IF=0 */
+        lea rax, [rip + .Lev_l2_entry]
+        mov qword ptr [rbx + 0x578], rax
+        mov qword ptr [rbx + 0x570], 2
+        jmp .Lev_round
+.Lev_gate:                                                         /* 64-bit interrupt gate at rdi for handler rax */
+        mov word ptr [rdi], ax
+        mov word ptr [rdi + 2], 0x08
+        mov word ptr [rdi + 4], 0x8E00
+        shr rax, 16
+        mov word ptr [rdi + 6], ax
+        shr rax, 16
+        mov dword ptr [rdi + 8], eax
+        mov dword ptr [rdi + 12], 0
+        ret
+.Lev_l2_entry:
+        .globl nestdbg_demo_events_l2_out
+nestdbg_demo_events_l2_out:
+        out 0xE9, al                                               /* to the VMM, in L2, V_IRQ pending */
+        sti
+        nop                                                        /* VINTR #VMEXIT */
+        cli
+        hlt                                                        /* HLT #VMEXIT: the round ends */
+.Lev_ud_handler:
+        .globl nestdbg_demo_events_l2_ud_handler
+nestdbg_demo_events_l2_ud_handler:
+        .byte 0x0F, 0x01, 0xD9                                     /* vmmcall */
+        iretq
+.Lev_vintr_handler:
+        iretq
+
         /* ------- the legacy-paging scenario: a 32-bit L1 (PSE or PAE paging) -------
          * L2 runs without nested paging on L1's own page tables and loops on
          * CPUID. The VMM picks PSE or PAE by how it sets up L1's paging. */
@@ -298,7 +396,21 @@ nestdbg_demo_l1_32_entry:
         mov dword ptr [ebx + 0x570], 2
         call .Ll1_32_continue                  /* pushes the address of L2's code, which follows */
 .Ll2_32:
+        mov eax, cr4
+        test eax, 0x20
         mov eax, 0
+        jz 1f
+        /* PAE: point PDPTE[1] in memory at the other page directory. The CPU
+         * keeps using the PDPTR it loaded at VMRUN, so the read below still goes
+         * through the old one, whose page holds another marker: L1 sees the
+         * marker in RAX at the CPUID exit. A restore that reloads the PDPTRs
+         * from memory (KVM_SET_SREGS, no PDPTRs) reads the other marker. */
+        xor dword ptr [PAE_PDPT + 8], PAE_PD_A ^ PAE_PD_B
+        .globl nestdbg_demo_l2_32_out
+nestdbg_demo_l2_32_out:
+        out 0xE9, al                                               /* not intercepted: to the VMM, in L2 */
+        mov eax, dword ptr [0x40000000]
+1:
         .globl nestdbg_demo_l2_32_cpuid
 nestdbg_demo_l2_32_cpuid:
         cpuid

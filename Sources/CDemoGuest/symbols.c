@@ -5,7 +5,9 @@ extern const unsigned char nestdbg_demo_l1_entry[], nestdbg_demo_vmrun[], nestdb
     nestdbg_demo_l2_entry[], nestdbg_demo_l2_cpuid[], nestdbg_demo_l2_in[], nestdbg_demo_l2_out[],
     nestdbg_demo_l2_rdmsr[], nestdbg_demo_l2_wrmsr[], nestdbg_demo_l2_ud[], nestdbg_demo_l2_npf[],
     nestdbg_demo_l2_cr4[], nestdbg_demo_l2_hlt[], nestdbg_demo_l2_vmmcall[], nestdbg_demo_l2_passthrough[],
-    nestdbg_demo_l1_32_entry[], nestdbg_demo_vmrun32[], nestdbg_demo_l2_32_cpuid[], nestdbg_demo_h_cpuid[];
+    nestdbg_demo_l1_32_entry[], nestdbg_demo_vmrun32[], nestdbg_demo_l2_32_cpuid[], nestdbg_demo_h_cpuid[],
+    nestdbg_demo_l2_32_out[], nestdbg_demo_events_entry[], nestdbg_demo_events_vmrun[], nestdbg_demo_events_l2_out[],
+    nestdbg_demo_events_l2_ud_handler[];
 
 static const struct { const char *name; const unsigned char *at; } symbols[] = {
     {"l1_entry", nestdbg_demo_l1_entry}, {"vmrun", nestdbg_demo_vmrun}, {"after_vmrun", nestdbg_demo_after_vmrun},
@@ -15,6 +17,9 @@ static const struct { const char *name; const unsigned char *at; } symbols[] = {
     {"l2_hlt", nestdbg_demo_l2_hlt}, {"l2_vmmcall", nestdbg_demo_l2_vmmcall},
     {"l2_passthrough", nestdbg_demo_l2_passthrough},
     {"l1_h_cpuid", nestdbg_demo_h_cpuid}, {"l1_32_entry", nestdbg_demo_l1_32_entry}, {"vmrun32", nestdbg_demo_vmrun32}, {"l2_32_cpuid", nestdbg_demo_l2_32_cpuid},
+    {"l2_32_out", nestdbg_demo_l2_32_out}, {"events_entry", nestdbg_demo_events_entry},
+    {"events_vmrun", nestdbg_demo_events_vmrun}, {"events_l2_out", nestdbg_demo_events_l2_out},
+    {"events_l2_ud_handler", nestdbg_demo_events_l2_ud_handler},
 };
 
 const unsigned char *nestdbg_demo_image(size_t *length) {

@@ -20,6 +20,11 @@ public struct Capability: RawRepresentable, Hashable, Sendable, CustomStringConv
     public static let sregs2 = Capability(KVM_CAP_SREGS2, "KVM_CAP_SREGS2")
     public static let irqchip = Capability(KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP")
     public static let x86GuestMode = Capability(CKVM_CAP_X86_GUEST_MODE, "KVM_CAP_X86_GUEST_MODE")
+    public static let xsave = Capability(KVM_CAP_XSAVE, "KVM_CAP_XSAVE")
+    public static let xsave2 = Capability(KVM_CAP_XSAVE2, "KVM_CAP_XSAVE2")
+    public static let xcrs = Capability(KVM_CAP_XCRS, "KVM_CAP_XCRS")
+    public static let getTSCKHz = Capability(KVM_CAP_GET_TSC_KHZ, "KVM_CAP_GET_TSC_KHZ")
+    public static let tscControl = Capability(KVM_CAP_TSC_CONTROL, "KVM_CAP_TSC_CONTROL")
 
     /// The capabilities a debugger report lists.
     public static let reported: [Capability] = [

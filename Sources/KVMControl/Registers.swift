@@ -171,6 +171,24 @@ public struct VCPUEvents: Sendable {
     public var nmiMasked: Bool { raw.nmi.masked != 0 }
     public var inSMM: Bool { raw.smi.smm != 0 }
     public var tripleFaultPending: Bool { raw.triple_fault.pending != 0 }
+
+    /// Every field by its uapi name, in struct order (for diffs and JSON).
+    public var fields: [(name: String, value: UInt64)] {
+        let r = raw
+        return [
+            ("exception.injected", UInt64(r.exception.injected)), ("exception.nr", UInt64(r.exception.nr)),
+            ("exception.has_error_code", UInt64(r.exception.has_error_code)), ("exception.pending", UInt64(r.exception.pending)),
+            ("exception.error_code", UInt64(r.exception.error_code)),
+            ("interrupt.injected", UInt64(r.interrupt.injected)), ("interrupt.nr", UInt64(r.interrupt.nr)),
+            ("interrupt.soft", UInt64(r.interrupt.soft)), ("interrupt.shadow", UInt64(r.interrupt.shadow)),
+            ("nmi.injected", UInt64(r.nmi.injected)), ("nmi.pending", UInt64(r.nmi.pending)), ("nmi.masked", UInt64(r.nmi.masked)),
+            ("sipi_vector", UInt64(r.sipi_vector)), ("flags", UInt64(r.flags)),
+            ("smi.smm", UInt64(r.smi.smm)), ("smi.pending", UInt64(r.smi.pending)),
+            ("smi.smm_inside_nmi", UInt64(r.smi.smm_inside_nmi)), ("smi.latched_init", UInt64(r.smi.latched_init)),
+            ("triple_fault.pending", UInt64(r.triple_fault.pending)),
+            ("exception_has_payload", UInt64(r.exception_has_payload)), ("exception_payload", r.exception_payload),
+        ]
+    }
 }
 
 /// The vCPU's multiprocessing state (`kvm_mp_state`).

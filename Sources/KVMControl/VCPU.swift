@@ -64,6 +64,20 @@ public final class VCPU: VCPUIoctls, @unchecked Sendable {
         return decodeExit()
     }
 
+    /// Finishes the instruction of the last I/O or MMIO exit without entering
+    /// the guest. KVM completes it (RIP past the OUT, the IN's data in place)
+    /// only at the next KVM_RUN; one with `immediate_exit` set does that and
+    /// returns EINTR. A VMM does this before it saves the vCPU (QEMU re-enters
+    /// KVM with a self-kick): saved before it, the instruction runs twice.
+    public func completePendingExit() throws {
+        let reason = Int32(shared.pointee.exit_reason)
+        guard reason == KVM_EXIT_IO || reason == KVM_EXIT_MMIO else { return }
+        shared.pointee.immediate_exit = 1
+        defer { shared.pointee.immediate_exit = 0 }
+        let r = ckvm_ioctl_int(fd, CKVM_RUN, 0)
+        if r < 0, r != -EINTR { throw KVMError.ioctl(name: "KVM_RUN (immediate_exit, completing the last I/O)", errno: -r) }
+    }
+
     /// Makes a `run()` in progress on another thread return `.interrupted`
     /// promptly, or the next `run()` if none is in progress. Thread-safe.
     public func kick() {

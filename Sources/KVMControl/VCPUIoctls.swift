@@ -67,6 +67,12 @@ extension VCPUIoctls {
         guard sregs.pdptrs == nil else {
             throw KVMError.unsupported(operation: "KVM_SET_SREGS", reason: "PDPTRs need KVM_CAP_SREGS2")
         }
+        try setLegacySpecialRegisters(sregs)
+    }
+
+    /// `KVM_SET_SREGS` even where SREGS2 exists: it has no PDPTR field, so in
+    /// PAE paging KVM loads them from guest memory at CR3 (what a VMM without SREGS2 gets).
+    public func setLegacySpecialRegisters(_ sregs: SpecialRegisters) throws {
         var c = kvm_sregs()
         try ioctl(CKVM_GET_SREGS, "KVM_GET_SREGS", &c)
         sregs.apply(to: &c)

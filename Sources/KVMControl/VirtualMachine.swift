@@ -16,6 +16,8 @@ public final class VirtualMachine: @unchecked Sendable {
     public let system: KVM
     let fd: Int32
     public private(set) var regions: [MemoryRegion] = []
+    /// Whether `createIRQChip()` made an in-kernel irqchip (then each vCPU has a LAPIC to save).
+    public private(set) var hasIRQChip = false
 
     init(system: KVM, fd: Int32) {
         self.system = system
@@ -69,6 +71,7 @@ public final class VirtualMachine: @unchecked Sendable {
     /// debugger's patch-and-step stop mechanism relies on.
     public func createIRQChip() throws {
         try kvmIoctl(fd, CKVM_CREATE_IRQCHIP, "KVM_CREATE_IRQCHIP", value: 0)
+        hasIRQChip = true
     }
 
     /// `KVM_CREATE_VCPU` with the given id, and its `kvm_run` mapping.

@@ -90,3 +90,64 @@ public struct SVMNestedState: Equatable, Sendable {
         return b
     }
 }
+
+/// One field in which two nested-state blobs differ, with what it holds.
+public struct NestedStateDifference: Equatable, Sendable {
+    /// "flags", "vmcb_pa", "size", or a data field ("control.int_ctl", "save.rip").
+    public let field: String
+    public let first: String
+    public let second: String
+    /// What the field is to KVM: the header's, the cached controls', or L1's parked state's.
+    public let meaning: String
+}
+
+extension VMCB {
+    /// The fields whose values differ from `other`'s, in layout order
+    /// (reserved ones too: KVM should leave them alone).
+    public func differingFields(from other: VMCB) -> [VMCBField] {
+        VMCBLayout.fields.filter { self[$0] != other[$0] }
+    }
+
+    /// A field's value as panes show it: the number (or bytes) and its meaning.
+    public func shown(_ field: VMCBField) -> String {
+        let value = self[field]
+        let meaning = field.meaning(of: value, in: self)
+        return meaning.isEmpty ? value.description : "\(value) (\(meaning))"
+    }
+}
+
+extension SVMNestedState {
+    /// Field by field against `other`: the header, then (when either is in
+    /// guest mode) every data field by the VMCB layout, with what that half means.
+    public func differences(from other: SVMNestedState) -> [NestedStateDifference] {
+        var out: [NestedStateDifference] = []
+        if flags != other.flags {
+            out.append(NestedStateDifference(field: "flags", first: "0x\(String(flags.rawValue, radix: 16)) (\(flags))",
+                                             second: "0x\(String(other.flags.rawValue, radix: 16)) (\(other.flags))",
+                                             meaning: "KVM_STATE_NESTED_*: guest mode, VMRUN pending, GIF"))
+        }
+        if vmcbPA != other.vmcbPA {
+            out.append(NestedStateDifference(field: "vmcb_pa", first: "0x\(String(vmcbPA, radix: 16))",
+                                             second: "0x\(String(other.vmcbPA, radix: 16))", meaning: "vmcb12's address in L1"))
+        }
+        if bytes.count != other.bytes.count {
+            out.append(NestedStateDifference(field: "size", first: "\(bytes.count)", second: "\(other.bytes.count)",
+                                             meaning: "header + data (4096 bytes in guest mode)"))
+        }
+        switch (data, other.data) {
+        case let (a?, b?):
+            for field in a.differingFields(from: b) {
+                let half = field.area == .control ? SVMNestedState.controlMeaning : SVMNestedState.saveMeaning
+                out.append(NestedStateDifference(field: field.name, first: a.shown(field), second: b.shown(field),
+                                                 meaning: "\(field.summary); \(half)"))
+            }
+        case (nil, nil):
+            break
+        case (let a, _):
+            out.append(NestedStateDifference(field: "data", first: a == nil ? "none" : "4096 bytes",
+                                             second: a == nil ? "4096 bytes" : "none",
+                                             meaning: "the VMCB page KVM keeps only in guest mode"))
+        }
+        return out
+    }
+}

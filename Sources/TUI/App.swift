@@ -238,6 +238,8 @@ public final class App {
                 awaitingEngine = false
                 let items = list.enumerated().map { "\($0.offset): \($0.element)" }
                 say("breakpoints: " + (items.isEmpty ? "none" : items.joined(separator: ", ")))
+            case .captured:
+                awaitingEngine = false
             case let .failed(message):
                 awaitingEngine = false
                 endWatch()

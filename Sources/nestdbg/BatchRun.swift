@@ -55,7 +55,7 @@ struct BatchRun {
                 switch event {
                 case let .stopped(stop, _) where stop.kind != .start: return stop
                 case .breakpoints: return nil
-                case .stopped, .sample: continue   // the start stop; samples only come in live watch
+                case .stopped, .sample, .captured: continue   // the start stop; samples only come in live watch
                 case let .failed(message): throw fail(message, status: 1)
                 }
             }

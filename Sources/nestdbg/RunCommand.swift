@@ -72,7 +72,8 @@ struct TargetOptions: ParsableArguments {
     @Option(help: "L1's MAXPHYADDR for the VMRUN consistency checks.") var physBits = 40
     @Option(help: """
         demo (64-bit L1, nested paging); pse / pae: a 32-bit L1 with that paging, L2 without nested paging; \
-        selfcheck: a 64-bit L1 whose VMRUN is generated at run time and that checks its own code.
+        selfcheck: a 64-bit L1 whose VMRUN is generated at run time and that checks its own code; \
+        events: a 64-bit L1 injecting #UD into L2 and leaving a virtual interrupt pending.
         """)
     var scenario = "demo"
     @Option(help: "An L1 image of your own: a Multiboot v1 ELF, or a flat binary with --load-at.") var image: String?
@@ -114,7 +115,8 @@ struct TargetOptions: ParsableArguments {
             case "pse": return try OwnVMTarget.legacyPagingScenario(kvm: kvm, paging: .pse)
             case "pae": return try OwnVMTarget.legacyPagingScenario(kvm: kvm, paging: .pae)
             case "selfcheck": return try OwnVMTarget.selfCheck(kvm: kvm)
-            default: throw fail("unknown scenario \(scenario): demo, pse, pae or selfcheck", status: 2)
+            case "events": return try OwnVMTarget.eventsScenario(kvm: kvm)
+            default: throw fail("unknown scenario \(scenario): demo, pse, pae, events or selfcheck", status: 2)
             }
         }
     }

@@ -82,7 +82,40 @@ struct NestedStateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "nested-state",
         abstract: "Decode KVM_GET_NESTED_STATE blobs (SVM format).",
-        subcommands: [Decode.self])
+        subcommands: [Decode.self, Diff.self])
+
+    struct Diff: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Two blobs field by field: the header, the cached vmcb12 controls, L1's parked state. Exit 1 when they differ.")
+        @Argument(help: "A blob (e.g. saved on the source).") var first: String
+        @Argument(help: "Another (e.g. read back on the destination).") var second: String
+        @Flag(help: "Emit JSON.") var json = false
+
+        func run() throws {
+            let a = try blob(first), b = try blob(second)
+            let differences = a.differences(from: b)
+            if json {
+                print(JSON.object([("same", .bool(differences.isEmpty)), ("differences", .array(differences.map { d in
+                    .object([("field", .string(d.field)), ("first", .string(d.first)), ("second", .string(d.second)),
+                             ("meaning", .string(d.meaning))])
+                }))]).serialized())
+            } else if differences.isEmpty {
+                print("the same: flags \(a.flags.description.isEmpty ? "none" : a.flags.description), \(a.bytes.count) bytes")
+            } else {
+                print("\(differences.count) field\(differences.count == 1 ? "" : "s") differ\n")
+                print(table(differences.map { ($0.field, "\($0.first) -> \($0.second)", $0.meaning) }))
+            }
+            if !differences.isEmpty { throw ExitCode(1) }
+        }
+
+        private func blob(_ file: String) throws -> SVMNestedState {
+            do {
+                return try SVMNestedState(bytes: readInput(file))
+            } catch let error as NestedStateError {
+                throw fail("\(file): \(error)")
+            }
+        }
+    }
 
     struct Decode: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Header flags, vmcb12 address, cached controls and L1's parked state.")

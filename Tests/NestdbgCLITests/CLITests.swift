@@ -206,4 +206,43 @@ struct CLITests {
         let nowhere = try CLI.run("write-image", dir.appendingPathComponent("no/such/dir/x.elf").path)
         #expect(nowhere.status == 2 && nowhere.stderr.hasSuffix("x.elf: cannot be written\n"), "\(nowhere.stderr)")
     }
+
+    @Test("migrate-check: bad points, orders, omissions and windows get one line and status 2 before any VM is made")
+    func migrateCheckBadInput() throws {
+        let bad: [([String], String)] = [
+            (["--at-exit", "0"], "nestdbg: --at-exit 0: a positive number, a range A-B or a comma list of them\n"),
+            (["--at-exit", "5-2"], "nestdbg: --at-exit 5-2: a positive number, a range A-B or a comma list of them\n"),
+            (["--window", "nope"], "nestdbg: --window nope: one of run-pending, event-injection, gif-clear, interrupt-pending, in-l2, all\n"),
+            (["--omit", "memory"], "nestdbg: --omit memory: one of \(Omission.help)\n"),
+            (["--orders", "some"], "nestdbg: --orders some: only 'all' (or --order NAME)\n"),
+            (["--exits", "0"], "nestdbg: --exits must be positive\n"),
+            (["--every", "0"], "nestdbg: --every must be positive and at most --until\n"),
+        ]
+        for (args, message) in bad {
+            let r = try CLI.run(arguments: ["migrate-check"] + args)
+            #expect(r.status == 2 && r.stderr == message, "\(args): \(r.status) \(r.stderr)")
+        }
+        let order = try CLI.run("migrate-check", "--order", "sregs,sregs")
+        #expect(order.status == 2 && order.stderr == "nestdbg: --order: 'sregs' appears twice in the order\n", "\(order.stderr)")
+    }
+
+    @Test("nested-state diff: the same blob is status 0; a changed one lists each field with whose it is, status 1")
+    func nestedStateDiff() throws {
+        var data = VMCB()
+        data[integer: .saveRIP] = 0x12a8
+        let a = SVMNestedState.make(flags: [.guestMode, .gifSet], vmcbPA: 0x20000, data: data)
+        data[integer: .saveDR6] = 0xFFFF_0FF0
+        let b = SVMNestedState.make(flags: [.guestMode, .gifSet], vmcbPA: 0x20000, data: data)
+        let fa = try CLI.file(a, "a.bin"), fb = try CLI.file(b, "b.bin")
+        let same = try CLI.run("nested-state", "diff", fa, fa)
+        #expect(same.status == 0 && same.stdout == "the same: flags GUEST_MODE|GIF_SET, 4224 bytes\n", "\(same.stdout)")
+        let differ = try CLI.run("nested-state", "diff", fa, fb)
+        #expect(differ.status == 1 && differ.stdout.hasPrefix("1 field differ\n"), "\(differ.stdout)")
+        #expect(differ.stdout.contains("save.dr6") && differ.stdout.contains("0x0 -> 0xffff0ff0"), "\(differ.stdout)")
+        let json = try CLI.run("nested-state", "diff", "--json", fa, fb)
+        #expect(json.status == 1 && json.stdout.hasPrefix("{\"same\":false,\"differences\":[{\"field\":\"save.dr6\""), "\(json.stdout)")
+        let short = try CLI.file([1, 2, 3], "short.bin")
+        let bad = try CLI.run("nested-state", "diff", fa, short)
+        #expect(bad.status == 2 && bad.stderr == "nestdbg: \(short): a nested-state blob has a 128-byte header; this is 3 bytes\n", "\(bad.stderr)")
+    }
 }

@@ -75,3 +75,26 @@ struct FuzzTests {
         }
     }
 }
+
+@Suite("nested-state blobs compared field by field")
+struct NestedStateDiffTests {
+    @Test("the header and each data field, with whose it is")
+    func differences() throws {
+        var data = VMCB()
+        data[integer: .saveRIP] = 0x1234
+        data[integer: .intCtl] = 1 << 24
+        let a = try SVMNestedState(bytes: SVMNestedState.make(flags: [.guestMode, .gifSet], vmcbPA: 0x20000, data: data))
+        var other = data
+        other[integer: .saveDR6] = 0xFFFF_0FF0
+        other[integer: .intCtl] = 1 << 24 | 1 << 8
+        let b = try SVMNestedState(bytes: SVMNestedState.make(flags: [.guestMode, .runPending, .gifSet], vmcbPA: 0x20000, data: other))
+        let d = a.differences(from: b)
+        #expect(d.map(\.field) == ["flags", "control.int_ctl", "save.dr6"])
+        #expect(d[0].first.contains("GUEST_MODE|GIF_SET") && d[0].second.contains("RUN_PENDING"))
+        #expect(d[1].meaning.contains(SVMNestedState.controlMeaning))
+        #expect(d[2].meaning.contains(SVMNestedState.saveMeaning))
+        #expect(a.differences(from: a).isEmpty)
+        let outside = try SVMNestedState(bytes: SVMNestedState.make(flags: [.gifSet], vmcbPA: 0, data: nil))
+        #expect(a.differences(from: outside).map(\.field) == ["flags", "vmcb_pa", "size", "data"])
+    }
+}

@@ -117,4 +117,6 @@ grep -q '"handled_by_l0":\[{' /out/e2e/selfcheck.jsonl || fail "selfcheck: no L0
 echo "selfcheck: 240 nested exits stepped by tracepoints, checksum unchanged (status 0)"
 # nestdbg attach on QEMU inside the sandbox.
 sh attach.sh
+# nestdbg migrate-check: save, restore into a fresh VM, compare, run side by side.
+sh migrate.sh
 echo "e2e: all checks passed"

@@ -47,6 +47,16 @@ static const unsigned long CKVM_SET_DEBUGREGS = KVM_SET_DEBUGREGS;
 static const unsigned long CKVM_GET_NESTED_STATE = KVM_GET_NESTED_STATE;
 static const unsigned long CKVM_SET_NESTED_STATE = KVM_SET_NESTED_STATE;
 static const unsigned long CKVM_TRANSLATE = KVM_TRANSLATE;
+// The rest of a vCPU's state, for saving and restoring it as a migrating VMM does.
+static const unsigned long CKVM_GET_XSAVE = KVM_GET_XSAVE;
+static const unsigned long CKVM_GET_XSAVE2 = KVM_GET_XSAVE2;
+static const unsigned long CKVM_SET_XSAVE = KVM_SET_XSAVE;
+static const unsigned long CKVM_GET_XCRS = KVM_GET_XCRS;
+static const unsigned long CKVM_SET_XCRS = KVM_SET_XCRS;
+static const unsigned long CKVM_GET_LAPIC = KVM_GET_LAPIC;
+static const unsigned long CKVM_SET_LAPIC = KVM_SET_LAPIC;
+static const unsigned long CKVM_GET_TSC_KHZ = KVM_GET_TSC_KHZ;
+static const unsigned long CKVM_SET_TSC_KHZ = KVM_SET_TSC_KHZ;
 
 static const int CKVM_CAP_X86_GUEST_MODE = KVM_CAP_X86_GUEST_MODE;
 static const unsigned int CKVM_RUN_X86_GUEST_MODE = KVM_RUN_X86_GUEST_MODE;

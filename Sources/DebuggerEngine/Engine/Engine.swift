@@ -17,6 +17,14 @@ public enum EngineError: Error, Equatable, CustomStringConvertible {
     }
 }
 
+/// What a stop's meaning rests on beyond the vCPU (vmcb12 at the last
+/// VMRUN, where L1 resumes), taken from one engine for another to go on with.
+public struct StopContext: Sendable {
+    var assembler: StopAssembler
+    /// The stop it was taken at.
+    public let lastStop: Stop?
+}
+
 /// Runs a target through a stop source and keeps what happened: every stop
 /// is assembled in one place, evaluated against the breakpoints in one
 /// place, and recorded. Not thread-safe by design: one thread owns an
@@ -60,6 +68,12 @@ public final class Engine: @unchecked Sendable {
         }
         self.init(target: target, source: source, timings: timings)
     }
+
+    /// What the engine remembers beyond the vCPU, for a clone of the vCPU to go on from this stop.
+    public var context: StopContext { StopContext(assembler: assembler, lastStop: history.last) }
+
+    /// Continues where `context` was taken: the next #VMEXIT is diffed against the same vmcb12 page.
+    public func continueFrom(_ context: StopContext) { assembler.continueFrom(context.assembler) }
 
     /// What the guest wrote to COM1 (own VMs).
     public var serialOutput: [UInt8] { (target as? OwnVMTarget)?.serialOutput ?? [] }

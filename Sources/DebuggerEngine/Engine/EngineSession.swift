@@ -5,6 +5,8 @@ import KVMControl
 public enum EngineCommand: Equatable, Sendable {
     /// One L1 instruction.
     case stepInstruction
+    /// To the next stop of any kind (VMRUN stops included).
+    case nextStop
     /// To the next nested #VMEXIT.
     case next
     /// To the next VMRUN.
@@ -19,6 +21,17 @@ public enum EngineCommand: Equatable, Sendable {
     case addBreakpoint(Breakpoint)
     /// One by index, or all (nil).
     case deleteBreakpoints(Int?)
+    /// Saves the whole vCPU and guest memory as a migrating VMM would (own VMs).
+    case captureState
+}
+
+/// A vCPU saved at a stop, with what the engine knew there: enough for a clone to go on from it.
+public struct CapturedStop: Sendable {
+    /// The target it was saved from (a clone keeps its devices and symbols).
+    public let target: OwnVMTarget
+    public let state: VCPUState
+    public let stop: Stop?
+    public let context: StopContext
 }
 
 /// What the session is doing; a command that does not fit is refused.
@@ -43,6 +56,8 @@ public enum SessionEvent: Sendable {
     /// Live watch: where the guest is now; `counts` when every exit is stopped at.
     case sample(Stop, counts: [String: Int]?)
     case breakpoints([Breakpoint])
+    /// The state `captureState` saved.
+    case captured(CapturedStop)
     /// A command failed (an ioctl, a refused breakpoint); the session is stopped.
     case failed(String)
 }
@@ -168,7 +183,7 @@ public final class EngineSession: @unchecked Sendable {
     }
 
     private static func runsTheGuest(_ command: EngineCommand) -> Bool {
-        [.next, .nextVMRUN, .continueRunning, .stepInstruction].contains(command)
+        [.nextStop, .next, .nextVMRUN, .continueRunning, .stepInstruction].contains(command)
     }
 
     /// Busy from the moment a command is queued until its event is posted,
@@ -180,7 +195,7 @@ public final class EngineSession: @unchecked Sendable {
 
     private static func verb(_ command: EngineCommand) -> String {
         switch command {
-        case .next: return "next"
+        case .next, .nextStop: return "next"
         case .nextVMRUN: return "vmrun"
         case .continueRunning: return "continue"
         case .stepInstruction: return "step"
@@ -241,6 +256,7 @@ public final class EngineSession: @unchecked Sendable {
     private func execute(_ command: EngineCommand) {
         do {
             switch command {
+            case .nextStop: post(.stopped(try engine.step(), history: engine.history), state: .stopped)
             case .next: post(.stopped(try engine.next(), history: engine.history), state: .stopped)
             case .nextVMRUN: post(.stopped(try engine.nextVMRUN(), history: engine.history), state: .stopped)
             case .continueRunning: post(.stopped(try engine.continueRunning(), history: engine.history), state: .stopped)
@@ -254,6 +270,13 @@ public final class EngineSession: @unchecked Sendable {
             case let .deleteBreakpoints(index):
                 try engine.deleteBreakpoints(at: index)
                 post(.breakpoints(engine.breakpoints.list), state: .stopped)
+            case .captureState:
+                guard let own = engine.target as? OwnVMTarget else {
+                    throw TargetError.notSupported(operation: "saving the vCPU for a migration check (nestdbg's own VMs only)",
+                                                   target: engine.target.name)
+                }
+                post(.captured(CapturedStop(target: own, state: try own.captureState(), stop: engine.history.last, context: engine.context)),
+                     state: .stopped)
             case .pause, .stopWatch:
                 post(.failed("not running"), state: .stopped)
             }

@@ -16,6 +16,15 @@ struct StopAssembler {
 
     init(timings: StopTimings) { self.timings = timings }
 
+    /// Takes over what `other` remembers (vmcb12 at the last VMRUN, where L1
+    /// resumes, the last stop): a clone of its vCPU goes on from the same point.
+    mutating func continueFrom(_ other: StopAssembler) {
+        checkEnvironment = other.checkEnvironment
+        atVMRUN = other.atVMRUN
+        previous = other.previous
+        resumeRIP = other.resumeRIP
+    }
+
     /// VMRUNs happened unseen (free running): no "before" page to diff against.
     mutating func forgetVMRUN() {
         atVMRUN = nil

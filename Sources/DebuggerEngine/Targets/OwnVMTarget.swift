@@ -202,6 +202,38 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
         return .unclaimed(description: what)
     }
 
+    // MARK: Migration
+
+    /// The whole vCPU and guest memory, read as a migrating VMM reads them.
+    /// The owner thread calls it, with the vCPU stopped.
+    public func captureState() throws -> VCPUState {
+        try checkThread("capturing the vCPU state")
+        try vcpu.completePendingExit()
+        return try VCPUState.capture(vcpu: vcpu, vm: vm)
+    }
+
+    /// A new VM and vCPU given `state` as a migration destination would be:
+    /// memory and CPUID first, then the parts in `order`, without `omitting`.
+    /// The clone keeps this target's devices, VMRUN sites and symbols. Nil
+    /// target when a restore ioctl failed (the log's last step says which).
+    public func restoredClone(from state: VCPUState, order: RestoreOrder,
+                              omitting: Set<Omission>) throws -> (clone: OwnVMTarget?, log: [RestoreStep]) {
+        let clone = try vm.system.createVM()
+        for image in state.memory {
+            try clone.addMemory(at: image.guestPhysicalAddress, size: image.bytes.count)
+            try clone.write(image.bytes, at: image.guestPhysicalAddress)
+        }
+        let vcpu = try clone.createVCPU()
+        try vcpu.setCPUID(state.cpuid)
+        let prelude = [RestoreStep(part: .cpuid, ioctl: MigrationPart.cpuid.setIoctl, outcome: .done),
+                       RestoreStep(part: .memory, ioctl: MigrationPart.memory.setIoctl, outcome: .done)]
+        let log = prelude + state.restore(into: vcpu, order: order, omitting: omitting)
+        if case .failed = log.last?.outcome { return (nil, log) }
+        let target = OwnVMTarget(name: "\(name) (clone)", vm: clone, vcpu: vcpu, ports: ports, vmrunSites: vmrunSites,
+                                 symbols: symbols, unknownVMRUNSitesReason: unknownVMRUNSitesReason)
+        return (target, log)
+    }
+
     static let memorySize = 2 << 20
     /// RSP where a built-in L1 starts (the Multiboot prologue sets the same).
     static let l1StackTop: UInt64 = 0x8000
@@ -264,6 +296,11 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
                            symbols: image.symbols)
     }
 
+    // The PAE scenario's second-gigabyte mappings: two page directories (PAE_PD_A/B in demo.S),
+    // each to a page table and a page with its marker.
+    static let paePDA: UInt64 = 0x13000, paePDB: UInt64 = 0x14000
+    public static let paeMarkerA: UInt32 = 0xA0A0_0001, paeMarkerB: UInt32 = 0xB0B0_0002
+
     /// L1's paging in the legacy-paging scenario.
     public enum LegacyPaging: String, Sendable, CaseIterable { case pse, pae }
 
@@ -291,6 +328,15 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
         case .pae:
             try vm.writeInteger(l1PDPT | 1, at: l1PML4)               // PDPTE[0] -> PD (PDPTEs take only P)
             try vm.writeInteger(UInt64(0x83), at: l1PDPT)             // PDE[0]: 2 MiB page at 0
+            // PDPTE[1] (linear 1-2 GiB): one of two page directories whose first
+            // 4 KiB page holds a different marker; L2 flips it (see demo.S).
+            try vm.writeInteger(paePDA | 1, at: l1PML4 + 8)
+            for (pd, pt, page, marker) in [(paePDA, paePDA + 0x2000, paePDA + 0x4000, paeMarkerA),
+                                           (paePDB, paePDB + 0x2000, paePDB + 0x4000, paeMarkerB)] {
+                try vm.writeInteger(pt | 3, at: pd)
+                try vm.writeInteger(page | 3, at: pt)
+                try vm.writeInteger(marker, at: page)
+            }
             sregs.cr3 = l1PML4
             sregs.cr4 = 1 << 5
         }
@@ -301,6 +347,16 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
         try vcpu.setRegisters(regs)
         return OwnVMTarget(name: "scenario-\(paging.rawValue)", vm: vm, vcpu: vcpu, ports: .demo,
                            vmrunSites: [image.address("vmrun32")], symbols: image.symbols)
+    }
+
+    /// The events scenario (demo.S): a 64-bit L1 injecting #UD into L2 at
+    /// every round and leaving a virtual interrupt pending while L2 runs.
+    public static func eventsScenario(kvm: KVM) throws -> OwnVMTarget {
+        let image = DemoImage()
+        let (vm, vcpu) = try longModeL1(kvm: kvm, bytes: image.bytes, at: DemoImage.loadAddress,
+                                        entry: image.address("events_entry"))
+        return OwnVMTarget(name: "scenario-events", vm: vm, vcpu: vcpu, ports: .demo,
+                           vmrunSites: [image.address("events_vmrun")], symbols: image.symbols)
     }
 
     /// Throws unless KVM offers nested SVM (for tests deciding whether to run).

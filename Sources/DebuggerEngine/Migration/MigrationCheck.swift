@@ -1,0 +1,273 @@
+import Foundation
+import KVMControl
+import SVMModel
+
+/// A moment a migration check saves the vCPU at: the windows the KVM thread
+/// argued about, each a property of a stop.
+public enum MigrationWindow: String, CaseIterable, Sendable {
+    /// KVM has emulated VMRUN, L2 has not run: guest mode with RUN_PENDING.
+    case runPending = "run-pending"
+    /// As `runPending`, with an event in vmcb12's EVENTINJ that KVM has yet to deliver to L2.
+    case eventInjection = "event-injection"
+    /// L1 right after a nested #VMEXIT, before it ran an instruction: GIF clear.
+    case gifClear = "gif-clear"
+    /// L2 stopped at an exit to the VMM with a virtual interrupt (V_IRQ) pending.
+    case interruptPending = "interrupt-pending"
+    /// L2 stopped at any exit to the VMM (guest mode, nothing pending).
+    case inL2 = "in-l2"
+
+    public func matches(_ stop: Stop) -> Bool {
+        let cached = stop.cachedControls
+        switch self {
+        case .runPending:
+            return stop.kind == .vmrun && stop.nestedFlags.contains(.runPending)
+        case .eventInjection:
+            return stop.kind == .vmrun && stop.nestedFlags.contains(.runPending)
+                && (cached?[integer: .eventInj] ?? 0) & (1 << 31) != 0
+        case .gifClear:
+            return stop.kind == .nestedExit && !stop.nestedFlags.contains(.gifSet)
+        case .interruptPending:
+            return stop.kind == .l2UserspaceExit && (cached?[integer: .intCtl] ?? 0) & (1 << 8) != 0
+        case .inL2:
+            return stop.kind == .l2UserspaceExit
+        }
+    }
+
+    public var summary: String {
+        switch self {
+        case .runPending: return "right after VMRUN, RUN_PENDING (L2 not yet entered)"
+        case .eventInjection: return "right after VMRUN with vmcb12's EVENTINJ valid (the event not yet delivered to L2)"
+        case .gifClear: return "L1 right after a nested #VMEXIT, GIF clear"
+        case .interruptPending: return "in L2 with a virtual interrupt pending (V_IRQ)"
+        case .inL2: return "in L2, at an exit to the VMM"
+        }
+    }
+}
+
+/// Where a check saves the vCPU.
+public enum MigrationPoint: Equatable, Sendable, CustomStringConvertible {
+    /// At the Nth nested #VMEXIT (1-based).
+    case nestedExit(Int)
+    /// At the Nth VMRUN KVM emulated (1-based).
+    case vmrun(Int)
+    /// At the Nth stop in a window (1-based).
+    case window(MigrationWindow, occurrence: Int)
+
+    public var description: String {
+        switch self {
+        case let .nestedExit(n): return "exit \(n)"
+        case let .vmrun(n): return "vmrun \(n)"
+        case let .window(w, n): return n == 1 ? w.rawValue : "\(w.rawValue) #\(n)"
+        }
+    }
+
+    /// Whether `stop` is the point, given how many of each kind came before it (this one included).
+    func reached(_ stop: Stop, exits: Int, vmruns: Int, inWindow: Int) -> Bool {
+        switch self {
+        case let .nestedExit(n): return stop.kind == .nestedExit && exits == n
+        case let .vmrun(n): return stop.kind == .vmrun && vmruns == n
+        case let .window(w, n): return w.matches(stop) && inWindow == n
+        }
+    }
+}
+
+/// How the clone is made and how long it is watched.
+public struct MigrationPlan: Sendable {
+    public var order: RestoreOrder
+    public var omitting: Set<Omission>
+    /// Nested #VMEXITs to run the original and the clone side by side.
+    public var exits: Int
+    /// Seconds either may take to reach its next stop.
+    public var stopTimeout: Double
+
+    public init(order: RestoreOrder = .qemu, omitting: Set<Omission> = [], exits: Int = 50, stopTimeout: Double = 20) {
+        self.order = order
+        self.omitting = omitting
+        self.exits = exits
+        self.stopTimeout = stopTimeout
+    }
+}
+
+/// What a check found.
+public struct MigrationReport: Sendable {
+    public enum Verdict: String, Sendable {
+        /// Read back equal (but for the running TSC) and the same stops for the whole run.
+        case same
+        /// A restore ioctl failed: the clone could not be made.
+        case restoreFailed = "restore_failed"
+        /// The read-back differs; the run stayed the same.
+        case stateDiffers = "state_differs"
+        /// The clone's run left the original's.
+        case diverged
+    }
+
+    public struct Divergence: Sendable {
+        /// 1-based: the stop after the save at which they parted.
+        public let stopNumber: Int
+        public let original: Stop
+        public let clone: Stop
+        public let differences: [Difference]
+    }
+
+    public let point: MigrationPoint
+    /// The original's stop where the vCPU was saved.
+    public let savedAt: Stop
+    public let plan: MigrationPlan
+    public let restore: [RestoreStep]
+    public let readBack: [Difference]
+    /// Stops compared side by side, and the nested #VMEXITs among them.
+    public let comparedStops: Int
+    public let comparedExits: Int
+    public let divergence: Divergence?
+    /// Why the side-by-side run ended early without a divergence (both ended the same way).
+    public let endedEarly: String?
+
+    public var failedStep: RestoreStep? {
+        restore.last.flatMap { if case .failed = $0.outcome { return $0 } else { return nil } }
+    }
+
+    public var unexpectedReadBack: [Difference] { readBack.filter { !$0.expected } }
+
+    public var verdict: Verdict {
+        if failedStep != nil { return .restoreFailed }
+        if divergence != nil { return .diverged }
+        return unexpectedReadBack.isEmpty ? .same : .stateDiffers
+    }
+}
+
+/// Why a check could not be made (not a finding about KVM: the guest never
+/// reached the point, or a stop never came).
+public struct MigrationCheckError: Error, CustomStringConvertible {
+    public let description: String
+}
+
+/// The migration check: save the vCPU where the original stands, restore it
+/// into a fresh VM in the plan's order, read it back and compare, then run
+/// both for the plan's nested exits and compare every stop.
+public enum MigrationCheck {
+    /// Runs `original` (a session on an own VM, stopped) to `point`.
+    public static func run(_ original: EngineSession, to point: MigrationPoint, timeout: Double,
+                           maxStops: Int = 20_000) throws -> Stop {
+        var exits = 0, vmruns = 0, inWindow = 0
+        for _ in 0..<maxStops {
+            let stop = try nextStop(original, timeout: timeout, who: "the original")
+            if stop.kind == .nestedExit { exits += 1 }
+            if stop.kind == .vmrun { vmruns += 1 }
+            if case let .window(w, _) = point, w.matches(stop) { inWindow += 1 }
+            if point.reached(stop, exits: exits, vmruns: vmruns, inWindow: inWindow) { return stop }
+            if stop.endsRun || stop.kind == .paused {
+                throw MigrationCheckError(description: "the run ended before \(point): \(stop.reason)")
+            }
+        }
+        throw MigrationCheckError(description: "\(point) not reached in \(maxStops) stops (\(exits) nested exits, \(vmruns) VMRUNs)")
+    }
+
+    /// Checks at the stop `original` stands at. The original runs on for the
+    /// side-by-side comparison; the clone is shut down at the end.
+    public static func check(_ original: EngineSession, at point: MigrationPoint, plan: MigrationPlan) throws -> MigrationReport {
+        try original.send(.captureState)
+        let captured = try awaitCapture(original, timeout: plan.stopTimeout)
+        guard let savedAt = captured.stop else { throw MigrationCheckError(description: "no stop to save at") }
+        let (clone, log) = try captured.target.restoredClone(from: captured.state, order: plan.order, omitting: plan.omitting)
+        guard let clone else {
+            return MigrationReport(point: point, savedAt: savedAt, plan: plan, restore: log, readBack: [], comparedStops: 0,
+                                   comparedExits: 0, divergence: nil, endedEarly: nil)
+        }
+        // Unclaimed yet: this thread may read it back before its session claims it.
+        let readBack = StateComparison.compare(captured.state, try clone.captureState(),
+                                               vmcb12GPA: savedAt.vmcb12GPA ?? captured.state.svmNested?.vmcbPA)
+        let engine = try Engine(ownVM: clone, stops: .tracepoint)
+        engine.continueFrom(captured.context)
+        let twin = EngineSession(engine: engine)
+        defer { twin.shutdown() }
+        if let failure = twin.startFailure(waitingUpTo: .seconds(10)) {
+            throw MigrationCheckError(description: "the clone's engine did not start: \(failure)")
+        }
+        _ = twin.takeEvents()
+        var compared = 0, exits = 0
+        var divergence: MigrationReport.Divergence?
+        var endedEarly: String?
+        while exits < plan.exits {
+            try original.send(.nextStop)
+            try twin.send(.nextStop)
+            let a = try nextStopResult(original, timeout: plan.stopTimeout)
+            let b = try nextStopResult(twin, timeout: plan.stopTimeout)
+            compared += 1
+            guard let x = a.stop, let y = b.stop else {
+                let said = { (r: StopResult) in r.stop.map { "stopped: \($0.reason)" } ?? r.failure ?? "no stop" }
+                let differences = [Difference(part: "stop", field: "stop", original: said(a), clone: said(b),
+                                              meaning: "one of the two gave no stop within \(plan.stopTimeout) s")]
+                divergence = .init(stopNumber: compared, original: a.stop ?? savedAt, clone: b.stop ?? savedAt, differences: differences)
+                break
+            }
+            let differences = StateComparison.compare(x, y)
+            if !differences.isEmpty {
+                divergence = .init(stopNumber: compared, original: x, clone: y, differences: differences)
+                break
+            }
+            if x.kind == .nestedExit { exits += 1 }
+            if x.endsRun || x.kind == .paused {
+                endedEarly = "both ended at stop \(compared): \(x.reason)"
+                break
+            }
+        }
+        return MigrationReport(point: point, savedAt: savedAt, plan: plan, restore: log, readBack: readBack,
+                               comparedStops: compared, comparedExits: exits, divergence: divergence, endedEarly: endedEarly)
+    }
+
+    // MARK: waiting on a session
+
+    struct StopResult {
+        var stop: Stop?
+        var failure: String?
+    }
+
+    private static func nextStop(_ session: EngineSession, timeout: Double, who: String) throws -> Stop {
+        try session.send(.nextStop)
+        let result = try nextStopResult(session, timeout: timeout)
+        guard let stop = result.stop else {
+            throw MigrationCheckError(description: "\(who): \(result.failure ?? "no stop")")
+        }
+        return stop
+    }
+
+    /// The stop a command ended at; a guest that gives none within `timeout` is paused and said to.
+    private static func nextStopResult(_ session: EngineSession, timeout: Double) throws -> StopResult {
+        let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
+        var paused = false
+        while true {
+            for event in session.takeEvents(waitingUpTo: .milliseconds(200)) {
+                switch event {
+                case let .stopped(stop, _) where stop.kind != .start:
+                    return paused ? StopResult(stop: nil, failure: "no stop within \(timeout) s (paused at \(stop.reason))")
+                        : StopResult(stop: stop)
+                case let .failed(message):
+                    return StopResult(stop: nil, failure: message)
+                default:
+                    continue
+                }
+            }
+            if !paused, ContinuousClock.now >= deadline {
+                paused = true
+                try? session.send(.pause)
+            }
+            if ContinuousClock.now >= deadline + .seconds(10) {
+                throw MigrationCheckError(description: "the engine neither stopped nor paused within \(timeout + 10) s")
+            }
+        }
+    }
+
+    private static func awaitCapture(_ session: EngineSession, timeout: Double) throws -> CapturedStop {
+        let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
+        while ContinuousClock.now < deadline {
+            for event in session.takeEvents(waitingUpTo: .milliseconds(200)) {
+                switch event {
+                case let .captured(captured): return captured
+                case let .failed(message): throw MigrationCheckError(description: "saving the vCPU: \(message)")
+                default: continue
+                }
+            }
+        }
+        throw MigrationCheckError(description: "saving the vCPU took longer than \(timeout) s")
+    }
+}
