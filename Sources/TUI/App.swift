@@ -68,6 +68,7 @@ public final class App {
         if view.editingSearch { editSearch(key); return true }
         view.message = nil
         if view.showHelp, key != .resize { view.showHelp = false; if key == .char("?") { return true } }
+        if view.panel != nil, key != .resize { view.panel = nil; return true }
         switch key {
         case .char("q"): return false
         case .char("n"): command("next")
@@ -161,6 +162,7 @@ public final class App {
                 guard words.count > 1 else { say("theme NAME|PATH", error: true); return }
                 let theme = try Theme.load(words[1])
                 terminal.apply(ProcessInfo.processInfo.environment["NO_COLOR"] != nil ? theme.monochrome : theme)
+            case "migrate": migrate(Array(words.dropFirst()))
             case "help", "?": view.showHelp = true
             case "quit", "q":
                 session.shutdown()
@@ -170,6 +172,45 @@ public final class App {
             }
         } catch {
             say("\(error)", error: true)
+        }
+    }
+
+    /// `:migrate [order NAME] [omit PART]… [exits N]`: the migration check at
+    /// the current stop. The original runs on for the comparison; the panes
+    /// show where it is afterwards. The check waits on the engine itself, so
+    /// the front end's own event loop steps aside until it is done.
+    private func migrate(_ words: [String]) {
+        guard session.state == .stopped else { say("migrate needs the guest stopped", error: true); return }
+        guard let at = view.stops.last else { return }
+        var plan = MigrationPlan()
+        var rest = words[...]
+        while let key = rest.popFirst() {
+            guard let value = rest.popFirst() else { say("migrate [order NAME] [omit PART] [exits N]", error: true); return }
+            switch key {
+            case "order":
+                do { plan.order = try RestoreOrder.parse(value) } catch { say("\(error)", error: true); return }
+            case "omit":
+                guard let omission = Omission(value) else { say("omit: one of \(Omission.help)", error: true); return }
+                plan.omitting.insert(omission)
+            case "exits":
+                guard let n = Int(value), n > 0 else { say("exits N: a positive number", error: true); return }
+                plan.exits = n
+            default:
+                say("migrate [order NAME] [omit PART] [exits N]", error: true)
+                return
+            }
+        }
+        say("migration check at stop #\(at.index): saving, restoring, running both for \(plan.exits) nested exits…")
+        redraw()
+        do {
+            let report = try MigrationCheck.check(session, at: .stop(at.index), plan: plan)
+            if !report.originalHistory.isEmpty { view.stops = report.originalHistory }
+            view.selected = nil
+            view.panel = (title: "migrate: \(report.verdict.rawValue) (any key closes)", lines: report.lines)
+            say("migration check: \(report.verdict.rawValue); the original ran on to stop #\(view.stops.last?.index ?? at.index)",
+                error: report.verdict != .same)
+        } catch {
+            say("migrate: \(error)", error: true)
         }
     }
 

@@ -28,6 +28,7 @@ public enum Renderer {
         else { ratePane(v, row: lowerRow, col: syncWidth, width: s.width - syncWidth, height: lowerHeight, &s) }
         statusLine(v, &s)
         if v.showHelp { help(v, &s) }
+        if let panel = v.panel { self.panel(panel.title, panel.lines, v, &s) }
     }
 
     private static func hex16(_ x: UInt64) -> String {
@@ -315,7 +316,17 @@ public enum Renderer {
         "  break exit NAME | break l1-rip ADDR | break l2-rip ADDR",
         "  watch FIELD",
         "  delete [N] | goto N | theme NAME | help",
+        "  migrate [order NAME] [omit PART] [exits N]: save, restore, compare",
     ]
+
+    /// A boxed report over the panes, as wide as the screen allows; long lines are cut.
+    static func panel(_ title: String, _ lines: [String], _ v: SessionView, _ s: inout ScreenBuffer) {
+        let w = max(20, s.width - 4), h = min(lines.count + 2, max(3, s.height - 2))
+        let row = max(1, (s.height - h) / 2), col = max(0, (s.width - w) / 2)
+        for r in row..<(row + h) { s.put(String(repeating: " ", count: w), row: r, col: col) }
+        s.box(row: row, col: col, width: w, height: h, title: title, unicode: v.unicode)
+        for (i, line) in lines.prefix(h - 2).enumerated() { s.put(line, row: row + 1 + i, col: col + 2, style: .help, maxWidth: w - 4) }
+    }
 
     static func help(_ v: SessionView, _ s: inout ScreenBuffer) {
         let w = 62, h = helpLines.count + 2

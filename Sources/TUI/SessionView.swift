@@ -16,6 +16,8 @@ public struct SessionView: Sendable {
     public var focus: Focus = .l1
     public var fullVMCB = false
     public var showHelp = false
+    /// A report over the panes (`:migrate`), until the next key.
+    public var panel: (title: String, lines: [String])?
     /// The command line while it is being edited.
     public var commandLine: String?
     public var message: String?

@@ -49,7 +49,7 @@ struct MigrateCheckCommand: ParsableCommand {
                     break
                 }
                 reports.append(report)
-                if json { print(report.json.serialized()) } else if orders == nil { print(text(report)) }
+                if json { print(report.json.serialized()) } else if orders == nil { print(report.lines.joined(separator: "\n")) }
             }
         }
         if orders != nil, !json { print(orderTable(reports)) }
@@ -147,38 +147,6 @@ struct MigrateCheckCommand: ParsableCommand {
     }
 
     // MARK: text
-
-    private func text(_ r: MigrationReport) -> String {
-        let omitted = r.plan.omitting.isEmpty ? "" : ", without " + r.plan.omitting.map(\.description).sorted().joined(separator: ", ")
-        var lines = ["\(r.point) — saved at \(r.savedAt.kind.rawValue) (\(r.savedAt.level.rawValue), nested flags \(r.savedAt.nestedFlags.description.isEmpty ? "none" : r.savedAt.nestedFlags.description)): \(r.savedAt.reason)"]
-        lines.append("  restore in order \(r.plan.order.name)\(omitted): "
-            + r.restore.map { step -> String in
-                switch step.outcome {
-                case .done: return step.ioctl
-                case .omitted: return "(\(step.part.rawValue) omitted)"
-                case let .absent(why): return "(\(step.part.rawValue): \(why))"
-                case let .partial(what): return "\(step.ioctl) [\(what)]"
-                case let .failed(error): return "\(step.ioctl) FAILED: \(error)"
-                }
-            }.joined(separator: ", "))
-        let unexpected = r.unexpectedReadBack
-        let expected = r.readBack.count - unexpected.count
-        lines.append("  read back: " + (unexpected.isEmpty ? "the same" : "\(unexpected.count) difference\(unexpected.count == 1 ? "" : "s")")
-            + (expected > 0 ? " (\(expected) expected: " + r.readBack.filter(\.expected).map(\.field).joined(separator: ", ") + ")" : ""))
-        for d in unexpected.prefix(12) { lines.append("    \(d)") }
-        if unexpected.count > 12 { lines.append("    … \(unexpected.count - 12) more (--json has all)") }
-        if let d = r.divergence {
-            lines.append("  run: DIVERGED at stop \(d.stopNumber) after the save (\(r.comparedExits) nested exits alike before it)")
-            lines.append("    original: \(d.original.reason)")
-            lines.append("    clone:    \(d.clone.reason)")
-            for x in d.differences.prefix(12) { lines.append("    \(x)") }
-            if d.differences.count > 12 { lines.append("    … \(d.differences.count - 12) more (--json has all)") }
-        } else if r.failedStep == nil {
-            lines.append("  run: \(r.comparedExits) nested exits (\(r.comparedStops) stops) alike" + (r.endedEarly.map { "; \($0)" } ?? ""))
-        }
-        lines.append("  verdict: \(r.verdict.rawValue)")
-        return lines.joined(separator: "\n")
-    }
 
     /// `--orders all`: one row per order and check point.
     private func orderTable(_ reports: [MigrationReport]) -> String {

@@ -254,3 +254,24 @@ struct CompletionTests {
         #expect(Completion.complete("break exit zzz").line == "break exit zzz")
     }
 }
+
+@Suite("the :migrate report panel")
+struct PanelTests {
+    @Test("a panel is drawn boxed over the panes, lines cut to its width, and goes with the view's panel")
+    func panel() throws {
+        var view = SessionView(target: "demo")
+        view.unicode = false
+        view.panel = (title: "migrate: same (any key closes)", lines: ["exit 3 — saved at nested_exit", String(repeating: "x", count: 300)])
+        var screen = ScreenBuffer(width: 100, height: 30)
+        Renderer.render(view, into: &screen)
+        #expect(screen.find("migrate: same (any key closes)") != nil)
+        let line = try #require(screen.find("exit 3 — saved at nested_exit"))
+        // The long line is cut inside the box (96 wide on 100 columns, 2 of margin a side): its border still stands.
+        let cut = screen.line(line.row + 1)
+        #expect(cut.filter { $0 == "x" }.count == 92 && cut.contains("x |"), "\(cut)")
+        view.panel = nil
+        var plain = ScreenBuffer(width: 100, height: 30)
+        Renderer.render(view, into: &plain)
+        #expect(plain.find("migrate: same") == nil)
+    }
+}

@@ -99,6 +99,9 @@ public final class EngineSession: @unchecked Sendable {
     /// Whether the vCPU belongs to another process (QEMU), which waits while nestdbg holds it.
     public var isAttached: Bool { engine.target is AttachedVCPUTarget }
 
+    /// Whether KVM's tracepoints stop it (nothing patched into guest memory). Fixed: any thread.
+    public var stopsOnTracepoints: Bool { engine.source is TracepointStopSource }
+
     /// The target's name and capabilities are fixed: safe to read from any thread.
     public var targetName: String { engine.target.name }
 

@@ -52,12 +52,15 @@ public enum MigrationPoint: Equatable, Sendable, CustomStringConvertible {
     case vmrun(Int)
     /// At the Nth stop in a window (1-based).
     case window(MigrationWindow, occurrence: Int)
+    /// Wherever the session stands (the front end's `:migrate`): its stop number.
+    case stop(Int)
 
     public var description: String {
         switch self {
         case let .nestedExit(n): return "exit \(n)"
         case let .vmrun(n): return "vmrun \(n)"
         case let .window(w, n): return n == 1 ? w.rawValue : "\(w.rawValue) #\(n)"
+        case let .stop(n): return "stop #\(n)"
         }
     }
 
@@ -67,6 +70,7 @@ public enum MigrationPoint: Equatable, Sendable, CustomStringConvertible {
         case let .nestedExit(n): return stop.kind == .nestedExit && exits == n
         case let .vmrun(n): return stop.kind == .vmrun && vmruns == n
         case let .window(w, n): return w.matches(stop) && inWindow == n
+        case let .stop(n): return stop.index == n
         }
     }
 }
@@ -121,6 +125,8 @@ public struct MigrationReport: Sendable {
     public let divergence: Divergence?
     /// Why the side-by-side run ended early without a divergence (both ended the same way).
     public let endedEarly: String?
+    /// The original's history after the side-by-side run (it ran on: a front end shows where it is now).
+    public let originalHistory: [Stop]
 
     public var failedStep: RestoreStep? {
         restore.last.flatMap { if case .failed = $0.outcome { return $0 } else { return nil } }
@@ -165,13 +171,18 @@ public enum MigrationCheck {
     /// Checks at the stop `original` stands at. The original runs on for the
     /// side-by-side comparison; the clone is shut down at the end.
     public static func check(_ original: EngineSession, at point: MigrationPoint, plan: MigrationPlan) throws -> MigrationReport {
+        guard original.stopsOnTracepoints else {
+            // The patch source's HLTs sit in guest memory: a copy of it is not the guest's.
+            throw MigrationCheckError(description: "the migration check needs the tracepoint stop source (--stops tracepoint): "
+                                      + "the patch source's HLTs are in guest memory")
+        }
         try original.send(.captureState)
         let captured = try awaitCapture(original, timeout: plan.stopTimeout)
         guard let savedAt = captured.stop else { throw MigrationCheckError(description: "no stop to save at") }
         let (clone, log) = try captured.target.restoredClone(from: captured.state, order: plan.order, omitting: plan.omitting)
         guard let clone else {
             return MigrationReport(point: point, savedAt: savedAt, plan: plan, restore: log, readBack: [], comparedStops: 0,
-                                   comparedExits: 0, divergence: nil, endedEarly: nil)
+                                   comparedExits: 0, divergence: nil, endedEarly: nil, originalHistory: [])
         }
         // Unclaimed yet: this thread may read it back before its session claims it.
         let readBack = StateComparison.compare(captured.state, try clone.captureState(),
@@ -187,11 +198,13 @@ public enum MigrationCheck {
         var compared = 0, exits = 0
         var divergence: MigrationReport.Divergence?
         var endedEarly: String?
+        var history: [Stop] = []
         while exits < plan.exits {
             try original.send(.nextStop)
             try twin.send(.nextStop)
             let a = try nextStopResult(original, timeout: plan.stopTimeout)
             let b = try nextStopResult(twin, timeout: plan.stopTimeout)
+            history = a.history
             compared += 1
             guard let x = a.stop, let y = b.stop else {
                 let said = { (r: StopResult) in r.stop.map { "stopped: \($0.reason)" } ?? r.failure ?? "no stop" }
@@ -212,7 +225,8 @@ public enum MigrationCheck {
             }
         }
         return MigrationReport(point: point, savedAt: savedAt, plan: plan, restore: log, readBack: readBack,
-                               comparedStops: compared, comparedExits: exits, divergence: divergence, endedEarly: endedEarly)
+                               comparedStops: compared, comparedExits: exits, divergence: divergence, endedEarly: endedEarly,
+                               originalHistory: history)
     }
 
     // MARK: waiting on a session
@@ -220,6 +234,7 @@ public enum MigrationCheck {
     struct StopResult {
         var stop: Stop?
         var failure: String?
+        var history: [Stop] = []
     }
 
     private static func nextStop(_ session: EngineSession, timeout: Double, who: String) throws -> Stop {
@@ -238,9 +253,9 @@ public enum MigrationCheck {
         while true {
             for event in session.takeEvents(waitingUpTo: .milliseconds(200)) {
                 switch event {
-                case let .stopped(stop, _) where stop.kind != .start:
-                    return paused ? StopResult(stop: nil, failure: "no stop within \(timeout) s (paused at \(stop.reason))")
-                        : StopResult(stop: stop)
+                case let .stopped(stop, history) where stop.kind != .start:
+                    return paused ? StopResult(stop: nil, failure: "no stop within \(timeout) s (paused at \(stop.reason))", history: history)
+                        : StopResult(stop: stop, history: history)
                 case let .failed(message):
                     return StopResult(stop: nil, failure: message)
                 default:
