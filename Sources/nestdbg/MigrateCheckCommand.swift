@@ -30,11 +30,17 @@ struct MigrateCheckCommand: ParsableCommand {
     @Option(help: "'all': try every named order and print a table.") var orders: String?
     @Option(help: "Leave a part out of the restore (repeatable): \(Omission.help).") var omit: [String] = []
     @Flag(help: "One JSON object per check (README: migrate-check JSON).") var json = false
+    @Option(help: "Write each check's nested-state blobs, as saved and as read back, into this folder (for nested-state diff).")
+    var saveBlobs: String?
     @Option(help: "Seconds the original or the clone may take to reach a stop.") var timeout = 20.0
 
     func run() throws {
         let points = try checkPoints()
         let plans = try makePlans()
+        var isFolder: ObjCBool = false
+        if let saveBlobs, !FileManager.default.fileExists(atPath: saveBlobs, isDirectory: &isFolder) || !isFolder.boolValue {
+            throw fail("--save-blobs \(saveBlobs): not a folder", status: 2)
+        }
         if case let .unavailable(why) = StopSourceKind.tracepoint.availability {
             throw fail("migrate-check stops on KVM's tracepoints (nothing patched into the guest), unavailable here: \(why)", status: 1)
         }
@@ -49,6 +55,7 @@ struct MigrateCheckCommand: ParsableCommand {
                     break
                 }
                 reports.append(report)
+                try writeBlobs(of: report)
                 if json { print(report.json.serialized()) } else if orders == nil { print(report.lines.joined(separator: "\n")) }
             }
         }
@@ -80,6 +87,21 @@ struct MigrateCheckCommand: ParsableCommand {
             throw fail("\(point): \(error)", status: 1)
         } catch let error as TargetError {
             throw fail("\(point): \(error)", status: 1)
+        } catch let error as CommandRefusal {
+            throw fail("\(point): \(error)", status: 1)
+        }
+    }
+
+    /// DIR/POINT-ORDER.saved.nested and .restored.nested ("exit-3-qemu.saved.nested").
+    private func writeBlobs(of report: MigrationReport) throws {
+        guard let dir = saveBlobs else { return }
+        let stem = "\(report.point)-\(report.plan.order.name)".map { $0.isLetter || $0.isNumber || $0 == "-" ? $0 : "-" }
+        for (suffix, blob) in [("saved", report.savedNestedState), ("restored", report.readBackNestedState)] {
+            guard let blob else { continue }
+            let path = "\(dir)/\(String(stem)).\(suffix).nested"
+            guard FileManager.default.createFile(atPath: path, contents: Data(blob.bytes)) else {
+                throw fail("\(path): cannot be written", status: 2)
+            }
         }
     }
 
@@ -158,13 +180,13 @@ struct MigrateCheckCommand: ParsableCommand {
             let run = r.failedStep != nil ? "-" : r.divergence.map { d in
                 "diverged at stop \(d.stopNumber): " + (d.differences.first.map { "\($0.field) \($0.original) -> \($0.clone)" } ?? "")
             } ?? "same for \(r.comparedExits) exits"
-            rows.append(("\(r.plan.order.name)" + (reports.contains { $0.point != r.point } ? " @\(r.point)" : ""), restore, readBack, run))
+            let name = r.plan.order.name + (reports.contains { $0.point != r.point } ? " @\(r.point)" : "")
+            rows.append((name, restore, readBack, run))
         }
         let widths = [rows.map(\.0.count).max() ?? 0, rows.map(\.1.count).max() ?? 0, rows.map(\.2.count).max() ?? 0]
-        return rows.map { r in
-            [r.0.padding(toLength: widths[0], withPad: " ", startingAt: 0), r.1.padding(toLength: widths[1], withPad: " ", startingAt: 0),
-             r.2.padding(toLength: widths[2], withPad: " ", startingAt: 0), r.3].joined(separator: "  ")
-        }.joined(separator: "\n")
+        let pad = { (text: String, width: Int) in text.padding(toLength: width, withPad: " ", startingAt: 0) }
+        return rows.map { r in [pad(r.0, widths[0]), pad(r.1, widths[1]), pad(r.2, widths[2]), r.3].joined(separator: "  ") }
+            .joined(separator: "\n")
     }
 
     private func shortError(_ outcome: RestoreOutcome) -> String {

@@ -41,6 +41,12 @@ for window in run-pending in-l2; do
     grep -q 'run: DIVERGED at stop 1' $out && grep -q 'save.cs.attrib 0x29b .* -> 0xa9b .*only G differs' $out \
         || { cat $out; fail "demo $window: expected the synthesized CS.G divergence"; }
 done
+# The same loss offline: the blobs as saved and as read back, compared by nested-state diff.
+mkdir -p /tmp/blobs
+check 1 --scenario demo --window in-l2 --exits 5 --save-blobs /tmp/blobs
+nestdbg nested-state diff /tmp/blobs/in-l2-qemu.saved.nested /tmp/blobs/in-l2-qemu.restored.nested > $out && st=0 || st=$?
+[ "$st" = 1 ] && grep -q '^save.dr6 *0xffff0ff0 -> 0x0' $out || { cat $out; fail "nested-state diff of the saved blobs: status $st"; }
+echo "nested-state diff on the saved blobs: $(head -n 1 $out)"
 # The events scenario: an exception being injected (EVENTINJ, RUN_PENDING) and a
 # pending virtual interrupt survive; L2's CS already has G from its GDT.
 for window in event-injection interrupt-pending run-pending; do

@@ -21,8 +21,6 @@ public enum EngineError: Error, Equatable, CustomStringConvertible {
 /// VMRUN, where L1 resumes), taken from one engine for another to go on with.
 public struct StopContext: Sendable {
     var assembler: StopAssembler
-    /// The stop it was taken at.
-    public let lastStop: Stop?
 }
 
 /// Runs a target through a stop source and keeps what happened: every stop
@@ -70,7 +68,7 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// What the engine remembers beyond the vCPU, for a clone of the vCPU to go on from this stop.
-    public var context: StopContext { StopContext(assembler: assembler, lastStop: history.last) }
+    public var context: StopContext { StopContext(assembler: assembler) }
 
     /// Continues where `context` was taken: the next #VMEXIT is diffed against the same vmcb12 page.
     public func continueFrom(_ context: StopContext) { assembler.continueFrom(context.assembler) }

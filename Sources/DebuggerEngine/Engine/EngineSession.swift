@@ -278,8 +278,9 @@ public final class EngineSession: @unchecked Sendable {
                     throw TargetError.notSupported(operation: "saving the vCPU for a migration check (nestdbg's own VMs only)",
                                                    target: engine.target.name)
                 }
-                post(.captured(CapturedStop(target: own, state: try own.captureState(), stop: engine.history.last, context: engine.context)),
-                     state: .stopped)
+                let captured = CapturedStop(target: own, state: try own.captureState(), stop: engine.history.last,
+                                            context: engine.context)
+                post(.captured(captured), state: .stopped)
             case .pause, .stopWatch:
                 post(.failed("not running"), state: .stopped)
             }

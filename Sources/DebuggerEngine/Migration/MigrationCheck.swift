@@ -127,6 +127,9 @@ public struct MigrationReport: Sendable {
     public let endedEarly: String?
     /// The original's history after the side-by-side run (it ran on: a front end shows where it is now).
     public let originalHistory: [Stop]
+    /// The nested-state blobs as saved and as the clone read back (for `nested-state diff`).
+    public let savedNestedState: NestedState?
+    public let readBackNestedState: NestedState?
 
     public var failedStep: RestoreStep? {
         restore.last.flatMap { if case .failed = $0.outcome { return $0 } else { return nil } }
@@ -182,10 +185,12 @@ public enum MigrationCheck {
         let (clone, log) = try captured.target.restoredClone(from: captured.state, order: plan.order, omitting: plan.omitting)
         guard let clone else {
             return MigrationReport(point: point, savedAt: savedAt, plan: plan, restore: log, readBack: [], comparedStops: 0,
-                                   comparedExits: 0, divergence: nil, endedEarly: nil, originalHistory: [])
+                                   comparedExits: 0, divergence: nil, endedEarly: nil, originalHistory: [],
+                                   savedNestedState: captured.state.nested, readBackNestedState: nil)
         }
         // Unclaimed yet: this thread may read it back before its session claims it.
-        let readBack = StateComparison.compare(captured.state, try clone.captureState(),
+        let cloneState = try clone.captureState()
+        let readBack = StateComparison.compare(captured.state, cloneState,
                                                vmcb12GPA: savedAt.vmcb12GPA ?? captured.state.svmNested?.vmcbPA)
         let engine = try Engine(ownVM: clone, stops: .tracepoint)
         engine.continueFrom(captured.context)
@@ -226,7 +231,8 @@ public enum MigrationCheck {
         }
         return MigrationReport(point: point, savedAt: savedAt, plan: plan, restore: log, readBack: readBack,
                                comparedStops: compared, comparedExits: exits, divergence: divergence, endedEarly: endedEarly,
-                               originalHistory: history)
+                               originalHistory: history, savedNestedState: captured.state.nested,
+                               readBackNestedState: cloneState.nested)
     }
 
     // MARK: waiting on a session

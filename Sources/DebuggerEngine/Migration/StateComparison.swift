@@ -169,7 +169,7 @@ public enum StateComparison {
         guard let first = differing.first else {
             return [Difference(part: part, field: "size", original: "\(a.count) bytes", clone: "\(b.count) bytes", meaning: "")]
         }
-        let show = { (x: [UInt8]) in x[first..<min(first + 8, x.count)].map { String(format2: $0) }.joined(separator: " ") }
+        let show = { (x: [UInt8]) in x[first..<min(first + 8, x.count)].map(twoDigitHex).joined(separator: " ") }
         return [Difference(part: part, field: "byte \(first) (\(differing.count) differ)", original: show(a), clone: show(b),
                            meaning: meaning(first))]
     }
@@ -208,7 +208,7 @@ public enum StateComparison {
 enum KnownLoss {
     static func explain(_ d: Difference) -> Difference {
         var d = d
-        if d.field.hasSuffix(".attrib") || d.field.hasSuffix("Attrib"),
+        if d.field.hasSuffix(".attrib"),
            let x = UInt64(d.original.prefix { $0 != " " }.dropFirst(2), radix: 16),
            let y = UInt64(d.clone.prefix { $0 != " " }.dropFirst(2), radix: 16), x ^ y == 0x800 {
             d.meaning += "; only G differs: KVM_GET_SREGS2 synthesizes G from the limit (svm_get_segment), so a restore"
@@ -225,6 +225,4 @@ enum KnownLoss {
     }
 }
 
-private extension String {
-    init(format2 byte: UInt8) { self = (byte < 16 ? "0" : "") + String(byte, radix: 16) }
-}
+private func twoDigitHex(_ byte: UInt8) -> String { (byte < 16 ? "0" : "") + String(byte, radix: 16) }

@@ -124,7 +124,7 @@ public struct VCPUState: Sendable {
     public var inGuestMode: Bool { svmNested?.flags.contains(.guestMode) ?? false }
 
     /// The MSRs a VMM saves: KVM's list (KVM_GET_MSR_INDEX_LIST) and VM_HSAVE_PA,
-    /// which QEMU saves on its own when KVM lists it.
+    /// which QEMU saves too (its has_msr_hsave_pa); added here where the list lacks it.
     static func msrIndices(_ kvm: KVM) throws -> [UInt32] {
         var list = try kvm.msrIndexList()
         if !list.contains(MSRNames.vmHsavePA) { list.append(MSRNames.vmHsavePA) }

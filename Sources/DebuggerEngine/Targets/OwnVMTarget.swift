@@ -299,7 +299,7 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
     // The PAE scenario's second-gigabyte mappings: two page directories (PAE_PD_A/B in demo.S),
     // each to a page table and a page with its marker.
     static let paePDA: UInt64 = 0x13000, paePDB: UInt64 = 0x14000
-    public static let paeMarkerA: UInt32 = 0xA0A0_0001, paeMarkerB: UInt32 = 0xB0B0_0002
+    static let paeMarkerA: UInt32 = 0xA0A0_0001, paeMarkerB: UInt32 = 0xB0B0_0002
 
     /// L1's paging in the legacy-paging scenario.
     public enum LegacyPaging: String, Sendable, CaseIterable { case pse, pae }
