@@ -73,7 +73,7 @@ public enum StateComparison {
                                   clone: b.tscKHz.map { "\($0)" } ?? "none", meaning: "the guest's TSC rate"))
         }
         out += memory(a, b, vmcb12GPA: vmcb12GPA)
-        return out.map(KnownLoss.explain)
+        return out
     }
 
     /// Two stops that should be the same stop of the same guest.
@@ -89,10 +89,7 @@ public enum StateComparison {
         add("nested_flags", a.nestedFlags.description, b.nestedFlags.description, "KVM_STATE_NESTED_* at the stop")
         add("exit_status", a.exitStatus.map { "\($0)" } ?? "none", b.exitStatus.map { "\($0)" } ?? "none", "the guest's exit status")
         if let x = a.vmcb12, let y = b.vmcb12 {
-            for field in x.differingFields(from: y) {
-                out.append(Difference(part: "vmcb12 in memory", field: field.name, original: x.shown(field), clone: y.shown(field),
-                                      meaning: field.summary))
-            }
+            out += vmcbFields(x, y)
         } else if (a.vmcb12 == nil) != (b.vmcb12 == nil) {
             add("vmcb12", a.vmcb12 == nil ? "none" : "read", b.vmcb12 == nil ? "none" : "read", "vmcb12 at the stop")
         }
@@ -100,7 +97,16 @@ public enum StateComparison {
         if let x = a.l2, let y = b.l2 {
             out += registers(x, y, part: "L2 registers", meaning: x.source)
         }
-        return out.map(KnownLoss.explain)
+        return out
+    }
+
+    /// vmcb12 field by field, each with what the field is (and what KVM is known to do to it).
+    static func vmcbFields(_ x: VMCB, _ y: VMCB) -> [Difference] {
+        x.differingFields(from: y).map { field in
+            let known = KnownLoss.note(field.name, x[field].integer, y[field].integer)
+            return Difference(part: "vmcb12 in memory", field: field.name, original: x.shown(field), clone: y.shown(field),
+                              meaning: field.summary + (known.map { "; \($0)" } ?? ""))
+        }
     }
 
     static func registers(_ a: RegisterSet, _ b: RegisterSet, part: String, meaning: String) -> [Difference] {
@@ -108,7 +114,9 @@ public enum StateComparison {
             let x = a.entry(r), y = b.entry(r)
             guard x != y else { return nil }
             let show = { (v: RegisterValue?) in v.map { $0.value.map(hex) ?? "unknown" } ?? "absent" }
-            return Difference(part: part, field: r.name, original: show(x), clone: show(y), meaning: meaning)
+            let known = KnownLoss.note(r.name, x?.value, y?.value)
+            return Difference(part: part, field: r.name, original: show(x), clone: show(y),
+                              meaning: meaning + (known.map { "; \($0)" } ?? ""))
         }
     }
 
@@ -117,7 +125,7 @@ public enum StateComparison {
         case let (x?, y?):
             return x.differences(from: y).map {
                 Difference(part: "nested state (KVM_GET_NESTED_STATE)", field: $0.field, original: $0.first, clone: $0.second,
-                           meaning: $0.meaning)
+                           meaning: $0.meaning + (KnownLoss.note($0.field, nil, nil).map { "; \($0)" } ?? ""))
             }
         case (nil, nil):
             return []
@@ -187,10 +195,7 @@ public enum StateComparison {
                                   meaning: "pages that differ right after the restore"))
         }
         if let gpa = vmcb12GPA, let x = vmcbPage(a, gpa), let y = vmcbPage(b, gpa) {
-            for field in x.differingFields(from: y) {
-                out.append(Difference(part: "vmcb12 in memory", field: field.name, original: x.shown(field), clone: y.shown(field),
-                                      meaning: field.summary))
-            }
+            out += vmcbFields(x, y)
         }
         return out
     }
@@ -204,24 +209,23 @@ public enum StateComparison {
 }
 
 /// What KVM does to state on the way through its ioctls, found by this
-/// check on the sandbox's kernels: a difference that matches says why.
+/// check on the sandbox's kernels: a difference in `field` (with its values
+/// where it has numbers) that matches gets the reason.
 enum KnownLoss {
-    static func explain(_ d: Difference) -> Difference {
-        var d = d
-        if d.field.hasSuffix(".attrib"),
-           let x = UInt64(d.original.prefix { $0 != " " }.dropFirst(2), radix: 16),
-           let y = UInt64(d.clone.prefix { $0 != " " }.dropFirst(2), radix: 16), x ^ y == 0x800 {
-            d.meaning += "; only G differs: KVM_GET_SREGS2 synthesizes G from the limit (svm_get_segment), so a restore"
+    static func note(_ field: String, _ original: UInt64?, _ clone: UInt64?) -> String? {
+        if field.hasSuffix(".attrib"), let x = original, let y = clone, x ^ y == 0x800 {
+            return "only G differs: KVM_GET_SREGS2 synthesizes G from the limit (svm_get_segment), so a restore"
                 + " through KVM_SET_SREGS2 writes L2's segment with G set, and the next #VMEXIT syncs it into vmcb12"
         }
-        if d.field == "save.g_pat" {
-            d.meaning += "; L1's PAT in vmcb01 matters only with nested paging: KVM leaves it 0 in the source's vmcb01"
+        switch field {
+        case "save.g_pat":
+            return "L1's PAT in vmcb01 matters only with nested paging: KVM leaves it 0 in the source's vmcb01"
                 + " under kvm_amd npt=0, a fresh vCPU starts with the reset PAT"
+        case "save.dr6", "save.dr7":
+            return "SET_NESTED_STATE copies L1's parked state with svm_copy_vmrun_state, which leaves DR6/DR7 out"
+        default:
+            return nil
         }
-        if d.field == "save.dr6" || d.field == "save.dr7" {
-            d.meaning += "; SET_NESTED_STATE copies L1's parked state with svm_copy_vmrun_state, which leaves DR6/DR7 out"
-        }
-        return d
     }
 }
 

@@ -155,24 +155,30 @@ public struct VCPUState: Sendable {
     /// KVM_GET_MSRS stops at the first MSR it refuses: read on past it, noting each refused one.
     private static func readMSRs(_ vcpu: VCPU, _ indices: [UInt32]) throws -> ([(index: UInt32, value: UInt64)], [UInt32]) {
         var values: [(index: UInt32, value: UInt64)] = []
+        let refused = try pastRefusedMSRs(indices, index: { $0 }) { run in
+            values += zip(run, try vcpu.msrs(run)).map { (index: $0, value: $1) }
+        }
+        return (values, refused)
+    }
+
+    /// Runs `body` (one KVM_GET_MSRS or KVM_SET_MSRS) over `items`; where KVM
+    /// stops at an MSR it refuses, runs it again over those before and those
+    /// after. Returns the refused MSRs.
+    static func pastRefusedMSRs<T>(_ items: [T], index: (T) -> UInt32, _ body: ([T]) throws -> Void) throws -> [UInt32] {
         var refused: [UInt32] = []
-        var rest = indices[...]
+        var rest = items[...]
         while !rest.isEmpty {
             do {
-                let read = try vcpu.msrs(Array(rest))
-                values += zip(rest, read).map { (index: $0, value: $1) }
+                try body(Array(rest))
                 break
-            } catch let KVMError.msrNotHandled(_, index) {
-                guard let at = rest.firstIndex(of: index) else { break }
-                if at > rest.startIndex {
-                    let good = Array(rest[..<at])
-                    values += zip(good, try vcpu.msrs(good)).map { (index: $0, value: $1) }
-                }
-                refused.append(index)
+            } catch let KVMError.msrNotHandled(_, msr) {
+                guard let at = rest.firstIndex(where: { index($0) == msr }) else { break }
+                if at > rest.startIndex { try body(Array(rest[..<at])) }
+                refused.append(msr)
                 rest = rest[(at + 1)...]
             }
         }
-        return (values, refused)
+        return refused
     }
 }
 
@@ -263,20 +269,9 @@ extension VCPUState {
 
     /// KVM_SET_MSRS stops at the first MSR it refuses: set on past it, naming each refused one.
     private func putMSRs(_ vcpu: VCPU, omitting: Set<Omission>) throws -> RestoreOutcome {
-        var rest = msrs.filter { !omitting.contains(.msr($0.index)) }[...]
-        let left = msrs.count - rest.count
-        var refused: [UInt32] = []
-        while !rest.isEmpty {
-            do {
-                try vcpu.setMSRs(Array(rest))
-                break
-            } catch let KVMError.msrNotHandled(_, index) {
-                guard let at = rest.firstIndex(where: { $0.index == index }) else { break }
-                if at > rest.startIndex { try vcpu.setMSRs(Array(rest[..<at])) }
-                refused.append(index)
-                rest = rest[(at + 1)...]
-            }
-        }
+        let kept = msrs.filter { !omitting.contains(.msr($0.index)) }
+        let left = msrs.count - kept.count
+        let refused = try VCPUState.pastRefusedMSRs(kept, index: { $0.index }) { try vcpu.setMSRs($0) }
         var notes: [String] = []
         if left > 0 { notes.append("\(left) MSR\(left == 1 ? "" : "s") left out") }
         if !refused.isEmpty { notes.append("KVM refused " + refused.map(MSRNames.name(of:)).joined(separator: ", ")) }
