@@ -11,6 +11,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         // C shim: only what Swift cannot import from <linux/kvm.h> (the _IO* request
@@ -35,6 +36,9 @@ let package = Package(
         // Targets and stop sources behind protocols, the stop assembler, breakpoints, the
         // engine and the session thread that owns it: runs an L1 and stops at its nested exits.
         .target(name: "DebuggerEngine", dependencies: ["KVMControl", "KernelTrace", "ProcessControl", "SVMModel", "CDemoGuest"]),
+        // Recordings: every stop into SQLite (GRDB, WAL, one transaction a stop), read back as a
+        // replay session the front end drives like a live one, exported as JSON lines.
+        .target(name: "Recording", dependencies: ["DebuggerEngine", "SVMModel", .product(name: "GRDB", package: "GRDB.swift")]),
         // ncursesw (libncurses-dev) through pkg-config; the shim carries the macros Swift cannot import.
         .systemLibrary(name: "CNcurses", pkgConfig: "ncursesw", providers: [.apt(["libncurses-dev"])]),
         // The front end: a view model rendered into a screen buffer; ncurses calls live in Terminal.swift.
@@ -44,9 +48,11 @@ let package = Package(
         .executableTarget(
             name: "nestdbg",
             dependencies: [
-                "KVMControl", "KernelTrace", "SVMModel", "DebuggerEngine", "TUI",
+                "KVMControl", "KernelTrace", "SVMModel", "DebuggerEngine", "Recording", "TUI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]),
+            ],
+            // The demo recording (nestdbg replay --demo) is read from the clone, not bundled.
+            exclude: ["Recordings"]),
         .testTarget(name: "KVMControlTests", dependencies: ["KVMControl", "CKVM"]),
         .testTarget(name: "SVMModelTests", dependencies: ["SVMModel"]),
         // Format parsing; perf SIGTRAP stops on a plain guest of the host's real KVM (kvm:kvm_cpuid).
@@ -59,5 +65,8 @@ let package = Package(
         // The built binary run as a user would; its files compared with the engine's.
         .testTarget(name: "NestdbgCLITests", dependencies: ["SVMModel", "DebuggerEngine"]),
         .testTarget(name: "TUITests", dependencies: ["TUI", "DebuggerEngine", "SVMModel"]),
+        // Recordings written and read back, the shipped demo recording replayed, bad files rejected.
+        .testTarget(name: "RecordingTests", dependencies: ["Recording", "DebuggerEngine", "KVMControl", "SVMModel"],
+                    exclude: ["Fixtures"]),
     ]
 )

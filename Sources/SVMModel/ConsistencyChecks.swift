@@ -1,5 +1,5 @@
 /// One VMRUN consistency rule broken by a VMCB.
-public struct Violation: Equatable, Sendable, CustomStringConvertible {
+public struct Violation: Equatable, Sendable, Codable, CustomStringConvertible {
     /// Stable id (`efer.svme`, `asid.zero`) for tests and JSON.
     public let rule: String
     /// The field at fault.
@@ -8,6 +8,12 @@ public struct Violation: Equatable, Sendable, CustomStringConvertible {
     /// Who enforces it: "APM", "KVM 6.x", "KVM latest".
     public let enforcedBy: String
     public var description: String { "\(field): \(message) [\(rule), \(enforcedBy)]" }
+
+    /// Its JSON names (the README's `violations` objects; recordings store them so).
+    enum CodingKeys: String, CodingKey {
+        case rule, field, message
+        case enforcedBy = "enforced_by"
+    }
 }
 
 /// What the checks need to know beyond the VMCB.

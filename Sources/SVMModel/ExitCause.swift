@@ -20,7 +20,7 @@
 public typealias L1MemoryReader = (_ gpa: UInt64, _ count: Int) -> [UInt8]?
 
 /// One bit of vmcb12's intercept vector: bit `bit` of `intercepts[word]`.
-public struct InterceptBit: Hashable, Sendable, CustomStringConvertible {
+public struct InterceptBit: Hashable, Sendable, Codable, CustomStringConvertible {
     public let word: Int
     public let bit: Int
 
@@ -64,7 +64,7 @@ public struct InterceptBit: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// One bit of a permission map in L1's memory, and whether L1 set it.
-public struct PermissionBit: Hashable, Sendable, CustomStringConvertible {
+public struct PermissionBit: Hashable, Sendable, Codable, CustomStringConvertible {
     /// The byte's guest-physical address.
     public let gpa: UInt64
     /// The bit in that byte.
@@ -83,7 +83,7 @@ public struct PermissionBit: Hashable, Sendable, CustomStringConvertible {
 
 /// The IOPM bits KVM consults for an IN/OUT: one per byte of the access
 /// (port, port+1, … for size 2 or 4), at base + port/8, bit port%8.
-public struct IOPermissionCheck: Hashable, Sendable, CustomStringConvertible {
+public struct IOPermissionCheck: Hashable, Sendable, Codable, CustomStringConvertible {
     public let port: UInt16
     /// Bytes accessed (EXITINFO1 bits 6:4).
     public let size: Int
@@ -110,7 +110,7 @@ public struct IOPermissionCheck: Hashable, Sendable, CustomStringConvertible {
 
 /// The MSRPM bit KVM consults for an RDMSR/WRMSR: two bits per MSR, read the
 /// even one, write the odd one.
-public struct MSRPermissionCheck: Hashable, Sendable, CustomStringConvertible {
+public struct MSRPermissionCheck: Hashable, Sendable, Codable, CustomStringConvertible {
     public let msr: UInt32
     public let isWrite: Bool
     /// L1's MSRPM_BASE_PA as KVM uses it (bits 11:0 dropped).
@@ -148,12 +148,12 @@ public struct MSRPermissionCheck: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// Which permission map.
-public enum PermissionMap: String, Sendable {
+public enum PermissionMap: String, Sendable, Codable {
     case iopm = "IOPM", msrpm = "MSRPM"
 }
 
 /// A vmcb12 control L1 could set to ask for an exit.
-public enum ExitControl: Hashable, Sendable, CustomStringConvertible {
+public enum ExitControl: Hashable, Sendable, Codable, CustomStringConvertible {
     case intercept(InterceptBit)
     case ioPermission(IOPermissionCheck)
     case msrPermission(MSRPermissionCheck)
@@ -174,7 +174,7 @@ public enum ExitControl: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// Exits KVM makes itself, whatever L1's controls say.
-public enum KVMSynthesizedExit: String, Sendable, CaseIterable {
+public enum KVMSynthesizedExit: String, Sendable, Codable, CaseIterable {
     /// VMEXIT_INVALID: vmcb12 failed the consistency checks, or KVM could not load L2.
     case vmrunFailed = "vmrun_failed"
     /// L2 shut down although L1 does not intercept SHUTDOWN (KVM before the
@@ -185,7 +185,7 @@ public enum KVMSynthesizedExit: String, Sendable, CaseIterable {
 }
 
 /// Why a nested #VMEXIT is L1's. Each case has a one-line `description`.
-public enum ExitCause: Hashable, Sendable, CustomStringConvertible {
+public enum ExitCause: Hashable, Sendable, Codable, CustomStringConvertible {
     /// vmcb12 intercepts the exit code (INTR/NMI/SMI/INIT: KVM synthesises the exit from a pending event).
     case intercept(InterceptBit)
     /// vmcb12's exception intercepts (word 2) have the vector's bit.

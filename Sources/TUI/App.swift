@@ -9,7 +9,13 @@ import Synchronization
 /// thread never touches the vCPU, so the keyboard stays live while the
 /// guest runs and `p` can pause it.
 public final class App {
-    let session: EngineSession
+    /// Makes a recorder for `R` and `:record FILE` (nil: recording is not offered, as in a replay).
+    public typealias RecorderFactory = (String) throws -> any StopRecorder
+
+    let session: any DebugSession
+    private let recorderFactory: RecorderFactory?
+    /// A recording being replayed: reverse commands, goto and `/` work over the whole of it.
+    private var isReplay: Bool { session is ReplaySession }
     let terminal: Terminal
     public private(set) var view: SessionView
     private var watchHz: Double?
@@ -22,8 +28,9 @@ public final class App {
     /// A command was sent and its answer has not come back: poll for it.
     private var awaitingEngine = false
 
-    public init(session: EngineSession, theme: Theme) {
+    public init(session: any DebugSession, theme: Theme, recorderFactory: RecorderFactory? = nil) {
         self.session = session
+        self.recorderFactory = recorderFactory
         terminal = Terminal(theme: ProcessInfo.processInfo.environment["NO_COLOR"] != nil ? theme.monochrome : theme)
         view = SessionView(target: session.targetName)
         view.unicode = terminal.unicode
@@ -75,12 +82,20 @@ public final class App {
         case .char("e"): command("vmrun")
         case .char("s"): command("step")
         case .char("c"): command("continue")
+        case .char("N"): command("reverse-next")
+        case .char("E"): command("reverse-vmrun")
+        case .char("S"): command("reverse-step")
+        case .char("C"): command("reverse-continue")
+        case .char("R"): command(view.recording == nil ? "record" : "record off")
         case .char("p"): command("pause")
         case .char("w"): command("watch")
         case .char("v"): view.fullVMCB.toggle()
         case .char("?"): view.showHelp = true
         case .char(":"): view.commandLine = ""
-        case .char("/"): view.editingSearch = true; view.search = ""; view.fullVMCB = true
+        case .char("/"):
+            view.editingSearch = true
+            view.search = ""
+            if !isReplay { view.fullVMCB = true }
         case .char("b"): view.commandLine = "break exit "
         case .char("["), .left: moveSelection(-1)
         case .char("]"), .right: moveSelection(1)
@@ -103,6 +118,12 @@ public final class App {
     private func editSearch(_ key: Terminal.Key) {
         var text = view.search ?? ""
         switch key {
+        case .enter where isReplay:
+            // Over a recording, / searches every stop (StopQuery), not the fields of this one.
+            view.editingSearch = false
+            view.search = nil
+            do { try send(.search(text)) } catch { say("\(error)", error: true) }
+            return
         case .enter: view.editingSearch = false; return
         case .escape: view.editingSearch = false; view.search = nil; return
         case .backspace: if !text.isEmpty { text.removeLast() }
@@ -139,6 +160,11 @@ public final class App {
             case "vmrun", "e": try send(.nextVMRUN)
             case "step", "s": try send(.stepInstruction)
             case "continue", "c": try send(.continueRunning)
+            case "reverse-next", "rn": try send(.previous)
+            case "reverse-vmrun", "re": try send(.previousVMRUN)
+            case "reverse-step", "rs": try send(.previousStop)
+            case "reverse-continue", "rc": try send(.reverseContinue)
+            case "record": try record(words.count > 1 ? words[1] : nil)
             case "pause", "p": try send(.pause)
             case "watch" where words.count == 2 && VMCBLayout.field(named: words[1]) != nil:
                 try send(.addBreakpoint(.watch(VMCBLayout.field(named: words[1])!)))
@@ -152,6 +178,9 @@ public final class App {
                 try send(.addBreakpoint(breakpoint))
             case "delete":
                 try send(.deleteBreakpoints(words.count > 1 ? Int(words[1]) : nil))
+            case "goto" where isReplay:
+                guard words.count > 1, let n = Int(words[1]) else { say("goto N: N is a stop number", error: true); return }
+                try send(.goto(n))
             case "goto":
                 guard words.count > 1, let n = Int(words[1]), let i = view.stops.firstIndex(where: { $0.index == n }) else {
                     say("goto N: N is a stop number in the history", error: true)
@@ -180,6 +209,7 @@ public final class App {
     /// show where it is afterwards. The check waits on the engine itself, so
     /// the front end's own event loop steps aside until it is done.
     private func migrate(_ words: [String]) {
+        guard let session = session as? EngineSession else { say("migrate needs a live vCPU, not a recording", error: true); return }
         guard session.state == .stopped else { say("migrate needs the guest stopped", error: true); return }
         guard let at = view.stops.last else { return }
         var plan = MigrationPlan()
@@ -225,6 +255,19 @@ public final class App {
         }
     }
 
+    /// `R`, `:record [FILE]`, `:record off`: every stop from here on into a new
+    /// recording (default name: the time), or recording stops.
+    private func record(_ argument: String?) throws {
+        if argument == "off" {
+            try send(.record(nil))
+            return
+        }
+        guard let recorderFactory else { throw CommandRefusal(description: "this session cannot record (a replay is a recording already)") }
+        let stamp = ISO8601DateFormatter().string(from: Date()).replacingOccurrences(of: ":", with: "")
+        let path = argument ?? "nestdbg-\(stamp).nestdbg"
+        try send(.record(RecorderHandle(try recorderFactory(path))))
+    }
+
     private func send(_ command: EngineCommand) throws {
         try session.send(command)
         awaitingEngine = true
@@ -255,10 +298,7 @@ public final class App {
         view.runState = trace != nil ? "watching \(Int(rate)) Hz, free-running" : "watching \(Int(rate)) Hz, stopping at each exit"
     }
 
-    /// "stopped"; for QEMU's vCPU, also what stalls while nestdbg holds it.
-    private var stoppedState: String {
-        session.isAttached ? "stopped: QEMU's vCPU is held (QMP stop, info registers, migration wait; c runs, q detaches)" : "stopped"
-    }
+    private var stoppedState: String { session.stoppedDescription }
 
     /// Picks up what the engine's thread reported since the last look.
     private func collectEvents(waitingUpTo timeout: Duration = .zero) {
@@ -268,7 +308,7 @@ public final class App {
                 awaitingEngine = false
                 endWatch()
                 view.runState = stoppedState
-                view.stops = history
+                view.stops = Array(history)
                 view.selected = nil
                 if let hit = stop.hit { say("breakpoint \(hit): \(stop.reason)") } else { say(stop.reason, error: stop.kind == .fault) }
             case let .sample(stop, sampledCounts):
@@ -281,6 +321,12 @@ public final class App {
                 say("breakpoints: " + (items.isEmpty ? "none" : items.joined(separator: ", ")))
             case .captured:
                 awaitingEngine = false
+            case let .recording(path):
+                awaitingEngine = false
+                view.recording = path
+                say(path.map { "recording every stop to \($0) (R stops)" } ?? "recording stopped; the file is complete")
+            case let .notice(text):
+                say(text)
             case let .failed(message):
                 awaitingEngine = false
                 endWatch()

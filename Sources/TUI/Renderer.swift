@@ -44,6 +44,7 @@ public enum Renderer {
             col += text.count
         }
         part(" nestdbg | \(v.target) | \(v.runState)")
+        if let recording = v.recording { part(" | REC \(recording.split(separator: "/").last.map(String.init) ?? recording)") }
         if let stop = v.current {
             part(": \(stop.kind.rawValue) | ")
             part(" live: \(stop.level.rawValue) ", .live)
@@ -310,7 +311,10 @@ public enum Renderer {
         "b  breakpoint prompt          :  command line",
         "[ ] or <- ->  through the exit history",
         "Tab  pane focus               v  full VMCB12 / sync",
-        "/  search VMCB12 fields (shows the full view)",
+        "/  search VMCB12 fields (a replay: the whole recording,",
+        "   exit NPF | save.cr4 changed | l2-rip ADDR | kind K | text)",
+        "replay: N prev exit  E prev VMRUN  S prev stop  C reverse-cont",
+        "R  record every stop on/off (:record FILE | :record off)",
         "?  this help                  q  quit",
         "commands: step next vmrun continue pause watch [HZ]",
         "  break exit NAME | break l1-rip ADDR | break l2-rip ADDR",

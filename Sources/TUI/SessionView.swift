@@ -25,6 +25,8 @@ public struct SessionView: Sendable {
     /// Live watch: exit name → (per second, total).
     public var rates: [(name: String, perSecond: Double, total: Int)] = []
     public var unicode = true
+    /// The recording every stop goes into, if one is on (`R`, `--record`).
+    public var recording: String?
     /// `/` search: the full VMCB12 view lists only fields whose name contains this.
     public var search: String?
     /// True while the search text is being typed.

@@ -39,6 +39,7 @@ struct AttachCommand: ParsableCommand {
     var watch: Double?
     @Option(help: "L1's MAXPHYADDR for the VMRUN consistency checks.") var physBits = 40
     @Option(help: "Theme name (Themes/NAME.theme) or path, for the front end.") var theme = "default"
+    @Option(help: "Record every stop into this new file (SQLite; nestdbg replay FILE, SQL with sqlite3).") var record: String?
 
     func run() throws {
         let batchRun = try BatchRun(exits: exits, json: json, timeout: timeout, breakAt: breakAt)
@@ -54,6 +55,7 @@ struct AttachCommand: ParsableCommand {
             guard isatty(0) == 1, isatty(1) == 1 else { throw fail("the front end needs a terminal; use attach --batch", status: 2) }
         }
         let engine = try attachedEngine()
+        try startRecording(to: record, engine: engine, image: nil)
         // A signal detaches before nestdbg ends (the engine's thread is the
         // tracer); taken by a thread of its own, set up before the engine's.
         let running = RunningSession()
@@ -70,7 +72,7 @@ struct AttachCommand: ParsableCommand {
         }
         defer { session.shutdown() }
         if let t {
-            App(session: session, theme: t).run()
+            App(session: session, theme: t, recorderFactory: recorderFactory(engine: engine, image: nil)).run()
         } else if let watch {
             try liveWatch(session, seconds: watch)
         } else {

@@ -26,14 +26,26 @@ struct BatchRun {
         }
     }
 
-    func run(_ session: EngineSession) throws {
+    /// A live session, or a replay: that prints what the live run printed and
+    /// ends where the recording does.
+    func run(_ session: any DebugSession) throws {
         for breakpoint in breakpoints {
             try session.send(.addBreakpoint(breakpoint))
             _ = try awaitStop(session)
         }
         var nestedExits = 0
         while nestedExits < exits {
-            try session.send(.next)
+            let refusal: CommandRefusal?
+            do {
+                try session.send(.next)
+                refusal = nil
+            } catch {
+                refusal = error
+            }
+            if let refusal {
+                if session is ReplaySession { return }   // the recording holds no further stop
+                throw refusal
+            }
             guard let stop = try awaitStop(session) else { continue }
             if stop.kind == .nestedExit { nestedExits += 1 }
             print(json ? stop.json.serialized() : line(stop))
@@ -48,14 +60,14 @@ struct BatchRun {
 
     /// Waits for the engine to finish a command: its stop, or nil for a
     /// command that ends without one.
-    private func awaitStop(_ session: EngineSession) throws -> Stop? {
+    private func awaitStop(_ session: any DebugSession) throws -> Stop? {
         let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
         while ContinuousClock.now < deadline {
             for event in session.takeEvents(waitingUpTo: .milliseconds(200)) {
                 switch event {
                 case let .stopped(stop, _) where stop.kind != .start: return stop
                 case .breakpoints: return nil
-                case .stopped, .sample, .captured: continue   // the start stop; samples only come in live watch
+                case .stopped, .sample, .captured, .recording, .notice: continue   // the start stop; samples only come in live watch
                 case let .failed(message): throw fail(message, status: 1)
                 }
             }

@@ -3,6 +3,7 @@ import DebuggerEngine
 import Foundation
 import KVMControl
 import KernelTrace
+import Recording
 import SVMModel
 import TUI
 
@@ -36,12 +37,13 @@ struct BenchCommand: ParsableCommand {
 
     /// What a stepping run does at each stop.
     enum Mode: CaseIterable {
-        case stopsOnly, capture, json
+        case stopsOnly, capture, json, record
         var suffix: String {
             switch self {
             case .stopsOnly: return ", stops only"
             case .capture: return ""
             case .json: return " + JSON"
+            case .record: return " + --record"
             }
         }
     }
@@ -53,6 +55,8 @@ struct BenchCommand: ParsableCommand {
         var elapsed: Duration
         var timings: StopTimings?
         var json: Duration = .zero
+        var mode: Mode?
+        var source: StopSourceKind?
         var perExit: Duration { exits > 0 ? elapsed / Int(exits) : .zero }
     }
 
@@ -94,6 +98,15 @@ struct BenchCommand: ParsableCommand {
                     continue
                 }
                 let engine = try target.reportingErrors { try Engine(ownVM: candidate, stops: kind) }
+                let recording = FileManager.default.temporaryDirectory.appendingPathComponent("nestdbg-bench-\(getpid()).nestdbg").path
+                if mode == .record {
+                    try? FileManager.default.removeItem(atPath: recording)
+                    engine.recorder = try makeRecorder(recording, engine: engine, image: nil)
+                }
+                defer {
+                    engine.recorder = nil
+                    try? FileManager.default.removeItem(atPath: recording)
+                }
                 count = try counter()
                 var json = Duration.zero
                 start = clock.now
@@ -113,8 +126,10 @@ struct BenchCommand: ParsableCommand {
                     if stop.endsRun { break stepping }
                 }
                 var run = Run(label: label, exits: try count.counts()[0], elapsed: clock.now - start,
-                              timings: mode == .capture ? engine.timings : nil)
+                              timings: mode == .capture || mode == .record ? engine.timings : nil)
                 run.json = json
+                run.mode = mode
+                run.source = kind
                 runs.append(run)
             }
         }
@@ -132,6 +147,15 @@ struct BenchCommand: ParsableCommand {
                 line += String(format: "; the JSON line is %.1f%% of a stop", run.json / run.elapsed * 100)
             }
             print(line)
+        }
+        // Recording against the same source capturing the same stops without it, in this run.
+        for run in runs where run.mode == .record {
+            guard let plain = runs.first(where: { $0.source == run.source && $0.mode == .capture }), plain.perExit > .zero,
+                  let t = run.timings, run.exits > 0 else { continue }
+            let overhead = (run.perExit / plain.perExit - 1) * 100
+            print(String(format: "recording overhead (%@): %+.1f%% per nested exit against %@ (%@ per exit in SQLite; target: under 10%%)",
+                         run.source?.rawValue ?? "", overhead, plain.label,
+                         us(t.recording / Int(run.exits)).trimmingCharacters(in: .whitespaces)))
         }
         print("where a stop's time goes (mean per nested exit, VMRUN stop included):")
         for run in runs {

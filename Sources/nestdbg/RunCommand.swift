@@ -24,6 +24,7 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customLong("break"), help: "Exit code or name to stop at (batch: stops the run there). Repeatable.")
     var breakAt: [String] = []
     @Option(help: "Save what the guest writes to COM1 (port 0x3F8) in this file.") var serial: String?
+    @Option(help: "Record every stop into this new file (SQLite; nestdbg replay FILE, SQL with sqlite3).") var record: String?
 
     @Option(help: "Batch: give up when no stop comes within this many seconds (a guest that never exits).")
     var timeout = 30.0
@@ -31,6 +32,7 @@ struct RunCommand: ParsableCommand {
     func run() throws {
         let batchRun = try BatchRun(exits: exits, json: json, timeout: timeout, breakAt: breakAt)
         let engine = try target.makeEngine()
+        try startRecording(to: record, engine: engine, image: try target.imageBytes())
         guard batch else {
             try target.interactive(engine: engine, watch: nil)
             return
@@ -90,8 +92,12 @@ struct TargetOptions: ParsableArguments {
         let t: Theme
         do { t = try Theme.load(theme) } catch let error as ThemeError { throw fail(error.description, status: 2) }
         guard isatty(0) == 1, isatty(1) == 1 else { throw fail("the front end needs a terminal; use run --batch", status: 2) }
-        App(session: EngineSession(engine: engine), theme: t).run(watch: watch)
+        App(session: EngineSession(engine: engine), theme: t,
+            recorderFactory: recorderFactory(engine: engine, image: try imageBytes())).run(watch: watch)
     }
+
+    /// The L1 image file's bytes (for the recording's hash); nil for the built-in scenarios.
+    func imageBytes() throws -> [UInt8]? { try image.map(readInput) }
 
     func makeEngine() throws -> Engine {
         try reportingErrors {

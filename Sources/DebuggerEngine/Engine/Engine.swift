@@ -37,6 +37,10 @@ public final class Engine: @unchecked Sendable {
     public private(set) var stopCount = 0
     public private(set) var nestedExitCount = 0
     public let timings: StopTimings
+    /// Where every recorded stop also goes (`--record`, the front end's `R`); the engine's thread sets it.
+    public var recorder: (any StopRecorder)? {
+        didSet { if oldValue !== recorder { oldValue?.finish() } }
+    }
 
     public var checkEnvironment: CheckEnvironment {
         get { assembler.checkEnvironment }
@@ -81,14 +85,14 @@ public final class Engine: @unchecked Sendable {
     /// Records the target as it is now, before it runs (the first screen).
     @discardableResult
     public func recordStart() throws -> Stop {
-        record(try assembler.startStop(from: target))
+        try record(try assembler.startStop(from: target))
     }
 
     /// Runs to the next stop of any kind (VMRUN stops included).
     public func step() throws -> Stop {
         let event = try timings.timed(\.stopSource) { try source.next() }
         let stop = try timings.timed(\.assembly) { try assembler.assemble(event, from: target) }
-        return timings.timed(\.recording) { record(stop) }
+        return try timings.timed(\.recording) { try record(stop) }
     }
 
     /// Runs to the next nested #VMEXIT (or any stop that is not a VMRUN).
@@ -122,7 +126,7 @@ public final class Engine: @unchecked Sendable {
     public func stepInstruction() throws -> Stop {
         guard source.capabilities.contains(.singleStep) else { throw EngineError.sourceCannot("this stop source cannot single-step") }
         if try target.isInGuestMode() { throw EngineError.cannotStepL2 }
-        return record(try assembler.assemble(try source.singleStep(), from: target))
+        return try record(try assembler.assemble(try source.singleStep(), from: target))
     }
 
     /// Makes a running command on another thread stop with `.paused`. Any thread.
@@ -142,7 +146,7 @@ public final class Engine: @unchecked Sendable {
         self.assembler.forgetVMRUN()
         var stop = try self.assembler.assemble(end, from: target)
         if stop.kind == .paused { stop.reason = "live watch ended here" }
-        return record(stop)
+        return try record(stop)
     }
 
     /// Adds a breakpoint; an L1-instruction one needs a source that patches and a vCPU in L1.
@@ -169,7 +173,10 @@ public final class Engine: @unchecked Sendable {
         try (target as? any RunnableTarget)?.release()
     }
 
-    private func record(_ stop: Stop) -> Stop {
+    /// Numbers the stop, evaluates the breakpoints, keeps it in the history and
+    /// the recording. A recording that fails is dropped and the failure thrown:
+    /// the stop is in the history, the file keeps every stop before it.
+    private func record(_ stop: Stop) throws -> Stop {
         var s = stop
         s.index = stopCount
         s.hit = breakpoints.evaluate(s)
@@ -179,6 +186,14 @@ public final class Engine: @unchecked Sendable {
         assembler.previous = s
         // Trim in batches: removing from the front of an array is O(n).
         if history.count > Engine.historyLimit + 500 { history.removeFirst(history.count - Engine.historyLimit) }
+        if let recorder {
+            do {
+                try recorder.record(s, serialOutput: serialOutput)
+            } catch {
+                self.recorder = nil
+                throw RecordingFailure(path: recorder.path, underlying: "\(error)")
+            }
+        }
         return s
     }
 }

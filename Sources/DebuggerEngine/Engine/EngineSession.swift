@@ -23,6 +23,29 @@ public enum EngineCommand: Equatable, Sendable {
     case deleteBreakpoints(Int?)
     /// Saves the whole vCPU and guest memory as a migrating VMM would (own VMs).
     case captureState
+    /// Every stop from here on also goes into this recording (nil: recording stops).
+    case record(RecorderHandle?)
+    // Over a recording only (`ReplaySession`): a live vCPU does not run backwards.
+    /// Back one stop.
+    case previousStop
+    /// Back to the previous nested #VMEXIT.
+    case previous
+    /// Back to the previous VMRUN.
+    case previousVMRUN
+    /// Back until a breakpoint matches (or the recording's start).
+    case reverseContinue
+    /// To the stop with this number.
+    case goto(Int)
+    /// To the next stop the query matches (`StopQuery`), from the one after the current, wrapping.
+    case search(String)
+
+    /// The commands that move backwards or jump: recordings only.
+    var needsRecording: Bool {
+        switch self {
+        case .previousStop, .previous, .previousVMRUN, .reverseContinue, .goto, .search: return true
+        default: return false
+        }
+    }
 }
 
 /// A vCPU saved at a stop, with what the engine knew there: enough for a clone to go on from it.
@@ -47,17 +70,23 @@ public enum SessionState: Equatable, Sendable {
 /// A command refused for the state the session is in.
 public struct CommandRefusal: Error, Equatable, CustomStringConvertible {
     public let description: String
+    public init(description: String) { self.description = description }
 }
 
 /// What the engine thread reports.
 public enum SessionEvent: Sendable {
-    /// A command finished at this stop; the history is the engine's.
-    case stopped(Stop, history: [Stop])
+    /// A command finished at this stop; the history is the engine's (a
+    /// replay's: the recording up to here, shared, not copied).
+    case stopped(Stop, history: ArraySlice<Stop>)
     /// Live watch: where the guest is now; `counts` when every exit is stopped at.
     case sample(Stop, counts: [String: Int]?)
     case breakpoints([Breakpoint])
     /// The state `captureState` saved.
     case captured(CapturedStop)
+    /// Recording started (the file) or stopped (nil).
+    case recording(String?)
+    /// Something to tell the user that is not a stop (a search's result, the end of a recording).
+    case notice(String)
     /// A command failed (an ioctl, a refused breakpoint); the session is stopped.
     case failed(String)
 }
@@ -65,7 +94,7 @@ public enum SessionEvent: Sendable {
 /// One thread owns the engine and the vCPU; everyone else sends typed
 /// commands and reads events. `pause` and watch samples reach a running
 /// vCPU through the stop source's `interrupt()`, the one thread-safe call.
-public final class EngineSession: @unchecked Sendable {
+public final class EngineSession: DebugSession, @unchecked Sendable {
     private let engine: Engine
     private let condition = NSCondition()
     // Guarded by `condition`:
@@ -99,6 +128,11 @@ public final class EngineSession: @unchecked Sendable {
     /// Whether the vCPU belongs to another process (QEMU), which waits while nestdbg holds it.
     public var isAttached: Bool { engine.target is AttachedVCPUTarget }
 
+    /// "stopped"; for QEMU's vCPU, also what stalls while nestdbg holds it.
+    public var stoppedDescription: String {
+        isAttached ? "stopped: QEMU's vCPU is held (QMP stop, info registers, migration wait; c runs, q detaches)" : "stopped"
+    }
+
     /// Whether KVM's tracepoints stop it (nothing patched into guest memory). Fixed: any thread.
     public var stopsOnTracepoints: Bool { engine.source is TracepointStopSource }
 
@@ -115,6 +149,9 @@ public final class EngineSession: @unchecked Sendable {
     public func send(_ command: EngineCommand) throws(CommandRefusal) {
         condition.lock()
         defer { condition.unlock() }
+        if command.needsRecording {
+            throw CommandRefusal(description: "a live vCPU does not run backwards or jump: record it (--record FILE, or R in the front end) and open it with nestdbg replay FILE")
+        }
         switch (currentState, command) {
         case (.ended, _):
             throw CommandRefusal(description: "the engine has ended")
@@ -158,7 +195,7 @@ public final class EngineSession: @unchecked Sendable {
     }
 
     /// The events since the last call; waits up to `timeout` for one when there are none.
-    public func takeEvents(waitingUpTo timeout: Duration = .zero) -> [SessionEvent] {
+    public func takeEvents(waitingUpTo timeout: Duration) -> [SessionEvent] {
         condition.lock()
         defer { condition.unlock() }
         if events.isEmpty, timeout > .zero {
@@ -172,7 +209,7 @@ public final class EngineSession: @unchecked Sendable {
     /// Ends the engine's thread: interrupts what runs and waits for it (at
     /// most `timeout`). Returns false if the thread did not end in time.
     @discardableResult
-    public func shutdown(timeout: Duration = .seconds(5)) -> Bool {
+    public func shutdown(timeout: Duration) -> Bool {
         condition.lock()
         quitRequested = true
         stopWatchRequested = true
@@ -231,7 +268,7 @@ public final class EngineSession: @unchecked Sendable {
         if claimed {
             do {
                 let start = try engine.recordStart()
-                post(.stopped(start, history: engine.history))
+                post(.stopped(start, history: engine.history[...]))
             } catch {
                 post(.failed("reading the target's start state: \(error)"))
             }
@@ -243,6 +280,7 @@ public final class EngineSession: @unchecked Sendable {
                 condition.unlock()
                 // On this thread: for another process's vCPU it is the tracer.
                 if claimed { try? engine.detach() }
+                engine.recorder = nil   // finishes the file
                 condition.lock()
                 currentState = .ended
                 condition.broadcast()
@@ -259,14 +297,14 @@ public final class EngineSession: @unchecked Sendable {
     private func execute(_ command: EngineCommand) {
         do {
             switch command {
-            case .nextStop: post(.stopped(try engine.step(), history: engine.history), state: .stopped)
-            case .next: post(.stopped(try engine.next(), history: engine.history), state: .stopped)
-            case .nextVMRUN: post(.stopped(try engine.nextVMRUN(), history: engine.history), state: .stopped)
-            case .continueRunning: post(.stopped(try engine.continueRunning(), history: engine.history), state: .stopped)
-            case .stepInstruction: post(.stopped(try engine.stepInstruction(), history: engine.history), state: .stopped)
+            case .nextStop: post(.stopped(try engine.step(), history: engine.history[...]), state: .stopped)
+            case .next: post(.stopped(try engine.next(), history: engine.history[...]), state: .stopped)
+            case .nextVMRUN: post(.stopped(try engine.nextVMRUN(), history: engine.history[...]), state: .stopped)
+            case .continueRunning: post(.stopped(try engine.continueRunning(), history: engine.history[...]), state: .stopped)
+            case .stepInstruction: post(.stopped(try engine.stepInstruction(), history: engine.history[...]), state: .stopped)
             case let .watch(freeRunning):
                 let end = freeRunning ? try watchFreely() : try watchByStepping()
-                post(.stopped(end, history: engine.history), state: .stopped)
+                post(.stopped(end, history: engine.history[...]), state: .stopped)
             case let .addBreakpoint(breakpoint):
                 try engine.addBreakpoint(breakpoint)
                 post(.breakpoints(engine.breakpoints.list), state: .stopped)
@@ -281,8 +319,13 @@ public final class EngineSession: @unchecked Sendable {
                 let captured = CapturedStop(target: own, state: try own.captureState(), stop: engine.history.last,
                                             context: engine.context)
                 post(.captured(captured), state: .stopped)
+            case let .record(handle):
+                engine.recorder = handle?.recorder
+                post(.recording(handle?.recorder.path), state: .stopped)
             case .pause, .stopWatch:
                 post(.failed("not running"), state: .stopped)
+            case .previousStop, .previous, .previousVMRUN, .reverseContinue, .goto, .search:
+                post(.failed("a live vCPU does not run backwards"), state: .stopped)
             }
         } catch {
             post(.failed("\(error)"), state: .stopped)

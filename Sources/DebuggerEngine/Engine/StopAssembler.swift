@@ -150,10 +150,12 @@ struct StopAssembler {
         let at = evidence?.vmenter.map { " (L1 resumes at \(hex($0.l1RIP)))" } ?? ""
         let verdict = violations.isEmpty ? "consistency checks pass"
             : "KVM accepted what nestdbg's checks call \(violations.count) violation(s)"
-        return Stop(kind: .vmrun, level: .l2, reason: "KVM emulated L1's VMRUN\(at): vmcb12 at \(hex(gpa)) loaded, L2 about to run at \(hex(r.rip)); \(verdict)",
+        var stop = Stop(kind: .vmrun, level: .l2, reason: "KVM emulated L1's VMRUN\(at): vmcb12 at \(hex(gpa)) loaded, L2 about to run at \(hex(r.rip)); \(verdict)",
                     l1: l1, l2: .fromVCPU(r, s, d, source: "vCPU registers (L2, loaded from vmcb12)"), vmcb12GPA: gpa,
                     vmcb12AtVMRUN: vmcb, vmcb12: vmcb, violations: violations, nestedFlags: state?.flags ?? [],
                     cachedControls: state?.data, kvmExit: kvmExit)
+        stop.nestedState = state
+        return stop
     }
 
     /// The target as found, before anything ran: the first screen.
@@ -188,7 +190,8 @@ struct StopAssembler {
                                 target: any DebugTarget, kvmExit: String) throws -> Stop {
         let gpa = atVMRUN?.gpa ?? r.rax
         let after = try readVMCB12(gpa, from: target)
-        let flags = try nestedState(target)?.flags ?? []
+        let state = try nestedState(target)
+        let flags = state?.flags ?? []
         let before = atVMRUN?.vmcb
         let (exit, changes) = timings.timed(\.decodeAndDiff) { () -> (DecodedExit, [FieldChange]) in
             let context = ExitContext(l2RCX: r.rcx, l2RAX: after[integer: .saveRAX], l2RDX: r.rdx)
@@ -203,6 +206,7 @@ struct StopAssembler {
         var stop = Stop(kind: .nestedExit, level: .l1, reason: reason, exit: exit, l1: l1, l2: l2, vmcb12GPA: gpa,
                         vmcb12AtVMRUN: before, vmcb12: after, synced: changes, violations: atVMRUN?.violations ?? [],
                         nestedFlags: flags, kvmExit: kvmExit)
+        stop.nestedState = state
         // KVM judges by the controls of the VMRUN (it does not write them at the exit, so the page now
         // serves when no VMRUN was seen) and reads L1's permission maps now, as we do. RCX is L2's.
         stop.why = ExitCause(code: exit.code, exitInfo1: after[integer: .exitInfo1], exitInfo2: after[integer: .exitInfo2],
@@ -220,14 +224,18 @@ struct StopAssembler {
             let l1 = RegisterSet.fromVMCBSave(data, gprs: nil,
                                               source: "nested-state save half (L1 parked at VMRUN); RBX-R15 are not held by KVM")
             let vmcb = try? readVMCB12(state.vmcbPA, from: target)
-            return Stop(kind: kind ?? .l2UserspaceExit, level: .l2, reason: "\(reason) while L2 runs", l1: l1,
-                        l2: .fromVCPU(r, s, d, source: "vCPU registers (guest mode: L2)"), vmcb12GPA: state.vmcbPA,
-                        vmcb12AtVMRUN: atVMRUN?.vmcb, vmcb12: vmcb, violations: atVMRUN?.violations ?? [],
-                        nestedFlags: state.flags, cachedControls: data, kvmExit: kvmExit)
+            var stop = Stop(kind: kind ?? .l2UserspaceExit, level: .l2, reason: "\(reason) while L2 runs", l1: l1,
+                            l2: .fromVCPU(r, s, d, source: "vCPU registers (guest mode: L2)"), vmcb12GPA: state.vmcbPA,
+                            vmcb12AtVMRUN: atVMRUN?.vmcb, vmcb12: vmcb, violations: atVMRUN?.violations ?? [],
+                            nestedFlags: state.flags, cachedControls: data, kvmExit: kvmExit)
+            stop.nestedState = state
+            return stop
         }
-        return Stop(kind: kind ?? .l1UserspaceExit, level: .l1, reason: kind == nil ? "\(reason) from L1" : reason,
-                    l1: .fromVCPU(r, s, d, source: "vCPU registers"), vmcb12GPA: atVMRUN?.gpa,
-                    vmcb12AtVMRUN: atVMRUN?.vmcb, nestedFlags: state?.flags ?? [], kvmExit: kvmExit)
+        var stop = Stop(kind: kind ?? .l1UserspaceExit, level: .l1, reason: kind == nil ? "\(reason) from L1" : reason,
+                        l1: .fromVCPU(r, s, d, source: "vCPU registers"), vmcb12GPA: atVMRUN?.gpa,
+                        vmcb12AtVMRUN: atVMRUN?.vmcb, nestedFlags: state?.flags ?? [], kvmExit: kvmExit)
+        stop.nestedState = state
+        return stop
     }
 
     /// The process that ran the vCPU is gone: the last stop's registers,

@@ -260,8 +260,8 @@ public enum MigrationCheck {
             for event in session.takeEvents(waitingUpTo: .milliseconds(200)) {
                 switch event {
                 case let .stopped(stop, history) where stop.kind != .start:
-                    return paused ? StopResult(stop: nil, failure: "no stop within \(timeout) s (paused at \(stop.reason))", history: history)
-                        : StopResult(stop: stop, history: history)
+                    return paused ? StopResult(stop: nil, failure: "no stop within \(timeout) s (paused at \(stop.reason))", history: Array(history))
+                        : StopResult(stop: stop, history: Array(history))
                 case let .failed(message):
                     return StopResult(stop: nil, failure: message)
                 default:

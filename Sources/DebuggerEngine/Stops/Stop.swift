@@ -49,6 +49,8 @@ public struct Stop: Sendable {
     public var nestedFlags: NestedStateFlags
     /// The nested-state blob's control half while L2 runs (KVM's cached controls).
     public var cachedControls: VMCB?
+    /// KVM_GET_NESTED_STATE as read at this stop (nil where the stop read none: patch VMRUN stops, an ended process).
+    public var nestedState: SVMNestedState? = nil
     /// What KVM_RUN returned, for the record.
     public var kvmExit: String
     /// The code written to port 0xF4 (`.exited` stops).

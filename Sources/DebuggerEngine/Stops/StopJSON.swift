@@ -2,12 +2,8 @@ import SVMModel
 
 extension RegisterSet {
     public var json: JSON {
-        var o: [(String, JSON)] = [("source", .string(source))]
-        for register in Register.allCases {
-            guard let value = entry(register) else { continue }
-            o.append((register.name, value.value.map { JSON.hex($0) } ?? .null))
-        }
-        return .object(o)
+        guard case let .object(values) = valuesJSON else { return valuesJSON }
+        return .object([("source", .string(source))] + values)
     }
 }
 

@@ -1,0 +1,27 @@
+/// What the front end and batch mode drive: a live vCPU (`EngineSession`)
+/// or a recording (`ReplaySession`). Commands are typed; answers come back
+/// as events.
+public protocol DebugSession: AnyObject {
+    var state: SessionState { get }
+    /// For the banner.
+    var targetName: String { get }
+    /// What the banner says while stopped ("stopped", QEMU's vCPU held, the replay's place).
+    var stoppedDescription: String { get }
+    /// The kernel thread inside KVM_RUN (live watch filters on it); 0 for a recording.
+    var vcpuThreadID: Int32 { get }
+    /// Whether the vCPU belongs to another process (QEMU), which waits while nestdbg holds it.
+    var isAttached: Bool { get }
+    /// Sends a command, or says why it does not fit.
+    func send(_ command: EngineCommand) throws(CommandRefusal)
+    /// Live watch: asks for a snapshot of the running guest.
+    func requestSample()
+    /// The events since the last call; waits up to `timeout` for one when there are none.
+    func takeEvents(waitingUpTo timeout: Duration) -> [SessionEvent]
+    /// Ends the session (a live one releases its vCPU); false if that did not finish in `timeout`.
+    @discardableResult func shutdown(timeout: Duration) -> Bool
+}
+
+extension DebugSession {
+    public func takeEvents() -> [SessionEvent] { takeEvents(waitingUpTo: .zero) }
+    @discardableResult public func shutdown() -> Bool { shutdown(timeout: .seconds(5)) }
+}
