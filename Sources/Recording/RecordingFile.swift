@@ -73,14 +73,24 @@ public final class RecordingFile {
         do {
             return try queue.read { db in
                 var blobs: [Int64: [UInt8]] = [:]
-                for row in try Row.fetchAll(db, sql: "SELECT id, bytes FROM blobs") {
-                    blobs[row["id"]] = [UInt8](row["bytes"] as Data)
+                for row in try Row.fetchAll(db, sql: "SELECT id, bytes, size FROM blobs") {
+                    var bytes = [UInt8](row["bytes"] as Data)
+                    let size: Int = row["size"]
+                    guard size >= bytes.count, size <= 1 << 20 else {
+                        throw StoredStopError(description: "blob \(row["id"] as Int64): \(bytes.count) bytes stored of \(size)")
+                    }
+                    bytes += [UInt8](repeating: 0, count: size - bytes.count)
+                    blobs[row["id"]] = bytes
                 }
-                let decoder = JSONDecoder()
+                var parts = StopParts()
+                for row in try Row.fetchAll(db, sql: "SELECT * FROM synced ORDER BY rowid") { try parts.addSynced(row) }
+                for row in try Row.fetchAll(db, sql: "SELECT * FROM violations ORDER BY rowid") { parts.addViolation(row) }
+                for row in try Row.fetchAll(db, sql: "SELECT * FROM kvm_events ORDER BY idx, seq") { try parts.addEvent(row) }
+                for row in try Row.fetchAll(db, sql: "SELECT * FROM handled_by_l0 ORDER BY rowid") { parts.addHandled(row) }
                 return try Row.fetchAll(db, sql: "SELECT * FROM stops ORDER BY idx").map { row in
                     let index: Int = row["idx"]
                     do {
-                        return try Self.stop(row, blobs: blobs, decoder: decoder)
+                        return try Self.stop(row, blobs: blobs, parts: parts)
                     } catch {
                         throw StoredStopError(description: "stop #\(index): \(error)")
                     }
@@ -102,7 +112,7 @@ public final class RecordingFile {
         }
     }
 
-    private static func stop(_ row: Row, blobs: [Int64: [UInt8]], decoder: JSONDecoder) throws -> Stop {
+    private static func stop(_ row: Row, blobs: [Int64: [UInt8]], parts: StopParts) throws -> Stop {
         func blob(_ column: String) throws -> [UInt8]? {
             guard let id: Int64 = row[column] else { return nil }
             guard let bytes = blobs[id] else { throw StoredStopError(description: "\(column) names blob \(id), which is missing") }
@@ -110,28 +120,102 @@ public final class RecordingFile {
         }
         func vmcb(_ column: String) throws -> VMCB? { try blob(column).map { try VMCB(bytes: $0) } }
         func registers(_ column: String, source: String?) throws -> RegisterSet? {
-            guard let text: String = row[column], let source else { return nil }
-            return try RegisterSet(source: source, valuesJSON: text)
+            guard let packed: Data = row[column], let source else { return nil }
+            return try RegisterSet(source: source, packed: [UInt8](packed))
         }
+        func lines(_ column: String) throws -> [String] {
+            guard let text: String = row[column] else { return [] }
+            guard let lines = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String] else {
+                throw StoredStopError(description: "\(column) is not a list of lines")
+            }
+            return lines
+        }
+        let index: Int = row["idx"]
         let kindName: String = row["kind"], levelName: String = row["level"]
         guard let kind = StopKind(rawValue: kindName) else { throw StoredStopError(description: "unknown kind \(kindName)") }
         guard let level = Level(rawValue: levelName) else { throw StoredStopError(description: "unknown level \(levelName)") }
         guard let l1 = try registers("l1", source: row["l1_source"]) else { throw StoredStopError(description: "no L1 registers") }
-        let detail = try decoder.decode(StoredDetail.self, from: Data((row["detail"] as String).utf8))
+        let l2 = try registers("l2", source: row["l2_source"])
+        let after = try vmcb("vmcb12_after")
+        // The decoded exit is what the engine derived from the page and L2's registers: derived again.
+        let exitCode: Int64? = row["exit_code"]
+        var exit: DecodedExit?
+        if exitCode != nil {
+            guard let after else { throw StoredStopError(description: "an exit without vmcb12") }
+            let context = ExitContext(l2RCX: l2?[.rcx], l2RAX: after[integer: .saveRAX], l2RDX: l2?[.rdx])
+            exit = DecodedExit(vmcb: after, context: context)
+        }
         let flags: Int64 = row["nested_flags"]
         let gpa: Int64? = row["vmcb12_gpa"]
-        var stop = Stop(index: row["idx"], kind: kind, level: level, reason: row["reason"], exit: detail.exit, l1: l1,
-                        l2: try registers("l2", source: row["l2_source"]), vmcb12GPA: gpa.map(UInt64.init(stored:)),
-                        vmcb12AtVMRUN: try vmcb("vmcb12_before"), vmcb12: try vmcb("vmcb12_after"), synced: detail.synced,
-                        violations: detail.violations, nestedFlags: NestedStateFlags(rawValue: UInt16(truncatingIfNeeded: flags)),
+        var stop = Stop(index: index, kind: kind, level: level, reason: row["reason"], exit: exit, l1: l1, l2: l2,
+                        vmcb12GPA: gpa.map(UInt64.init(stored:)), vmcb12AtVMRUN: try vmcb("vmcb12_before"), vmcb12: after,
+                        synced: parts.synced[index] ?? [], violations: parts.violations[index] ?? [],
+                        nestedFlags: NestedStateFlags(rawValue: UInt16(truncatingIfNeeded: flags)),
                         cachedControls: try vmcb("cached_controls"), kvmExit: row["kvm_exit"])
         let status: Int64? = row["exit_status"]
         stop.exitStatus = status.map { Int32(truncatingIfNeeded: $0) }
-        stop.hit = detail.hit
-        stop.kvm = detail.kvm
-        stop.kvmDisagreements = detail.kvmVsVMCB12
-        stop.why = detail.why
+        if let hit: String = row["hit"] { stop.hit = try JSONDecoder().decode(Breakpoint.self, from: Data(hit.utf8)) }
+        if let cause: String = row["cause"] { stop.why = try JSONDecoder().decode(ExitCause.self, from: Data(cause.utf8)) }
+        if (row["kvm"] as Int64) != 0 {
+            var evidence = KVMEvidence()
+            evidence.events = parts.events[index] ?? []
+            evidence.handledByL0 = (row["kvm_handled_known"] as Int64) != 0 ? parts.handled[index] ?? [] : nil
+            evidence.lost = UInt64(stored: row["kvm_lost"])
+            evidence.problems = try lines("kvm_problems")
+            evidence.notes = try lines("kvm_notes")
+            stop.kvm = evidence
+        }
+        stop.kvmDisagreements = try lines("kvm_vs_vmcb12")
         stop.nestedState = try blob("nested_state").map { try SVMNestedState(bytes: $0) }
         return stop
+    }
+}
+
+/// The rows of the per-stop tables, by stop.
+private struct StopParts {
+    var synced: [Int: [FieldChange]] = [:]
+    var violations: [Int: [Violation]] = [:]
+    var events: [Int: [KVMNestedEvent]] = [:]
+    var handled: [Int: [L0ExitCount]] = [:]
+
+    mutating func addSynced(_ row: Row) throws {
+        let name: String = row["field"], before: String = row["before"], after: String = row["after"], sync: String = row["class"]
+        guard let field = VMCBLayout.field(named: name) else { throw StoredStopError(description: "synced: no VMCB field \(name)") }
+        guard let b = FieldValue(shown: before), let a = FieldValue(shown: after), let syncClass = SyncClass(rawValue: sync) else {
+            throw StoredStopError(description: "synced \(name): \(before) -> \(after) (\(sync)) does not read back")
+        }
+        synced[row["idx"], default: []].append(FieldChange(field: field, before: b, after: a, sync: syncClass, storedNote: row["note"]))
+    }
+
+    mutating func addViolation(_ row: Row) {
+        violations[row["idx"], default: []].append(Violation(rule: row["rule"], field: row["field"], message: row["message"],
+                                                              enforcedBy: row["enforced_by"]))
+    }
+
+    mutating func addEvent(_ row: Row) throws {
+        let tracepoint: String = row["tracepoint"]
+        func number(_ column: String) throws -> UInt64 {
+            guard let v: Int64 = row[column] else { throw StoredStopError(description: "\(tracepoint) without \(column)") }
+            return UInt64(stored: v)
+        }
+        func exit() throws -> KVMExitFields {
+            KVMExitFields(code: try number("exit_code"), info1: try number("exit_info_1"), info2: try number("exit_info_2"),
+                          intInfo: try number("exit_int_info"), intInfoError: try number("exit_int_info_err"))
+        }
+        let event: KVMNestedEvent
+        switch tracepoint {
+        case KVMNestedEvent.vmenterName:
+            event = .vmenter(l1RIP: try number("l1_rip"), vmcb12: try number("vmcb12"), l2RIP: try number("l2_rip"),
+                             intCtl: try number("int_ctl"), eventInj: try number("event_inj"), nestedPaging: try number("nested_paging") != 0)
+        case KVMNestedEvent.vmexitInjectName: event = .vmexitInject(try exit())
+        case KVMNestedEvent.l2ExitName: event = .l2Exit(try exit())
+        case KVMNestedEvent.vmenterFailedName: event = .vmenterFailed(check: row["check_failed"] ?? "")
+        default: throw StoredStopError(description: "unknown tracepoint \(tracepoint)")
+        }
+        events[row["idx"], default: []].append(event)
+    }
+
+    mutating func addHandled(_ row: Row) {
+        handled[row["idx"], default: []].append(L0ExitCount(code: UInt64(stored: row["code"]), count: row["count"]))
     }
 }

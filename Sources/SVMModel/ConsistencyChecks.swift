@@ -1,5 +1,5 @@
 /// One VMRUN consistency rule broken by a VMCB.
-public struct Violation: Equatable, Sendable, Codable, CustomStringConvertible {
+public struct Violation: Equatable, Sendable, CustomStringConvertible {
     /// Stable id (`efer.svme`, `asid.zero`) for tests and JSON.
     public let rule: String
     /// The field at fault.
@@ -9,10 +9,11 @@ public struct Violation: Equatable, Sendable, Codable, CustomStringConvertible {
     public let enforcedBy: String
     public var description: String { "\(field): \(message) [\(rule), \(enforcedBy)]" }
 
-    /// Its JSON names (the README's `violations` objects; recordings store them so).
-    enum CodingKeys: String, CodingKey {
-        case rule, field, message
-        case enforcedBy = "enforced_by"
+    public init(rule: String, field: String, message: String, enforcedBy: String) {
+        self.rule = rule
+        self.field = field
+        self.message = message
+        self.enforcedBy = enforcedBy
     }
 }
 

@@ -84,7 +84,7 @@ public enum SVMExit {
 }
 
 /// One nested exit decoded: its name and EXITINFO in words.
-public struct DecodedExit: Equatable, Sendable, Codable {
+public struct DecodedExit: Equatable, Sendable {
     public let code: UInt64
     public let name: String
     /// One line, e.g. "OUT 0x80, 1 byte" or "NPF write at GPA 0x1f0000, GUEST_FINAL".
@@ -92,7 +92,7 @@ public struct DecodedExit: Equatable, Sendable, Codable {
     /// Label/value pairs for a detail view and JSON.
     public let details: [Detail]
 
-    public struct Detail: Equatable, Sendable, Codable {
+    public struct Detail: Equatable, Sendable {
         public let label: String
         public let value: String
         public init(label: String, value: String) { self.label = label; self.value = value }

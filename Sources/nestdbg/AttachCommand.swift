@@ -45,6 +45,7 @@ struct AttachCommand: ParsableCommand {
         let batchRun = try BatchRun(exits: exits, json: json, timeout: timeout, breakAt: breakAt)
         if let watch, !(watch > 0) { throw fail("--watch must be a positive number of seconds", status: 2) }
         guard vcpu >= 0 else { throw fail("--vcpu must be 0 or more", status: 2) }
+        try refuseExistingRecording(record)
         // --watch is a batch mode of its own (one summary), front end or not.
         let headless = batch || watch != nil
         let t: Theme?

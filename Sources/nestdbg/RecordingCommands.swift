@@ -11,6 +11,12 @@ func startRecording(to path: String?, engine: Engine, image: [UInt8]?) throws {
     engine.recorder = try makeRecorder(path, engine: engine, image: image)
 }
 
+/// `--record` never overwrites: said before anything runs (bad input, status 2).
+func refuseExistingRecording(_ path: String?) throws {
+    guard let path, FileManager.default.fileExists(atPath: path) else { return }
+    throw fail(RecordingError.exists(path).description, status: 2)
+}
+
 /// A recorder for this engine's target, or one line saying why not (status 2: the file exists).
 func makeRecorder(_ path: String, engine: Engine, image: [UInt8]?) throws -> Recorder {
     let session = RecordingSession.here(nestdbgVersion: NestdbgVersion.string, target: engine.target.name, image: image,

@@ -31,6 +31,7 @@ struct RunCommand: ParsableCommand {
 
     func run() throws {
         let batchRun = try BatchRun(exits: exits, json: json, timeout: timeout, breakAt: breakAt)
+        try refuseExistingRecording(record)
         let engine = try target.makeEngine()
         try startRecording(to: record, engine: engine, image: try target.imageBytes())
         guard batch else {

@@ -148,7 +148,7 @@ struct BadRecordingTests {
         #expect(error(opening: newer) == .newerSchema(newer, version: 2, supported: 1))
         #expect(error(opening: newer)?.description.contains("needs a newer nestdbg") == true)
         let row = try copy()
-        try sqlite(row, "UPDATE stops SET detail = '{' WHERE idx = 3")
+        try sqlite(row, "UPDATE stops SET l1 = x'0102' WHERE idx = 3")
         let failure = try #require(error(opening: row))
         #expect(failure.description.contains("stop #3"), "\(failure)")
         let blob = try copy()

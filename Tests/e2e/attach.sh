@@ -65,9 +65,14 @@ echo "attach: the long L1 ($long iterations) runs free in QEMU in $free s"
 nestdbg run --batch --json --image "$dir/selfcheck.elf" --exits 100000 > "$dir/own.jsonl" \
     || fail "nestdbg run --image selfcheck.elf: status $?"
 qemu_l1 start "$dir/selfcheck.elf" -S
-nestdbg attach --batch --json --exits 100000 $qemu > "$dir/start.jsonl" 2> "$dir/start.err" \
+nestdbg attach --batch --json --exits 100000 --record "$dir/start.nestdbg" $qemu > "$dir/start.jsonl" 2> "$dir/start.err" \
     || { cat "$dir/start.err"; fail "attach from the start: status $?"; }
 qemu_end start 40
+# Recorded while attached: the replay prints what the attached run printed (scripts/e2e replays it on the host too).
+nestdbg replay "$dir/start.nestdbg" --batch --json | cmp -s - "$dir/start.jsonl" || fail "attach --record: the replay differs"
+mkdir -p /out/record
+cp "$dir/start.nestdbg" /out/record/attach.nestdbg
+cp "$dir/start.jsonl" /out/record/attach.jsonl
 exits() { grep '"kind":"nested_exit"' "$1" | sed 's/.*"exit":{"code":"\([^"]*\)".*/\1/'; }
 [ "$(exits "$dir/start.jsonl" | wc -l)" = 240 ] || fail "attach from the start: not 240 nested exits"
 [ "$(exits "$dir/start.jsonl")" = "$(exits "$dir/own.jsonl")" ] || fail "attach from the start: other exits than nestdbg's own run"

@@ -119,4 +119,6 @@ echo "selfcheck: 240 nested exits stepped by tracepoints, checksum unchanged (st
 sh attach.sh
 # nestdbg migrate-check: save, restore into a fresh VM, compare, run side by side.
 sh migrate.sh
+# Recordings: recorded, replayed alike, killed mid-run.
+sh record.sh
 echo "e2e: all checks passed"

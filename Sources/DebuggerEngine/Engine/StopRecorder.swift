@@ -22,6 +22,6 @@ public struct RecordingFailure: Error, CustomStringConvertible {
     public let path: String
     public let underlying: String
     public var description: String {
-        "recording to \(path) stopped: \(underlying) (the stops before this one are in the file)"
+        "recording to \(path) stopped: \(underlying) (what was committed before stays in the file)"
     }
 }

@@ -38,7 +38,7 @@ public final class ReplaySession: DebugSession {
     public var atEnd: Bool { cursor == stops.count - 1 }
 
     public var stoppedDescription: String {
-        "replay: stop #\(stops[cursor].index), \(cursor + 1) of \(stops.count) (N E C S go back, goto N, / searches)"
+        "replay #\(stops[cursor].index), \(cursor + 1) of \(stops.count)"
     }
 
     public func requestSample() {}

@@ -3,7 +3,7 @@ import SVMModel
 
 /// The exit fields a KVM tracepoint recorded (kvm_nested_vmexit_inject: what
 /// KVM wrote into vmcb12; kvm_nested_vmexit: an L2 exit to L0).
-public struct KVMExitFields: Equatable, Sendable, Codable {
+public struct KVMExitFields: Equatable, Sendable {
     public var code: UInt64
     public var info1: UInt64
     public var info2: UInt64
@@ -68,10 +68,10 @@ public enum KVMNestedEvent: Equatable, Sendable {
         }
     }
 
-    static let vmenterName = "kvm_nested_vmenter"
-    static let vmexitInjectName = "kvm_nested_vmexit_inject"
-    static let vmenterFailedName = "kvm_nested_vmenter_failed"
-    static let l2ExitName = "kvm_nested_vmexit"
+    public static let vmenterName = "kvm_nested_vmenter"
+    public static let vmexitInjectName = "kvm_nested_vmexit_inject"
+    public static let vmenterFailedName = "kvm_nested_vmenter_failed"
+    public static let l2ExitName = "kvm_nested_vmexit"
 
     /// The requests a tracepoint stop source opens: the three that stop the
     /// vCPU, and L2's exits to L0 sampled without stopping (for the count of
@@ -151,7 +151,7 @@ struct KVMEventDecoder {
 }
 
 /// Exits KVM handled itself while L2 ran (never reflected to L1), by reason.
-public struct L0ExitCount: Equatable, Sendable, Codable {
+public struct L0ExitCount: Equatable, Sendable {
     public let code: UInt64
     public let count: Int
     public var name: String { exitName(code) }
@@ -160,27 +160,12 @@ public struct L0ExitCount: Equatable, Sendable, Codable {
         self.code = code
         self.count = count
     }
-
-    /// Stored with the reason's name beside the code (recordings' SQL views), read back without it.
-    enum CodingKeys: String, CodingKey { case code, count, reason }
-
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        self.init(code: try c.decode(UInt64.self, forKey: .code), count: try c.decode(Int.self, forKey: .count))
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(name, forKey: .reason)
-        try c.encode(code, forKey: .code)
-        try c.encode(count, forKey: .count)
-    }
 }
 
 /// What KVM's tracepoints said at one stop: the events that stopped the vCPU
 /// (more than one when SIGTRAPs merged), the exits L1 never saw since the
 /// VMRUN, and the problems the source found with the sequence.
-public struct KVMEvidence: Equatable, Sendable, Codable {
+public struct KVMEvidence: Equatable, Sendable {
     public var events: [KVMNestedEvent] = []
     /// nil where unknown (before the first VMRUN of the session).
     public var handledByL0: [L0ExitCount]?
@@ -192,11 +177,6 @@ public struct KVMEvidence: Equatable, Sendable, Codable {
     public var notes: [String] = []
 
     public init() {}
-
-    enum CodingKeys: String, CodingKey {
-        case events, lost, problems, notes
-        case handledByL0 = "handled_by_l0"
-    }
 
     /// The #VMEXIT KVM wrote into vmcb12 at this stop, if it did.
     public var injectedExit: KVMExitFields? {

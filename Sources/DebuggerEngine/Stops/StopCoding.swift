@@ -1,66 +1,11 @@
-import Foundation
 import SVMModel
 
-/// How stop parts are stored (recordings) and read back: in the shapes of
-/// the stop JSON, so a recording's SQL views read like `--json`.
+/// How stop parts are stored (recordings) and read back.
 
 /// A stored value that does not read back as one.
 public struct StoredStopError: Error, CustomStringConvertible {
     public let description: String
     public init(description: String) { self.description = description }
-}
-
-extension KVMNestedEvent: Codable {
-    enum CodingKeys: String, CodingKey {
-        case tracepoint, check, name
-        case l1RIP = "l1_rip", vmcb12, l2RIP = "l2_rip", intCtl = "int_ctl", eventInj = "event_inj", nestedPaging = "nested_paging"
-        case code = "exit_code", info1 = "exit_info_1", info2 = "exit_info_2", intInfo = "exit_int_info",
-             intInfoError = "exit_int_info_err"
-    }
-
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        let tracepoint = try c.decode(String.self, forKey: .tracepoint)
-        func exit() throws -> KVMExitFields {
-            KVMExitFields(code: try c.decode(UInt64.self, forKey: .code), info1: try c.decode(UInt64.self, forKey: .info1),
-                          info2: try c.decode(UInt64.self, forKey: .info2), intInfo: try c.decode(UInt64.self, forKey: .intInfo),
-                          intInfoError: try c.decode(UInt64.self, forKey: .intInfoError))
-        }
-        switch tracepoint {
-        case KVMNestedEvent.vmenterName:
-            self = .vmenter(l1RIP: try c.decode(UInt64.self, forKey: .l1RIP), vmcb12: try c.decode(UInt64.self, forKey: .vmcb12),
-                            l2RIP: try c.decode(UInt64.self, forKey: .l2RIP), intCtl: try c.decode(UInt64.self, forKey: .intCtl),
-                            eventInj: try c.decode(UInt64.self, forKey: .eventInj),
-                            nestedPaging: try c.decode(Bool.self, forKey: .nestedPaging))
-        case KVMNestedEvent.vmexitInjectName: self = .vmexitInject(try exit())
-        case KVMNestedEvent.l2ExitName: self = .l2Exit(try exit())
-        case KVMNestedEvent.vmenterFailedName: self = .vmenterFailed(check: try c.decode(String.self, forKey: .check))
-        default: throw StoredStopError(description: "unknown tracepoint \(tracepoint)")
-        }
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(tracepoint, forKey: .tracepoint)
-        switch self {
-        case let .vmenter(rip, vmcb, l2RIP, intCtl, eventInj, npt):
-            try c.encode(rip, forKey: .l1RIP)
-            try c.encode(vmcb, forKey: .vmcb12)
-            try c.encode(l2RIP, forKey: .l2RIP)
-            try c.encode(intCtl, forKey: .intCtl)
-            try c.encode(eventInj, forKey: .eventInj)
-            try c.encode(npt, forKey: .nestedPaging)
-        case let .vmexitInject(f), let .l2Exit(f):
-            try c.encode(f.code, forKey: .code)
-            try c.encode(exitName(f.code), forKey: .name)
-            try c.encode(f.info1, forKey: .info1)
-            try c.encode(f.info2, forKey: .info2)
-            try c.encode(f.intInfo, forKey: .intInfo)
-            try c.encode(f.intInfoError, forKey: .intInfoError)
-        case let .vmenterFailed(check):
-            try c.encode(check, forKey: .check)
-        }
-    }
 }
 
 extension Breakpoint: Codable {
@@ -106,22 +51,38 @@ extension RegisterSet {
         })
     }
 
-    /// Reads `valuesJSON` back.
-    public init(source: String, valuesJSON text: String) throws {
-        guard let object = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
-            throw StoredStopError(description: "registers are not a JSON object")
+    /// The pane packed for storage: 9 bytes a register in `Register` order,
+    /// a state (0 not in the pane, 1 unknown, 2 known) and the value big-endian,
+    /// so SQL can read it with substr and hex.
+    public var packed: [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(Register.allCases.count * 9)
+        for register in Register.allCases {
+            switch entry(register) {
+            case nil: out += [0, 0, 0, 0, 0, 0, 0, 0, 0]
+            case .unknown?: out += [1, 0, 0, 0, 0, 0, 0, 0, 0]
+            case let .known(v)?:
+                out.append(2)
+                for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: v >> UInt64(shift))) }
+            }
+        }
+        return out
+    }
+
+    /// Reads `packed` back.
+    public init(source: String, packed: [UInt8]) throws {
+        guard packed.count == Register.allCases.count * 9 else {
+            throw StoredStopError(description: "a register set is \(Register.allCases.count * 9) bytes, this is \(packed.count)")
         }
         var values: [Register: RegisterValue] = [:]
-        for (name, stored) in object {
-            guard let register = Register(name: name) else { throw StoredStopError(description: "no register \(name)") }
-            if stored is NSNull {
-                values[register] = .unknown
-                continue
+        for (i, register) in Register.allCases.enumerated() {
+            let at = i * 9
+            switch packed[at] {
+            case 0: continue
+            case 1: values[register] = .unknown
+            case 2: values[register] = .known(packed[at + 1...at + 8].reduce(0) { $0 << 8 | UInt64($1) })
+            default: throw StoredStopError(description: "\(register.name): state \(packed[at])")
             }
-            guard let text = stored as? String, text.hasPrefix("0x"), let v = UInt64(text.dropFirst(2), radix: 16) else {
-                throw StoredStopError(description: "\(name): \(stored) is not a value")
-            }
-            values[register] = .known(v)
         }
         self.init(source: source, values: values)
     }
