@@ -113,6 +113,10 @@ public final class Recorder: StopRecorder, @unchecked Sendable {
     // MARK: the writer thread
 
     private func writeStops() {
+        // Behind the engine's thread on a busy CPU: the writer then runs when the engine waits (for a
+        // key, or for the in-flight bound), and commits what queued in one transaction. (Linux keeps
+        // the nice value per thread: who = 0 is this thread.)
+        setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
         condition.lock()
         while true {
             while pending.isEmpty && !finished { condition.wait() }

@@ -57,11 +57,14 @@ public final class RecordingFile {
                 guard let row = try Row.fetchOne(db, sql: "SELECT * FROM session WHERE id = 1") else {
                     throw StoredStopError(description: "no session row")
                 }
-                let kvmAMD = try JSONDecoder().decode([String: String].self, from: Data((row["kvm_amd"] as String).utf8))
-                return RecordingSession(nestdbgVersion: row["nestdbg_version"], startedAt: row["started_at"],
-                                        commandLine: row["command_line"], kernel: row["kernel"], kvmAMD: kvmAMD,
-                                        cpuModel: row["cpu_model"], target: row["target"], imageSHA256: row["image_sha256"],
-                                        stopSource: row["stop_source"])
+                let parameters: String = try row.value("kvm_amd")
+                let kvmAMD = try JSONDecoder().decode([String: String].self, from: Data(parameters.utf8))
+                let version: String = try row.value("nestdbg_version"), started: String = try row.value("started_at")
+                let command: String = try row.value("command_line"), kernel: String = try row.value("kernel")
+                let cpu: String = try row.value("cpu_model"), target: String = try row.value("target")
+                let image: String? = try row.value("image_sha256"), source: String = try row.value("stop_source")
+                return RecordingSession(nestdbgVersion: version, startedAt: started, commandLine: command, kernel: kernel,
+                                        kvmAMD: kvmAMD, cpuModel: cpu, target: target, imageSHA256: image, stopSource: source)
             }
         } catch {
             throw .damaged(path, why: "its session row: \(error)")
@@ -74,21 +77,19 @@ public final class RecordingFile {
             return try queue.read { db in
                 var blobs: [Int64: [UInt8]] = [:]
                 for row in try Row.fetchAll(db, sql: "SELECT id, bytes, size FROM blobs") {
-                    var bytes = [UInt8](row["bytes"] as Data)
-                    let size: Int = row["size"]
-                    guard size >= bytes.count, size <= 1 << 20 else {
-                        throw StoredStopError(description: "blob \(row["id"] as Int64): \(bytes.count) bytes stored of \(size)")
+                    let id: Int64 = try row.value("id"), stored: Data = try row.value("bytes"), size: Int = try row.value("size")
+                    guard size >= stored.count, size <= 1 << 20 else {
+                        throw StoredStopError(description: "blob \(id): \(stored.count) bytes stored of \(size)")
                     }
-                    bytes += [UInt8](repeating: 0, count: size - bytes.count)
-                    blobs[row["id"]] = bytes
+                    blobs[id] = [UInt8](stored) + [UInt8](repeating: 0, count: size - stored.count)
                 }
                 var parts = StopParts()
                 for row in try Row.fetchAll(db, sql: "SELECT * FROM synced ORDER BY rowid") { try parts.addSynced(row) }
-                for row in try Row.fetchAll(db, sql: "SELECT * FROM violations ORDER BY rowid") { parts.addViolation(row) }
+                for row in try Row.fetchAll(db, sql: "SELECT * FROM violations ORDER BY rowid") { try parts.addViolation(row) }
                 for row in try Row.fetchAll(db, sql: "SELECT * FROM kvm_events ORDER BY idx, seq") { try parts.addEvent(row) }
-                for row in try Row.fetchAll(db, sql: "SELECT * FROM handled_by_l0 ORDER BY rowid") { parts.addHandled(row) }
+                for row in try Row.fetchAll(db, sql: "SELECT * FROM handled_by_l0 ORDER BY rowid") { try parts.addHandled(row) }
                 return try Row.fetchAll(db, sql: "SELECT * FROM stops ORDER BY idx").map { row in
-                    let index: Int = row["idx"]
+                    let index: Int = try row.value("idx")
                     do {
                         return try Self.stop(row, blobs: blobs, parts: parts)
                     } catch {
@@ -114,53 +115,61 @@ public final class RecordingFile {
 
     private static func stop(_ row: Row, blobs: [Int64: [UInt8]], parts: StopParts) throws -> Stop {
         func blob(_ column: String) throws -> [UInt8]? {
-            guard let id: Int64 = row[column] else { return nil }
+            let stored: Int64? = try row.value(column)
+            guard let id = stored else { return nil }
             guard let bytes = blobs[id] else { throw StoredStopError(description: "\(column) names blob \(id), which is missing") }
             return bytes
         }
         func vmcb(_ column: String) throws -> VMCB? { try blob(column).map { try VMCB(bytes: $0) } }
         func registers(_ column: String, source: String?) throws -> RegisterSet? {
-            guard let packed: Data = row[column], let source else { return nil }
+            let stored: Data? = try row.value(column)
+            guard let packed = stored, let source else { return nil }
             return try RegisterSet(source: source, packed: [UInt8](packed))
         }
         func lines(_ column: String) throws -> [String] {
-            guard let text: String = row[column] else { return [] }
+            let stored: String? = try row.value(column)
+            guard let text = stored else { return [] }
             guard let lines = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String] else {
                 throw StoredStopError(description: "\(column) is not a list of lines")
             }
             return lines
         }
-        let index: Int = row["idx"]
-        let kindName: String = row["kind"], levelName: String = row["level"]
+        let index: Int = try row.value("idx")
+        let kindName: String = try row.value("kind"), levelName: String = try row.value("level")
         guard let kind = StopKind(rawValue: kindName) else { throw StoredStopError(description: "unknown kind \(kindName)") }
         guard let level = Level(rawValue: levelName) else { throw StoredStopError(description: "unknown level \(levelName)") }
-        guard let l1 = try registers("l1", source: row["l1_source"]) else { throw StoredStopError(description: "no L1 registers") }
-        let l2 = try registers("l2", source: row["l2_source"])
+        let l1Source: String = try row.value("l1_source"), l2Source: String? = try row.value("l2_source")
+        guard let l1 = try registers("l1", source: l1Source) else { throw StoredStopError(description: "no L1 registers") }
+        let l2 = try registers("l2", source: l2Source)
         let after = try vmcb("vmcb12_after")
         // The decoded exit is what the engine derived from the page and L2's registers: derived again.
-        let exitCode: Int64? = row["exit_code"]
+        let exitCode: Int64? = try row.value("exit_code")
         var exit: DecodedExit?
         if exitCode != nil {
             guard let after else { throw StoredStopError(description: "an exit without vmcb12") }
             let context = ExitContext(l2RCX: l2?[.rcx], l2RAX: after[integer: .saveRAX], l2RDX: l2?[.rdx])
             exit = DecodedExit(vmcb: after, context: context)
         }
-        let flags: Int64 = row["nested_flags"]
-        let gpa: Int64? = row["vmcb12_gpa"]
-        var stop = Stop(index: index, kind: kind, level: level, reason: row["reason"], exit: exit, l1: l1, l2: l2,
+        let flags: Int64 = try row.value("nested_flags")
+        let gpa: Int64? = try row.value("vmcb12_gpa")
+        let reason: String = try row.value("reason"), kvmExit: String = try row.value("kvm_exit")
+        var stop = Stop(index: index, kind: kind, level: level, reason: reason, exit: exit, l1: l1, l2: l2,
                         vmcb12GPA: gpa.map(UInt64.init(stored:)), vmcb12AtVMRUN: try vmcb("vmcb12_before"), vmcb12: after,
                         synced: parts.synced[index] ?? [], violations: parts.violations[index] ?? [],
                         nestedFlags: NestedStateFlags(rawValue: UInt16(truncatingIfNeeded: flags)),
-                        cachedControls: try vmcb("cached_controls"), kvmExit: row["kvm_exit"])
-        let status: Int64? = row["exit_status"]
+                        cachedControls: try vmcb("cached_controls"), kvmExit: kvmExit)
+        let status: Int64? = try row.value("exit_status")
         stop.exitStatus = status.map { Int32(truncatingIfNeeded: $0) }
-        if let hit: String = row["hit"] { stop.hit = try JSONDecoder().decode(Breakpoint.self, from: Data(hit.utf8)) }
-        if let cause: String = row["cause"] { stop.why = try JSONDecoder().decode(ExitCause.self, from: Data(cause.utf8)) }
-        if (row["kvm"] as Int64) != 0 {
+        let hit: String? = try row.value("hit"), cause: String? = try row.value("cause")
+        if let hit { stop.hit = try JSONDecoder().decode(Breakpoint.self, from: Data(hit.utf8)) }
+        if let cause { stop.why = try JSONDecoder().decode(ExitCause.self, from: Data(cause.utf8)) }
+        let kvm: Int64 = try row.value("kvm"), handledKnown: Int64 = try row.value("kvm_handled_known")
+        if kvm != 0 {
             var evidence = KVMEvidence()
             evidence.events = parts.events[index] ?? []
-            evidence.handledByL0 = (row["kvm_handled_known"] as Int64) != 0 ? parts.handled[index] ?? [] : nil
-            evidence.lost = UInt64(stored: row["kvm_lost"])
+            evidence.handledByL0 = handledKnown != 0 ? parts.handled[index] ?? [] : nil
+            let lost: Int64 = try row.value("kvm_lost")
+            evidence.lost = UInt64(stored: lost)
             evidence.problems = try lines("kvm_problems")
             evidence.notes = try lines("kvm_notes")
             stop.kvm = evidence
@@ -179,23 +188,27 @@ private struct StopParts {
     var handled: [Int: [L0ExitCount]] = [:]
 
     mutating func addSynced(_ row: Row) throws {
-        let name: String = row["field"], before: String = row["before"], after: String = row["after"], sync: String = row["class"]
+        let index: Int = try row.value("idx"), name: String = try row.value("field")
+        let before: String = try row.value("before"), after: String = try row.value("after")
+        let sync: String = try row.value("class"), note: String? = try row.value("note")
         guard let field = VMCBLayout.field(named: name) else { throw StoredStopError(description: "synced: no VMCB field \(name)") }
         guard let b = FieldValue(shown: before), let a = FieldValue(shown: after), let syncClass = SyncClass(rawValue: sync) else {
             throw StoredStopError(description: "synced \(name): \(before) -> \(after) (\(sync)) does not read back")
         }
-        synced[row["idx"], default: []].append(FieldChange(field: field, before: b, after: a, sync: syncClass, storedNote: row["note"]))
+        synced[index, default: []].append(FieldChange(field: field, before: b, after: a, sync: syncClass, storedNote: note))
     }
 
-    mutating func addViolation(_ row: Row) {
-        violations[row["idx"], default: []].append(Violation(rule: row["rule"], field: row["field"], message: row["message"],
-                                                              enforcedBy: row["enforced_by"]))
+    mutating func addViolation(_ row: Row) throws {
+        let index: Int = try row.value("idx"), rule: String = try row.value("rule"), field: String = try row.value("field")
+        let message: String = try row.value("message"), enforcedBy: String = try row.value("enforced_by")
+        violations[index, default: []].append(Violation(rule: rule, field: field, message: message, enforcedBy: enforcedBy))
     }
 
     mutating func addEvent(_ row: Row) throws {
-        let tracepoint: String = row["tracepoint"]
+        let tracepoint: String = try row.value("tracepoint")
         func number(_ column: String) throws -> UInt64 {
-            guard let v: Int64 = row[column] else { throw StoredStopError(description: "\(tracepoint) without \(column)") }
+            let stored: Int64? = try row.value(column)
+            guard let v = stored else { throw StoredStopError(description: "\(tracepoint) without \(column)") }
             return UInt64(stored: v)
         }
         func exit() throws -> KVMExitFields {
@@ -209,13 +222,29 @@ private struct StopParts {
                              intCtl: try number("int_ctl"), eventInj: try number("event_inj"), nestedPaging: try number("nested_paging") != 0)
         case KVMNestedEvent.vmexitInjectName: event = .vmexitInject(try exit())
         case KVMNestedEvent.l2ExitName: event = .l2Exit(try exit())
-        case KVMNestedEvent.vmenterFailedName: event = .vmenterFailed(check: row["check_failed"] ?? "")
+        case KVMNestedEvent.vmenterFailedName:
+            let check: String? = try row.value("check_failed")
+            event = .vmenterFailed(check: check ?? "")
         default: throw StoredStopError(description: "unknown tracepoint \(tracepoint)")
         }
-        events[row["idx"], default: []].append(event)
+        let index: Int = try row.value("idx")
+        events[index, default: []].append(event)
     }
 
-    mutating func addHandled(_ row: Row) {
-        handled[row["idx"], default: []].append(L0ExitCount(code: UInt64(stored: row["code"]), count: row["count"]))
+    mutating func addHandled(_ row: Row) throws {
+        let index: Int = try row.value("idx"), code: Int64 = try row.value("code"), count: Int = try row.value("count")
+        handled[index, default: []].append(L0ExitCount(code: UInt64(stored: code), count: count))
+    }
+}
+
+extension Row {
+    /// A column's value, or an error naming the column (never GRDB's fatal error on NULL, a missing column or a
+    /// value of another type: a damaged or crafted file is bad input).
+    fileprivate func value<Value: DatabaseValueConvertible>(_ column: String) throws -> Value {
+        do {
+            return try decode(Value.self, forColumn: column)
+        } catch {
+            throw StoredStopError(description: "column \(column): not a \(Value.self)")
+        }
     }
 }

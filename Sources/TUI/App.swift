@@ -265,7 +265,15 @@ public final class App {
         guard let recorderFactory else { throw CommandRefusal(description: "this session cannot record (a replay is a recording already)") }
         let stamp = ISO8601DateFormatter().string(from: Date()).replacingOccurrences(of: ":", with: "")
         let path = argument ?? "nestdbg-\(stamp).nestdbg"
-        try send(.record(RecorderHandle(try recorderFactory(path))))
+        let recorder = try recorderFactory(path)
+        do {
+            try send(.record(RecorderHandle(recorder)))
+        } catch {
+            // Refused (the guest runs): the new, empty file goes again.
+            recorder.finish()
+            try? FileManager.default.removeItem(atPath: path)
+            throw error
+        }
     }
 
     private func send(_ command: EngineCommand) throws {

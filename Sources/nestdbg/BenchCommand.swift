@@ -78,8 +78,8 @@ struct BenchCommand: ParsableCommand {
 
         // 1. Free-running: KVM_RUN and the VMM's own I/O, nothing else.
         let free = try target.makeTarget()
-        var count = try counter()
-        var start = clock.now
+        let count = try counter()
+        let start = clock.now
         running: while clock.now - start < window {
             let exit = try free.run()
             if case .io = exit, case .guestExited = try free.handleIO(exit) { break running }
@@ -147,10 +147,37 @@ struct BenchCommand: ParsableCommand {
             }
             if !ratios.isEmpty { pairs.append((kind, ratios)) }
         }
-        report(baseline, runs, recordingPairs: pairs)
+        // 4. A user stepping: one `n` at a time with a pause between (the writer commits meanwhile);
+        //    the median time an `n` takes, without and with --record, alternately.
+        var latencies: [(StopSourceKind, plain: Duration, recorded: Duration)] = []
+        for kind in StopSourceKind.allCases {
+            var plain: [Duration] = []
+            var recorded: [Duration] = []
+            for round in 0..<6 {
+                let candidate = try target.makeTarget()
+                if kind == .patch, candidate.vmrunSites.isEmpty { break }
+                let engine = try target.reportingErrors { try Engine(ownVM: candidate, stops: kind) }
+                let recording = FileManager.default.temporaryDirectory.appendingPathComponent("nestdbg-bench-\(getpid()).nestdbg").path
+                try? FileManager.default.removeItem(atPath: recording)
+                defer { try? FileManager.default.removeItem(atPath: recording) }
+                if round % 2 == 1 { engine.recorder = try makeRecorder(recording, engine: engine, image: nil) }
+                for _ in 0..<20 {
+                    let start = clock.now
+                    let stop = try engine.next()
+                    if round % 2 == 1 { recorded.append(clock.now - start) } else { plain.append(clock.now - start) }
+                    if stop.endsRun { break }
+                    usleep(20_000)
+                }
+                engine.recorder = nil
+            }
+            guard !plain.isEmpty, !recorded.isEmpty else { continue }
+            latencies.append((kind, plain.sorted()[plain.count / 2], recorded.sorted()[recorded.count / 2]))
+        }
+        report(baseline, runs, recordingPairs: pairs, latencies: latencies)
     }
 
-    private func report(_ baseline: Run, _ runs: [Run], recordingPairs: [(StopSourceKind, [Double])]) {
+    private func report(_ baseline: Run, _ runs: [Run], recordingPairs: [(StopSourceKind, [Double])],
+                        latencies: [(StopSourceKind, plain: Duration, recorded: Duration)]) {
         func us(_ d: Duration) -> String { String(format: "%8.1f µs", d.seconds * 1e6) }
         print("nestdbg bench (\(target.name), up to \(seconds) s per run; nested exits counted by kvm_nested_vmexit_inject)")
         print("\(baseline.label.padding(toLength: 22, withPad: " ", startingAt: 0)) \(us(baseline.perExit)) per nested exit  (\(baseline.exits) exits in \(String(format: "%.2f", baseline.elapsed.seconds)) s)  1.0x")
@@ -166,8 +193,13 @@ struct BenchCommand: ParsableCommand {
         for (kind, ratios) in recordingPairs {
             let median = ratios.sorted()[ratios.count / 2]
             let each = ratios.map { String(format: "%+.1f%%", ($0 - 1) * 100) }.joined(separator: ", ")
-            print(String(format: "recording overhead (%@, --record against the same capture, %d pairs): median %+.1f%% per nested exit (%@); target: under 10%%",
+            print(String(format: "recording overhead (%@, every exit as fast as it comes, --record against the same capture, %d pairs): median %+.1f%% per nested exit (%@); target: under 10%%",
                          kind.rawValue, ratios.count, (median - 1) * 100, each))
+        }
+        for (kind, plain, recorded) in latencies {
+            print(String(format: "recording overhead (%@, a user stepping: one n, 20 ms, the next; 60 each): median n %@ without, %@ with --record: %+.1f%%",
+                         kind.rawValue, us(plain).trimmingCharacters(in: .whitespaces), us(recorded).trimmingCharacters(in: .whitespaces),
+                         (recorded / plain - 1) * 100))
         }
         print("where a stop's time goes (mean per nested exit, VMRUN stop included):")
         for run in runs {
