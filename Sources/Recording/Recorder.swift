@@ -29,6 +29,7 @@ public final class Recorder: StopRecorder, @unchecked Sendable {
     /// The last blobs stored (a vmcb12 page repeats from stop to stop), newest last.
     private var recentBlobs: [(id: Int64, bytes: [UInt8])] = []
     private static let recentLimit = 6
+    private let encoder = JSONEncoder()
     /// How many COM1 bytes the file holds (the engine's thread's).
     private var serialHanded = 0
 
@@ -170,10 +171,10 @@ public final class Recorder: StopRecorder, @unchecked Sendable {
         let arguments: [(any DatabaseValueConvertible)?] = [
             stop.index, Date().timeIntervalSince1970, stop.kind.rawValue, stop.level.rawValue, stop.reason, stop.kvmExit,
             stop.exit?.code.stored, stop.exit?.name, exitFields[0], exitFields[1], exitFields[2], exitFields[3],
-            stop.why?.description, try stop.why.map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) },
+            stop.why?.description, try stop.why.map { String(decoding: try encoder.encode($0), as: UTF8.self) },
             stop.l1[.rip]?.stored, stop.l2?[.rip]?.stored, stop.vmcb12GPA?.stored, Int64(stop.nestedFlags.rawValue),
             stop.exitStatus.map { Int64($0) },
-            try stop.hit.map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) },
+            try stop.hit.map { String(decoding: try encoder.encode($0), as: UTF8.self) },
             stop.l1.source, Data(stop.l1.packed), stop.l2?.source, stop.l2.map { Data($0.packed) },
             try blob(stop.vmcb12AtVMRUN?.bytes), try blob(vmcb?.bytes), try blob(stop.cachedControls?.bytes),
             try blob(stop.nestedState?.bytes),

@@ -244,15 +244,10 @@ public final class App {
         }
     }
 
+    /// `break exit NAME`, `break l2-rip ADDR`, `break l1-rip ADDR`: read as a search would read them.
     static func breakpoint(_ words: [String]) -> Breakpoint? {
-        guard words.count >= 3 else { return nil }
-        let address = UInt64(words[2].replacingOccurrences(of: "0x", with: ""), radix: 16)
-        switch words[1] {
-        case "exit": return SVMExit.code(named: words[2]).map { .exit($0) }
-        case "l2-rip": return address.map { .l2RIP($0) }
-        case "l1-rip": return address.map { .l1RIP($0) }
-        default: return nil
-        }
+        guard case let .breakpoint(breakpoint) = StopQuery(words.dropFirst().joined(separator: " ")) else { return nil }
+        return breakpoint
     }
 
     /// `R`, `:record [FILE]`, `:record off`: every stop from here on into a new

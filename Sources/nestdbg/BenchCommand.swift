@@ -92,19 +92,25 @@ struct BenchCommand: ParsableCommand {
         //    and full capture with the JSON line written.
         var runs: [Run] = []
         let sink = FileHandle(forWritingAtPath: "/dev/null")
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("nestdbg-bench-\(getpid()).nestdbg").path
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        /// A fresh VM and an engine on it, recording into the scratch file when asked; nil where the
+        /// source cannot run this target.
+        func freshEngine(_ kind: StopSourceKind, recording: Bool) throws -> Engine? {
+            let candidate = try target.makeTarget()
+            if kind == .patch, candidate.vmrunSites.isEmpty { return nil }
+            let engine = try target.reportingErrors { try Engine(ownVM: candidate, stops: kind) }
+            try? FileManager.default.removeItem(atPath: scratch)
+            if recording { engine.recorder = try makeRecorder(scratch, engine: engine, image: nil) }
+            return engine
+        }
         /// One stepping run of `window`; nil where the source cannot run this target.
         func stepping(_ kind: StopSourceKind, _ mode: Mode) throws -> Run? {
             let label = kind.rawValue + mode.suffix
-            let candidate = try target.makeTarget()
-            if kind == .patch, candidate.vmrunSites.isEmpty {
-                print("\(label): skipped (no VMRUN site known in \(candidate.name))")
+            guard let engine = try freshEngine(kind, recording: mode == .record) else {
+                print("\(label): skipped (no VMRUN site known in \(target.name))")
                 return nil
             }
-            let engine = try target.reportingErrors { try Engine(ownVM: candidate, stops: kind) }
-            let recording = FileManager.default.temporaryDirectory.appendingPathComponent("nestdbg-bench-\(getpid()).nestdbg").path
-            try? FileManager.default.removeItem(atPath: recording)
-            defer { try? FileManager.default.removeItem(atPath: recording) }
-            if mode == .record { engine.recorder = try makeRecorder(recording, engine: engine, image: nil) }
             let count = try counter()
             var json = Duration.zero
             let start = clock.now
@@ -154,13 +160,7 @@ struct BenchCommand: ParsableCommand {
             var plain: [Duration] = []
             var recorded: [Duration] = []
             for round in 0..<6 {
-                let candidate = try target.makeTarget()
-                if kind == .patch, candidate.vmrunSites.isEmpty { break }
-                let engine = try target.reportingErrors { try Engine(ownVM: candidate, stops: kind) }
-                let recording = FileManager.default.temporaryDirectory.appendingPathComponent("nestdbg-bench-\(getpid()).nestdbg").path
-                try? FileManager.default.removeItem(atPath: recording)
-                defer { try? FileManager.default.removeItem(atPath: recording) }
-                if round % 2 == 1 { engine.recorder = try makeRecorder(recording, engine: engine, image: nil) }
+                guard let engine = try freshEngine(kind, recording: round % 2 == 1) else { break }
                 for _ in 0..<20 {
                     let start = clock.now
                     let stop = try engine.next()

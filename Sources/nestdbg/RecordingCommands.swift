@@ -17,12 +17,15 @@ func refuseExistingRecording(_ path: String?) throws {
     throw fail(RecordingError.exists(path).description, status: 2)
 }
 
+/// The session row for a recording of this engine's target, here and now.
+private func recordingSession(_ engine: Engine, image: [UInt8]?) -> RecordingSession {
+    .here(nestdbgVersion: NestdbgVersion.string, target: engine.target.name, image: image, stopSource: engine.source.name)
+}
+
 /// A recorder for this engine's target, or one line saying why not (status 2: the file exists).
 func makeRecorder(_ path: String, engine: Engine, image: [UInt8]?) throws -> Recorder {
-    let session = RecordingSession.here(nestdbgVersion: NestdbgVersion.string, target: engine.target.name, image: image,
-                                        stopSource: engine.source.name)
     do {
-        return try Recorder(path: path, session: session)
+        return try Recorder(path: path, session: recordingSession(engine, image: image))
     } catch {
         if case .exists = error { throw fail(error.description, status: 2) }
         throw fail(error.description, status: 1)
@@ -31,11 +34,7 @@ func makeRecorder(_ path: String, engine: Engine, image: [UInt8]?) throws -> Rec
 
 /// The front end's `R` and `:record`: a recorder the engine's thread takes over.
 func recorderFactory(engine: Engine, image: [UInt8]?) -> App.RecorderFactory {
-    { path in
-        let session = RecordingSession.here(nestdbgVersion: NestdbgVersion.string, target: engine.target.name, image: image,
-                                            stopSource: engine.source.name)
-        return try Recorder(path: path, session: session)
-    }
+    { path in try Recorder(path: path, session: recordingSession(engine, image: image)) }
 }
 
 /// Opens a recording, or fails with one line (status 2: bad input).
