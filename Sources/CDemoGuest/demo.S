@@ -44,6 +44,9 @@
         .equ L1_PML4,     0x10000      /* L1's boot tables (the VMM writes them) */
         .equ EV_GDT,      0x44000      /* the events scenario: L2's GDT and IDT */
         .equ EV_IDT,      0x45000
+        .equ TM_IDT,      0x46000      /* the timer scenario: L1's own IDT */
+        .equ TM_TICKS,    0x70118      /* timer interrupts L1 took */
+        .equ TM_ROUNDS,   5            /* INTR #VMEXITs before L1 ends the run */
         .equ PAE_PDPT,    0x10000      /* the PAE scenario: CR3, four PDPTEs */
         .equ PAE_PD_A,    0x13000      /* PDPTE[1] (linear 1-2 GiB) points at one or the other */
         .equ PAE_PD_B,    0x14000
@@ -353,6 +356,120 @@ nestdbg_demo_events_l2_ud_handler:
         iretq
 .Lev_vintr_handler:
         iretq
+
+        /* ------- the timer scenario: an L2 interrupted by L1's APIC timer -------
+         * A 64-bit L1 (the VMM gives this scenario the in-kernel LAPIC) puts
+         * its LAPIC in x2APIC mode (MSRs, no MMIO mapping needed) with a
+         * periodic timer on vector 0x40, intercepts physical interrupts (INTR)
+         * and runs L2 with V_INTR_MASKING, L2 spinning with IF=1. L1 keeps
+         * IF=1 and lets GIF hold interrupts off: each tick is an INTR #VMEXIT;
+         * L1 opens GIF (STGI) to take the interrupt through its own IDT (the
+         * handler counts it, EOIs, IRETQ), closes it and re-enters L2. After
+         * TM_ROUNDS ticks it stops the timer, says so on COM1 and ends with
+         * status 0 on isa-debug-exit. */
+        .globl nestdbg_demo_timer_entry
+nestdbg_demo_timer_entry:
+        L1_ENABLE_SVM HSAVE
+        mov rax, 0x00AF9A000000FFFF                                /* a GDT for the gate: 0x08 64-bit code */
+        mov qword ptr [EV_GDT + 8], rax
+        mov rax, 0x00CF92000000FFFF                                /*                     0x10 data */
+        mov qword ptr [EV_GDT + 16], rax
+        lgdt [rip + .Ltm_gdtr]
+        lea rax, [rip + .Ltm_isr]
+        mov edi, TM_IDT + 0x40 * 16
+        call .Lev_gate
+        lidt [rip + .Ltm_idtr]
+        mov ecx, 0x1B                                              /* APIC_BASE: enable, x2APIC */
+        rdmsr
+        or eax, (1 << 11) | (1 << 10)
+        wrmsr
+        mov ecx, 0x80F                                             /* SVR: software-enable */
+        mov eax, 0x1FF
+        xor edx, edx
+        wrmsr
+        mov ecx, 0x83E                                             /* divide by 1 */
+        mov eax, 0xB
+        wrmsr
+        mov ecx, 0x832                                             /* LVT timer: periodic, vector 0x40 */
+        mov eax, 0x20040
+        wrmsr
+        mov ebx, VMCB12
+        mov dword ptr [rbx + 0x00C], 1                             /* INTR */
+        mov dword ptr [rbx + 0x010], (1 << 0) | (1 << 1)           /* VMRUN VMMCALL */
+        mov qword ptr [rbx + 0x040], IOPM
+        mov qword ptr [rbx + 0x048], MSRPM
+        mov dword ptr [rbx + 0x058], 1                             /* ASID */
+        mov dword ptr [rbx + 0x060], 1 << 24                       /* V_INTR_MASKING */
+        L2_LONG_MODE_STATE L1_PML4, .Ltm_l2, L2_STACK
+        mov qword ptr [rbx + 0x570], 0x202                         /* L2's RFLAGS: IF */
+        clgi
+        sti                                                        /* IF=1 for good; GIF gates L1 */
+        mov ecx, 0x838                                             /* initial count: the timer runs */
+        mov eax, 1000000
+        xor edx, edx
+        wrmsr
+.Ltm_loop:
+        mov eax, VMCB12
+        .globl nestdbg_demo_timer_vmrun
+nestdbg_demo_timer_vmrun:
+        .byte 0x0F, 0x01, 0xD8                                     /* vmrun */
+        mov ebx, VMCB12
+        inc qword ptr [EXIT_COUNT]
+        mov eax, dword ptr [rbx + 0x70]
+        cmp eax, 0x60
+        je .Ltm_intr
+        mov edx, PANIC_PORT
+        out dx, eax
+3:      jmp 3b
+.Ltm_intr:
+        stgi                                                       /* the pending tick reaches L1 here */
+        nop
+        clgi
+        cmp qword ptr [TM_TICKS], TM_ROUNDS
+        jb .Ltm_loop
+        mov ecx, 0x838                                             /* stop the timer */
+        xor eax, eax
+        xor edx, edx
+        wrmsr
+        lea rsi, [rip + .Ltm_message]
+        mov edx, 0x3F8
+4:      lodsb
+        test al, al
+        jz 5f
+        out dx, al
+        jmp 4b
+5:      mov edx, 0xF4
+        xor eax, eax
+        out dx, eax
+6:      cli
+        hlt
+        jmp 6b
+.Ltm_isr:
+        inc qword ptr [TM_TICKS]
+        push rax
+        push rcx
+        push rdx
+        mov ecx, 0x80B                                             /* EOI */
+        xor eax, eax
+        xor edx, edx
+        wrmsr
+        pop rdx
+        pop rcx
+        pop rax
+        iretq
+        .globl nestdbg_demo_timer_l2
+nestdbg_demo_timer_l2:
+.Ltm_l2:
+        pause
+        jmp .Ltm_l2
+.Ltm_gdtr:
+        .word 23
+        .quad EV_GDT
+.Ltm_idtr:
+        .word 0x40 * 16 + 15
+        .quad TM_IDT
+.Ltm_message:
+        .asciz "timer: 5 interrupts taken by L1 through INTR #VMEXITs from L2\n"
 
         /* ------- the legacy-paging scenario: a 32-bit L1 (PSE or PAE paging) -------
          * L2 runs without nested paging on L1's own page tables and loops on

@@ -7,7 +7,7 @@ extern const unsigned char nestdbg_demo_l1_entry[], nestdbg_demo_vmrun[], nestdb
     nestdbg_demo_l2_cr4[], nestdbg_demo_l2_hlt[], nestdbg_demo_l2_vmmcall[], nestdbg_demo_l2_passthrough[],
     nestdbg_demo_l1_32_entry[], nestdbg_demo_vmrun32[], nestdbg_demo_l2_32_cpuid[], nestdbg_demo_h_cpuid[],
     nestdbg_demo_l2_32_out[], nestdbg_demo_events_entry[], nestdbg_demo_events_vmrun[], nestdbg_demo_events_l2_out[],
-    nestdbg_demo_events_l2_ud_handler[];
+    nestdbg_demo_events_l2_ud_handler[], nestdbg_demo_timer_entry[], nestdbg_demo_timer_vmrun[], nestdbg_demo_timer_l2[];
 
 static const struct { const char *name; const unsigned char *at; } symbols[] = {
     {"l1_entry", nestdbg_demo_l1_entry}, {"vmrun", nestdbg_demo_vmrun}, {"after_vmrun", nestdbg_demo_after_vmrun},
@@ -20,6 +20,7 @@ static const struct { const char *name; const unsigned char *at; } symbols[] = {
     {"l2_32_out", nestdbg_demo_l2_32_out}, {"events_entry", nestdbg_demo_events_entry},
     {"events_vmrun", nestdbg_demo_events_vmrun}, {"events_l2_out", nestdbg_demo_events_l2_out},
     {"events_l2_ud_handler", nestdbg_demo_events_l2_ud_handler},
+    {"timer_entry", nestdbg_demo_timer_entry}, {"timer_vmrun", nestdbg_demo_timer_vmrun}, {"timer_l2", nestdbg_demo_timer_l2},
 };
 
 const unsigned char *nestdbg_demo_image(size_t *length) {
@@ -84,4 +85,12 @@ const char *nestdbg_multiboot_symbol_name(size_t i) {
 }
 size_t nestdbg_multiboot_symbol_offset(size_t i) {
     return i < nestdbg_multiboot_symbol_count() ? (size_t)(multiboot_symbols[i].at - nestdbg_multiboot_start) : 0;
+}
+
+extern const unsigned char nestdbg_vmmcheck_start[], nestdbg_vmmcheck_end[], nestdbg_vmmcheck_entry[];
+
+const unsigned char *nestdbg_vmmcheck_image(size_t *length, size_t *entry_offset) {
+    *length = (size_t)(nestdbg_vmmcheck_end - nestdbg_vmmcheck_start);
+    *entry_offset = (size_t)(nestdbg_vmmcheck_entry - nestdbg_vmmcheck_start);
+    return nestdbg_vmmcheck_start;
 }

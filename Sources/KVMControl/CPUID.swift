@@ -72,3 +72,19 @@ public struct CPUIDEntry: Equatable, Sendable {
         return try body(raw)
     }
 }
+
+extension CPUIDEntry {
+    /// This entry as vCPU `id` reports it: the initial APIC ID in leaf 1
+    /// (EBX[31:24]) and the x2APIC ID in leaves 0xB and 0x1F (EDX), which
+    /// KVM leaves to the VMM.
+    public func withAPICID(_ id: UInt32) -> CPUIDEntry {
+        var e = self
+        switch function {
+        case 1: e.ebx = (ebx & 0x00FF_FFFF) | (id & 0xFF) << 24
+        case 0xB, 0x1F: e.edx = id
+        default: break
+        }
+        return e
+    }
+}
+

@@ -25,11 +25,13 @@ public struct Capability: RawRepresentable, Hashable, Sendable, CustomStringConv
     public static let xcrs = Capability(KVM_CAP_XCRS, "KVM_CAP_XCRS")
     public static let getTSCKHz = Capability(KVM_CAP_GET_TSC_KHZ, "KVM_CAP_GET_TSC_KHZ")
     public static let tscControl = Capability(KVM_CAP_TSC_CONTROL, "KVM_CAP_TSC_CONTROL")
+    public static let x86SMM = Capability(KVM_CAP_X86_SMM, "KVM_CAP_X86_SMM")
+    public static let multiAddressSpace = Capability(KVM_CAP_MULTI_ADDRESS_SPACE, "KVM_CAP_MULTI_ADDRESS_SPACE")
 
     /// The capabilities a debugger report lists.
     public static let reported: [Capability] = [
         .mpState, .setGuestDebug, .vcpuEvents, .debugRegisters, .immediateExit, .nestedState,
-        .guestDebugHardwareBreakpoints, .setGuestDebug2, .sregs2, .irqchip, .x86GuestMode,
+        .guestDebugHardwareBreakpoints, .setGuestDebug2, .sregs2, .irqchip, .x86GuestMode, .x86SMM,
     ]
 }
 

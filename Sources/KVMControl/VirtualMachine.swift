@@ -67,6 +67,23 @@ public final class VirtualMachine: @unchecked Sendable {
         return r
     }
 
+    /// Maps every slot into KVM's second address space too, the one a vCPU
+    /// in SMM uses (`KVM_SET_USER_MEMORY_REGION`, slot | 1 << 16). Without
+    /// it SMM sees no memory at all: its first fetch is a nested page fault
+    /// KVM cannot resolve (an emulation failure). QEMU maps SMRAM there
+    /// plus the rest of RAM; nestdbg has no SMRAM of its own, so it is all RAM.
+    /// Call it after the last `addMemory`; false where KVM has one address space.
+    @discardableResult
+    public func mapMemoryForSMM() throws -> Bool {
+        guard try checkExtension(.multiAddressSpace) >= 2 else { return false }
+        for r in regions {
+            var region = kvm_userspace_memory_region(slot: r.slot | 1 << 16, flags: 0, guest_phys_addr: r.guestPhysicalAddress,
+                                                     memory_size: UInt64(r.size), userspace_addr: UInt64(UInt(bitPattern: r.host)))
+            try kvmIoctl(fd, CKVM_SET_USER_MEMORY_REGION, "KVM_SET_USER_MEMORY_REGION (SMM address space)", &region)
+        }
+        return true
+    }
+
     /// `KVM_CREATE_IRQCHIP`. Without it HLT exits to userspace, which the
     /// debugger's patch-and-step stop mechanism relies on.
     public func createIRQChip() throws {

@@ -62,6 +62,17 @@ public final class App {
         terminal.draw(screen)
     }
 
+    /// The guest's COM1 output so far, its last lines in a panel.
+    private func showSerial() {
+        guard let bytes = session.serialOutput else {
+            say("no serial output here: an attached QEMU's COM1 is QEMU's; a recording keeps it in its serial table", error: true)
+            return
+        }
+        let lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
+        let shown = lines.suffix(max(1, terminal.height - 6)).map(String.init)
+        view.panel = (title: "serial (COM1): \(bytes.count) bytes, the last \(shown.count) lines (any key closes)", lines: shown)
+    }
+
     private func say(_ text: String, error: Bool = false) {
         view.message = text
         view.messageIsError = error
@@ -90,6 +101,7 @@ public final class App {
         case .char("p"): command("pause")
         case .char("w"): command("watch")
         case .char("v"): view.fullVMCB.toggle()
+        case .char("o"): command("serial")
         case .char("?"): view.showHelp = true
         case .char(":"): view.commandLine = ""
         case .char("/"):
@@ -192,6 +204,7 @@ public final class App {
                 let theme = try Theme.load(words[1])
                 terminal.apply(ProcessInfo.processInfo.environment["NO_COLOR"] != nil ? theme.monochrome : theme)
             case "migrate": migrate(Array(words.dropFirst()))
+            case "serial", "o": showSerial()
             case "help", "?": view.showHelp = true
             case "quit", "q":
                 session.shutdown()

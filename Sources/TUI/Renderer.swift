@@ -311,6 +311,7 @@ public enum Renderer {
         "b  breakpoint prompt          :  command line",
         "[ ] or <- ->  through the exit history",
         "Tab  pane focus               v  full VMCB12 / sync",
+        "o  the guest's serial output (COM1; --serial FILE saves it)",
         "/  search VMCB12 fields (a replay: the whole recording,",
         "   exit NPF | save.cr4 changed | l2-rip ADDR | kind K | text)",
         "replay: N prev exit  E prev VMRUN  S prev stop  C reverse-cont",

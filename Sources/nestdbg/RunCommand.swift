@@ -26,10 +26,13 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Save what the guest writes to COM1 (port 0x3F8) in this file.") var serial: String?
     @Option(help: "Record every stop into this new file (SQLite; nestdbg replay FILE, SQL with sqlite3).") var record: String?
 
-    @Option(help: "Batch: give up when no stop comes within this many seconds (a guest that never exits).")
+    @Option(help: "Batch: give up when no stop comes within this many seconds (a guest that never exits); with --free, when the guest has not ended within them.")
     var timeout = 30.0
+    @Flag(help: "Batch without any stop: run the L1 to its end, print its serial output, end with its status (the baseline for stepping).")
+    var free = false
 
     func run() throws {
+        if free { return try runFree() }
         let batchRun = try BatchRun(exits: exits, json: json, timeout: timeout, breakAt: breakAt)
         try refuseExistingRecording(record)
         let engine = try target.makeEngine()
@@ -44,6 +47,31 @@ struct RunCommand: ParsableCommand {
             saveSerial(engine)
         }
         try batchRun.run(session)
+    }
+
+    /// `--free`: no stop source, no engine; the VMM alone. Exits with the guest's status.
+    private func runFree() throws {
+        guard record == nil, breakAt.isEmpty, !json else { throw fail("--free takes no --record, --break or --json: it stops nowhere", status: 2) }
+        let target = try self.target.makeTarget()
+        let out = FileHandle.standardOutput
+        let summary = try self.target.reportingErrors {
+            try target.runToEnd(timeout: timeout) { bytes in out.write(Data(bytes)) }
+        }
+        if let serial { _ = FileManager.default.createFile(atPath: serial, contents: Data(target.serialOutput)) }
+        let seconds = Double(summary.elapsed.components.seconds) + Double(summary.elapsed.components.attoseconds) / 1e18
+        var report = String(format: "free run of %@ ended after %.2f s, %d exits to nestdbg", target.name, seconds,
+                            summary.vmmExits)
+        if summary.unclaimedPorts > 0 { report += ", \(summary.unclaimedPorts) to unclaimed ports" }
+        if summary.smmEntries > 0 { report += ", \(summary.smmEntries) SMI\(summary.smmEntries == 1 ? "" : "s") into the SMM stub" }
+        switch summary.end {
+        case let .exited(status):
+            FileHandle.standardError.write(Data(("nestdbg: " + report + ": the guest exited with status \(status)\n").utf8))
+            throw ExitCode(status)
+        case let .fault(description):
+            throw fail(report + ": \(description)", status: 1)
+        case let .timedOut(limit):
+            throw fail(report + ": the guest had not ended within \(limit) s (--timeout)", status: 1)
+        }
     }
 
     private func saveSerial(_ engine: Engine) {
@@ -76,13 +104,20 @@ struct TargetOptions: ParsableArguments {
     @Option(help: """
         demo (64-bit L1, nested paging); pse / pae: a 32-bit L1 with that paging, L2 without nested paging; \
         selfcheck: a 64-bit L1 whose VMRUN is generated at run time and that checks its own code; \
-        events: a 64-bit L1 injecting #UD into L2 and leaving a virtual interrupt pending.
+        events: a 64-bit L1 injecting #UD into L2 and leaving a virtual interrupt pending; \
+        timer: a 64-bit L1 whose APIC timer interrupts its L2 (INTR exits; the in-kernel irqchip, so tracepoint stops only).
         """)
     var scenario = "demo"
     @Option(help: "An L1 image of your own: a Multiboot v1 ELF, or a flat binary with --load-at.") var image: String?
     @Option(help: "Load a flat binary at this guest-physical address (hex).") var loadAt: String?
     @Option(help: "Entry point of a flat binary (hex; default: the load address).") var entry: String?
     @Option(help: "A VMRUN site in the image (hex), instead of its symbols or a scan. Repeatable.") var vmrunAt: [String] = []
+    @Option(help: "The image's command line after its name, as QEMU's -append (Multiboot).") var append: String?
+    @Option(help: "A Multiboot module (e.g. an environ file), placed after the image. Repeatable.") var module: [String] = []
+    @Option(help: "Guest RAM in MiB for --image (4 to 3072).") var memory = MachineConfig.defaultMemoryMiB
+    @Option(help: "vCPUs for --image (1 to 8): one thread each; the debugger follows vCPU 0, all stop together.") var smp = 1
+    @Flag(name: .customLong("no-irqchip"), help: "--image without the in-kernel LAPIC, IOAPIC and PIC (HLT then exits to nestdbg, as --stops patch needs).")
+    var noIRQChip = false
     @Option(help: "Theme name (Themes/NAME.theme) or path, for the front end.") var theme = "default"
     @Option(help: "How to stop at nested exits: tracepoint (KVM's own events; the default where root, perf and tracefs allow) or patch (HLT over VMRUN).")
     var stops: String?
@@ -115,7 +150,14 @@ struct TargetOptions: ParsableArguments {
         try reportingErrors {
             let kvm = try KVM()
             if let image {
-                return try OwnVMTarget.image(kvm: kvm, image: try loadImage(image), vmrunSites: try sites(), name: name)
+                let machine = MachineConfig(memoryMiB: memory, vcpuCount: smp, irqchip: !noIRQChip, arguments: append,
+                                            modules: try module.map { BootModule(path: $0, bytes: try readInput($0)) })
+                return try OwnVMTarget.image(kvm: kvm, image: try loadImage(image), machine: machine, imageName: image,
+                                             vmrunSites: try sites(), name: name)
+            }
+            guard append == nil, module.isEmpty, memory == MachineConfig.defaultMemoryMiB, smp == 1, !noIRQChip else {
+                throw fail("--append, --module, --memory, --smp and --no-irqchip describe the machine for --image; "
+                           + "the built-in scenarios have their own", status: 2)
             }
             switch scenario {
             case "demo": return try OwnVMTarget.demo(kvm: kvm)
@@ -123,7 +165,8 @@ struct TargetOptions: ParsableArguments {
             case "pae": return try OwnVMTarget.legacyPagingScenario(kvm: kvm, paging: .pae)
             case "selfcheck": return try OwnVMTarget.selfCheck(kvm: kvm)
             case "events": return try OwnVMTarget.eventsScenario(kvm: kvm)
-            default: throw fail("unknown scenario \(scenario): demo, pse, pae, events or selfcheck", status: 2)
+            case "timer": return try OwnVMTarget.timerScenario(kvm: kvm)
+            default: throw fail("unknown scenario \(scenario): demo, pse, pae, events, timer or selfcheck", status: 2)
             }
         }
     }
@@ -142,6 +185,8 @@ struct TargetOptions: ParsableArguments {
             throw fail(error.description, status: 1)
         } catch let error as TraceError {
             throw fail(error.description, status: 1)
+        } catch let error as MachineError {
+            throw fail(error.description, status: 2)
         }
     }
 

@@ -15,7 +15,8 @@ struct WriteImageCommand: ParsableCommand {
             its L2 writes one byte to port 0xE9 per iteration. The demo runs until stopped.
             """)
 
-    @Option(help: "The L1: selfcheck or demo.") var scenario = "selfcheck"
+    @Option(help: "The L1: selfcheck, demo, or vmmcheck (32-bit, no SVM: checks the VMM's devices; run it with --append, --module, --smp).")
+    var scenario = "selfcheck"
     // Text, taken whatever it looks like: "-3" is a bad count (status 2), not an unknown option.
     @Option(parsing: .unconditional, help: "The selfcheck L1's L2 loop iterations (default \(SelfCheckImage.iterations)).")
     var iterations: String?
@@ -32,11 +33,14 @@ struct WriteImageCommand: ParsableCommand {
             switch scenario {
             case "selfcheck":
                 elf = try MultibootImage.selfCheck(iterations: count)
+            case "vmmcheck":
+                guard iterations == nil else { throw fail("--iterations applies to the selfcheck scenario only") }
+                elf = MultibootImage.vmmCheck()
             case "demo":
                 guard iterations == nil else { throw fail("--iterations applies to the selfcheck scenario only") }
                 elf = try MultibootImage.demo()
             default:
-                throw fail("write-image: unknown scenario \(scenario): selfcheck or demo")
+                throw fail("write-image: unknown scenario \(scenario): selfcheck, demo or vmmcheck")
             }
         } catch let error as ImageWriteError {
             throw fail(error.description)

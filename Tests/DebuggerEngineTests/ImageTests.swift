@@ -37,7 +37,7 @@ struct ImageTests {
         // Without the symbol, every VMRUN of the demo's bytes is found by the scan, in address order.
         var plain = MultibootELF(segments: [.init(address: UInt32(DemoImage.loadAddress), bytes: demo.bytes)], entry: 0x1000)
         #expect(try GuestImage.multiboot(plain.encoded()).vmrunSites()
-                == [demo.address("vmrun"), demo.address("events_vmrun"), demo.address("vmrun32")])
+                == [demo.address("vmrun"), demo.address("events_vmrun"), demo.address("timer_vmrun"), demo.address("vmrun32")])
         plain.hasMultibootHeader = false
         #expect(throws: ImageError.noMultibootHeader) { try GuestImage.multiboot(plain.encoded()) }
     }

@@ -86,6 +86,9 @@ func runSelfCheckFree(_ target: OwnVMTarget, atPassthrough: (Int) throws -> Void
             case let .unclaimed(description):
                 Issue.record("unexpected port access: \(description)")
                 return run
+            case .smmEntered:
+                Issue.record("unexpected SMI")
+                return run
             }
         case .interrupted: continue
         default:

@@ -194,7 +194,7 @@ struct CLITests {
             (["--iterations", "0"], "nestdbg: --iterations 0: the selfcheck L1 takes 1 to 10000000\n"),
             (["--iterations", "-3"], "nestdbg: --iterations -3: the selfcheck L1 takes 1 to 10000000\n"),
             (["--iterations", "many"], "nestdbg: --iterations many: not a whole number\n"),
-            (["--scenario", "pae"], "nestdbg: write-image: unknown scenario pae: selfcheck or demo\n"),
+            (["--scenario", "pae"], "nestdbg: write-image: unknown scenario pae: selfcheck, demo or vmmcheck\n"),
             (["--scenario", "demo", "--iterations", "5"], "nestdbg: --iterations applies to the selfcheck scenario only\n"),
         ]
         for (args, message) in bad {

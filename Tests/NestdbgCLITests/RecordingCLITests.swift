@@ -101,7 +101,7 @@ struct RecordingCLITests {
         FileManager.default.createFile(atPath: printed, contents: nil)
         let p = Process()
         p.executableURL = CLI.executable
-        p.arguments = ["run", "--batch", "--image", image, "--load-at", "0x100000", "--stops", "patch", "--record", recording,
+        p.arguments = ["run", "--batch", "--image", image, "--load-at", "0x100000", "--stops", "patch", "--no-irqchip", "--record", recording,
                        "--timeout", "120"]
         p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: printed))
         try p.run()

@@ -121,4 +121,6 @@ sh attach.sh
 sh migrate.sh
 # Recordings: recorded, replayed alike, killed mid-run.
 sh record.sh
+# The own VMM as a PC: SMP, a module, the APIC timer, SMM.
+sh machine.sh
 echo "e2e: all checks passed"

@@ -24,4 +24,7 @@ size_t nestdbg_multiboot_symbol_count(void);
 const char *nestdbg_multiboot_symbol_name(size_t index);
 size_t nestdbg_multiboot_symbol_offset(size_t index);
 
+/// The VMM-check L1 (vmmcheck.S): its bytes, run at 0x100000, and its entry's offset in them.
+const unsigned char *nestdbg_vmmcheck_image(size_t *length, size_t *entry_offset);
+
 #endif

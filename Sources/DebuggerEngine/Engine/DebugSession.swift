@@ -11,6 +11,8 @@ public protocol DebugSession: AnyObject {
     var vcpuThreadID: Int32 { get }
     /// Whether the vCPU belongs to another process (QEMU), which waits while nestdbg holds it.
     var isAttached: Bool { get }
+    /// What the guest wrote to COM1 so far; nil where the session cannot know (another process's serial port).
+    var serialOutput: [UInt8]? { get }
     /// Sends a command, or says why it does not fit.
     func send(_ command: EngineCommand) throws(CommandRefusal)
     /// Live watch: asks for a snapshot of the running guest.
@@ -22,6 +24,7 @@ public protocol DebugSession: AnyObject {
 }
 
 extension DebugSession {
+    public var serialOutput: [UInt8]? { nil }
     public func takeEvents() -> [SessionEvent] { takeEvents(waitingUpTo: .zero) }
     @discardableResult public func shutdown() -> Bool { shutdown(timeout: .seconds(5)) }
 }

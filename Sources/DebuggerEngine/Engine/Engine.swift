@@ -60,6 +60,7 @@ public final class Engine: @unchecked Sendable {
         if stops == .patch, target.vmrunSites.isEmpty, let reason = target.unknownVMRUNSitesReason {
             throw StopSourceError.noVMRUNSite(target: target.name, reason: reason)
         }
+        if stops == .patch, target.vm.hasIRQChip { throw StopSourceError.patchNeedsHLTExits(target: target.name) }
         let timings = StopTimings()
         let source: any StopSource
         switch stops {
@@ -90,6 +91,10 @@ public final class Engine: @unchecked Sendable {
 
     /// Runs to the next stop of any kind (VMRUN stops included).
     public func step() throws -> Stop {
+        // All-stop: the other vCPUs run exactly while this one runs toward its stop.
+        let runnable = target as? any RunnableTarget
+        runnable?.resumeOtherVCPUs()
+        defer { runnable?.pauseOtherVCPUs() }
         let event = try timings.timed(\.stopSource) { try source.next() }
         let stop = try timings.timed(\.assembly) { try assembler.assemble(event, from: target) }
         return try timings.timed(\.recording) { try record(stop) }
@@ -139,6 +144,9 @@ public final class Engine: @unchecked Sendable {
     public func runFree(shouldStop: () -> Bool, sample: (Stop) -> Void) throws -> Stop {
         guard source.capabilities.contains(.freeRun) else { throw EngineError.sourceCannot("this stop source cannot run freely") }
         var assembler = self.assembler
+        let runnable = target as? any RunnableTarget
+        runnable?.resumeOtherVCPUs()
+        defer { runnable?.pauseOtherVCPUs() }
         let end = try source.runFree(shouldStop: shouldStop) {
             sample(try assembler.assemble(SourceStop(.paused, kvmExit: "KVM_EXIT_INTR"), from: target))
         }

@@ -139,6 +139,9 @@ public final class EngineSession: DebugSession, @unchecked Sendable {
     /// The target's name and capabilities are fixed: safe to read from any thread.
     public var targetName: String { engine.target.name }
 
+    /// The own VM's COM1 (its devices are shared under a lock: any thread may read it).
+    public var serialOutput: [UInt8]? { engine.target is OwnVMTarget ? engine.serialOutput : nil }
+
     private func locked<T>(_ body: () -> T) -> T {
         condition.lock()
         defer { condition.unlock() }

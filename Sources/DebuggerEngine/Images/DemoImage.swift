@@ -13,6 +13,8 @@ public struct DemoImage: BuiltInL1, Sendable {
     public static let npfPage: UInt64 = 0x60000
     /// The port L1 writes an exit code it cannot handle to.
     public static let panicPort: UInt16 = 0xE1
+    /// The timer scenario's INTR #VMEXITs before its L1 ends the run (TM_ROUNDS in demo.S).
+    public static let timerRounds = 5
 
     public let bytes: [UInt8]
     /// Symbol → guest address (load address + offset).

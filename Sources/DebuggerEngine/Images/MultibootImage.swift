@@ -36,6 +36,22 @@ public enum MultibootImage {
         return try file(image, bytes: image.bytes)
     }
 
+    /// Where vmmcheck.S runs (its AT() base).
+    public static let vmmCheckAddress: UInt32 = 0x10_0000
+
+    /// The VMM-check L1 (Sources/CDemoGuest/vmmcheck.S): 32-bit, no SVM, it
+    /// checks the command line, a module, fw_cfg, an unclaimed port, the APIC
+    /// timer, INIT/SIPI and a self-SMI, and ends with status 0 when all passed.
+    public static func vmmCheck() -> MultibootELF {
+        var length = 0
+        var entry = 0
+        let start = nestdbg_vmmcheck_image(&length, &entry)!
+        let bytes = Array(UnsafeBufferPointer(start: start, count: length))
+        return MultibootELF(segments: [MultibootELF.Segment(address: vmmCheckAddress, bytes: bytes)],
+                            symbols: [MultibootELF.Symbol(name: "vmmcheck_entry", address: vmmCheckAddress + UInt32(entry))],
+                            entry: vmmCheckAddress + UInt32(entry))
+    }
+
     /// `l1` with `bytes` (its own, or patched) behind the prologue.
     public static func file<L1: BuiltInL1>(_ l1: L1, bytes: [UInt8]) throws(ImageWriteError) -> MultibootELF {
         // Below the stack's page, so that the stack never meets the code.

@@ -88,6 +88,8 @@ public enum StopSourceError: Error, Equatable, CustomStringConvertible {
     case notMapped(UInt64)
     /// The target's VMRUN cannot be found before it runs, so VMRUN patches cannot stop it.
     case noVMRUNSite(target: String, reason: String)
+    /// The VM has an in-kernel irqchip: KVM handles HLT itself, so a HLT patch never reaches nestdbg.
+    case patchNeedsHLTExits(target: String)
 
     public var description: String {
         switch self {
@@ -96,6 +98,9 @@ public enum StopSourceError: Error, Equatable, CustomStringConvertible {
         case .breakpointOnVMRUNSite: return "VMRUN and the instruction after it are stops already: use e and n"
         case let .notMapped(a): return "L1 address 0x\(String(a, radix: 16)) is not mapped"
         case let .noVMRUNSite(target, reason): return "no VMRUN site known for \(target): \(reason); use --stops tracepoint"
+        case let .patchNeedsHLTExits(target):
+            return "--stops patch cannot stop \(target): with the in-kernel irqchip KVM handles HLT itself and the patches "
+                + "never reach nestdbg; use --stops tracepoint, or --no-irqchip (no LAPIC, one vCPU)"
         }
     }
 }
@@ -139,6 +144,7 @@ extension RunnableTarget {
                 return SourceStop(.fault(description: "L1 reported an exit it does not handle: \(exitName(code))"),
                                   kvmExit: exit.kvmName)
             case let .unclaimed(description): return SourceStop(.vmmExit(description: description), kvmExit: exit.kvmName)
+            case .smmEntered: return SourceStop(.vmmExit(description: SMMStub.explanation), kvmExit: exit.kvmName)
             }
         case let .mmio(address, isWrite, length, _):
             let what = "MMIO \(isWrite ? "write" : "read") at 0x\(String(address, radix: 16)), \(length) bytes"

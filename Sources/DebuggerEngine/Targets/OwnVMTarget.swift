@@ -8,44 +8,6 @@ import Synchronization
 import Glibc
 #endif
 
-/// An I/O device of nestdbg's own VMM.
-public enum PortDevice: Equatable, Sendable {
-    /// COM1 (0x3F8-0x3FF): output collected, the transmitter always ready.
-    case com1
-    /// isa-debug-exit (0xF4): the value written is the guest's exit status.
-    case debugExit
-    /// The demo L1's panic port: L1 writes the exit code it cannot handle.
-    case l1Panic
-}
-
-/// Which ports the own VM emulates; a port not in the map reads as 0xFF.
-public struct PortMap: Sendable {
-    public var devices: [(ports: ClosedRange<UInt16>, device: PortDevice)]
-
-    public init(_ devices: [(ports: ClosedRange<UInt16>, device: PortDevice)]) { self.devices = devices }
-
-    public func device(at port: UInt16) -> PortDevice? { devices.first { $0.ports.contains(port) }?.device }
-
-    public static let com1Base: UInt16 = 0x3F8
-    public static let debugExitPort: UInt16 = 0xF4
-    /// User images: COM1 and isa-debug-exit, as QEMU offers them.
-    public static let standard = PortMap([(com1Base...com1Base + 7, .com1), (debugExitPort...debugExitPort, .debugExit)])
-    /// The built-in demo and scenarios: the standard devices and L1's panic port.
-    public static let demo = PortMap(standard.devices + [(DemoImage.panicPort...DemoImage.panicPort, .l1Panic)])
-}
-
-/// What the own VMM made of a port I/O exit.
-public enum IOOutcome: Equatable, Sendable {
-    /// Emulated; the guest goes on.
-    case handled
-    /// The guest wrote its exit status to isa-debug-exit.
-    case guestExited(status: Int32)
-    /// L1 reported an exit it does not handle (the value it wrote).
-    case l1ReportedUnhandledExit(code: UInt64)
-    /// No device there: an IN reads 0xFF; the exit is still worth a stop.
-    case unclaimed(description: String)
-}
-
 /// A target whose vCPU nestdbg runs itself (KVM_RUN in this process).
 public protocol RunnableTarget: DebugTarget {
     func run() throws -> VCPUExit
@@ -64,6 +26,15 @@ public protocol RunnableTarget: DebugTarget {
     func prepareForTracepointStops() throws -> Int32
     /// Leaves the vCPU to its owner as nestdbg found it (the claiming thread calls it).
     func release() throws
+    /// All-stop: the target's other vCPUs run while the debugger's runs toward a stop (`resume`), and wait
+    /// at a stop (`pause`). The engine's thread calls them; a one-vCPU target does nothing.
+    func resumeOtherVCPUs()
+    func pauseOtherVCPUs()
+}
+
+extension RunnableTarget {
+    public func resumeOtherVCPUs() {}
+    public func pauseOtherVCPUs() {}
 }
 
 /// An L1 hypervisor loaded into a VM nestdbg created: the VM, its vCPU, the
@@ -75,7 +46,11 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
     public let name: String
     public let vm: VirtualMachine
     let vcpu: VCPU
-    public let ports: PortMap
+    /// The VMM's devices, shared with the other vCPUs' threads.
+    public let devices: Devices
+    public var ports: PortMap { devices.ports }
+    /// vCPUs 1..<N (`--smp N`), each on its own thread; nil with one vCPU.
+    let secondaries: SecondaryVCPUs?
     /// L1-linear addresses of VMRUN instructions (0F 01 D8), for the patch stop source.
     public let vmrunSites: [UInt64]
     /// Why no VMRUN site can be known before the guest runs (then `vmrunSites`
@@ -84,20 +59,39 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
     public let symbols: [String: UInt64]
     public var capabilities: TargetCapabilities { [.ownsVM, .canWrite, .canSingleStep] }
     /// What the guest wrote to COM1, all of it.
-    public private(set) var serialOutput: [UInt8] = []
+    public var serialOutput: [UInt8] { devices.serialOutput }
+    /// How many vCPUs the VM has (the debugger's is vCPU 0).
+    public var vcpuCount: Int { 1 + (secondaries?.count ?? 0) }
     /// The owner's kernel thread id, and its pthread for the per-ioctl check (no system call).
     private let owner = Mutex<(tid: Int32, thread: pthread_t)?>(nil)
 
-    init(name: String, vm: VirtualMachine, vcpu: VCPU, ports: PortMap, vmrunSites: [UInt64], symbols: [String: UInt64],
-         unknownVMRUNSitesReason: String? = nil) {
+    init(name: String, vm: VirtualMachine, vcpu: VCPU, devices: Devices, vmrunSites: [UInt64], symbols: [String: UInt64],
+         unknownVMRUNSitesReason: String? = nil, secondaries: [VCPU] = []) {
         self.name = name
         self.vm = vm
         self.vcpu = vcpu
-        self.ports = ports
+        self.devices = devices
+        self.secondaries = secondaries.isEmpty ? nil : SecondaryVCPUs(vcpus: secondaries, devices: devices) { [vcpu] in
+            vcpu.kick()
+        }
         self.vmrunSites = vmrunSites
         self.unknownVMRUNSitesReason = unknownVMRUNSitesReason
         self.symbols = symbols
     }
+
+    /// A built-in scenario's VM: one vCPU, the demo's ports, fw_cfg saying so.
+    convenience init(name: String, vm: VirtualMachine, vcpu: VCPU, ports: PortMap, vmrunSites: [UInt64],
+                     symbols: [String: UInt64], unknownVMRUNSitesReason: String? = nil) {
+        let ram = UInt64(vm.regions.reduce(0) { $0 + $1.size })
+        self.init(name: name, vm: vm, vcpu: vcpu, devices: Devices(ports: ports, firmwareConfig: FirmwareConfig(ramSize: ram, cpuCount: 1)),
+                  vmrunSites: vmrunSites, symbols: symbols, unknownVMRUNSitesReason: unknownVMRUNSitesReason)
+    }
+
+    deinit { secondaries?.shutdown() }
+
+    public func resumeOtherVCPUs() { secondaries?.resume() }
+
+    public func pauseOtherVCPUs() { secondaries?.pause() }
 
     public func claimVCPU() { owner.withLock { $0 = (VCPU.currentThreadID(), pthread_self()) } }
 
@@ -120,7 +114,11 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
 
     public func run() throws -> VCPUExit {
         try checkThread("KVM_RUN")
-        return try vcpu.run()
+        // An AP that ended the guest or failed ends the run here (it kicked vCPU 0 out of KVM_RUN).
+        if let end = secondaries?.takeEnd() { throw end }
+        let exit = try vcpu.run()
+        if case .interrupted = exit, let end = secondaries?.takeEnd() { throw end }
+        return exit
     }
 
     public func kick() { vcpu.kick() }
@@ -178,28 +176,14 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
 
     public func handleIO(_ exit: VCPUExit) throws -> IOOutcome {
         guard case let .io(port, direction, size, count, data) = exit else { return .handled }
-        let device = ports.device(at: port)
-        if direction == .in {
-            // COM1's line status: transmitter empty and ready; everything else floats high.
-            let value: UInt8 = device == .com1 ? (port == PortMap.com1Base + 5 ? 0x60 : 0) : 0xFF
-            try vcpu.completeIn([UInt8](repeating: value, count: size * count))
+        let (reply, outcome) = devices.access(port: port, direction: direction, size: size, count: count, data: data,
+                                              inSMM: vcpu.lastRunFlags.contains(.smm))
+        if let reply { try vcpu.completeIn(reply) }
+        // Only L1 reports on the panic port; the same port from L2 is just an exit.
+        if case .l1ReportedUnhandledExit = outcome, try isInGuestMode() {
+            return .unclaimed(description: "OUT port 0x\(String(port, radix: 16)) from L2, \(size) byte\(size == 1 ? "" : "s")")
         }
-        switch device {
-        case .com1:
-            if direction == .out, port == PortMap.com1Base { serialOutput += data }
-            return .handled
-        case .debugExit where direction == .out:
-            return .guestExited(status: Int32(data.first ?? 0))
-        case .l1Panic where direction == .out:
-            // Only L1 reports; the same port from L2 is just an exit.
-            guard try !isInGuestMode() else { break }
-            let code = data.prefix(4).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
-            return .l1ReportedUnhandledExit(code: code)
-        default: break
-        }
-        let what = "\(direction == .in ? "IN" : "OUT") port 0x\(String(port, radix: 16)), \(size) byte\(size == 1 ? "" : "s")"
-            + (direction == .out ? " = " + data.map { String($0, radix: 16) }.joined(separator: " ") : "")
-        return .unclaimed(description: what)
+        return outcome
     }
 
     // MARK: Migration
@@ -256,44 +240,68 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
         return cpuid
     }
 
-    /// Memory for a user's image (its segments must fit).
-    public static let imageMemorySize = 64 << 20
-    /// Where the Multiboot information structure goes.
-    static let multibootInfo: UInt64 = 0x9000
-
-    /// A user's L1 image, entered as Multiboot v1 specifies: 32-bit protected
-    /// mode, paging off, flat segments, EAX = 0x2BADB002, EBX = the info
-    /// structure. A flat binary starts the same way at its entry. Guest CPUID
-    /// is KVM's supported set (so SVM where KVM offers it); `vmrunSites`
-    /// default to the image's own (symbols, else a scan for 0F 01 D8).
-    public static func image(kvm: KVM, image: GuestImage, vmrunSites: [UInt64]? = nil,
-                             name: String = "image") throws -> OwnVMTarget {
+    /// A user's L1 image on the PC `machine` describes, entered as Multiboot
+    /// v1 specifies: 32-bit protected mode, paging off, flat segments, EAX =
+    /// 0x2BADB002, EBX = the information structure (memory, the command line
+    /// "`imageName` ARGS", modules). A flat binary starts the same way at its
+    /// entry. Guest CPUID is KVM's supported set (so SVM where KVM offers
+    /// it), each vCPU's APIC ID its index; vCPUs above 0 wait for INIT/SIPI
+    /// in the in-kernel LAPIC. `vmrunSites` default to the image's own
+    /// (symbols, else a scan for 0F 01 D8).
+    public static func image(kvm: KVM, image: GuestImage, machine: MachineConfig = MachineConfig(), imageName: String = "image",
+                             vmrunSites: [UInt64]? = nil, name: String = "image") throws -> OwnVMTarget {
+        try machine.validate()
         let vm = try kvm.createVM()
-        try vm.addMemory(at: 0, size: imageMemorySize)
+        try vm.addMemory(at: 0, size: machine.memoryBytes)
+        if machine.irqchip { try vm.createIRQChip() }
+        var imageEnd: UInt64 = 0
         for seg in image.segments {
-            guard seg.physicalAddress + UInt64(max(seg.memorySize, seg.bytes.count)) <= UInt64(imageMemorySize) else {
-                throw ImageError.outsideMemory(seg.physicalAddress, seg.memorySize)
-            }
+            let end = seg.physicalAddress + UInt64(max(seg.memorySize, seg.bytes.count))
+            guard end <= UInt64(machine.memoryBytes) else { throw ImageError.outsideMemory(seg.physicalAddress, seg.memorySize) }
             try vm.write(seg.bytes, at: seg.physicalAddress)   // the rest of memsz stays zero (fresh memory)
+            imageEnd = max(imageEnd, end)
         }
-        let vcpu = try vm.createVCPU()
-        try vcpu.setCPUID(try kvm.supportedCPUID())
+        func free(_ address: UInt64, _ count: Int) -> Bool {
+            !image.segments.contains { address < $0.physicalAddress + UInt64(max($0.memorySize, $0.bytes.count))
+                && $0.physicalAddress < address + UInt64(count) }
+        }
+        if machine.irqchip, free(SMMStub.entry, SMMStub.code.count), try vm.checkExtension(.x86SMM) > 0,
+           try vm.mapMemoryForSMM() {
+            try vm.write(SMMStub.code, at: SMMStub.entry)
+        }
+        let cpuid = try kvm.supportedCPUID()
+        let vcpus = try (0..<machine.vcpuCount).map { id in
+            let vcpu = try vm.createVCPU(id: UInt32(id))
+            try vcpu.setCPUID(cpuid.map { $0.withAPICID(UInt32(id)) })
+            return vcpu
+        }
+        let vcpu = vcpus[0]
         var sregs = try vcpu.specialRegisters()
         setFlatSegments(&sregs, longMode: false)
-        sregs.cr0 = 0x11; sregs.cr3 = 0; sregs.cr4 = 0; sregs.efer = 0
+        sregs.cr0 = 0x11
+        sregs.cr3 = 0
+        sregs.cr4 = 0
+        sregs.efer = 0
         try vcpu.setSpecialRegisters(sregs)
         var regs = GeneralRegisters()
         regs.rip = image.entry
         if image.isMultiboot {
-            // flags bit 0: mem_lower / mem_upper (KiB below 1 MiB and above it) are valid.
-            let info: [UInt32] = [1, 639, UInt32((imageMemorySize - (1 << 20)) / 1024)]
-            for (i, v) in info.enumerated() { try vm.writeInteger(v, at: multibootInfo + UInt64(i * 4)) }
-            regs.rax = 0x2BAD_B002
-            regs.rbx = multibootInfo
+            guard free(Multiboot.infoAddress, Multiboot.infoPageSize) else {
+                throw ImageError.outsideMemory(Multiboot.infoAddress, Multiboot.infoPageSize)
+            }
+            for piece in try Multiboot.layout(config: machine, imageName: imageName, imageEnd: imageEnd) {
+                try vm.write(piece.bytes, at: piece.address)
+            }
+            regs.rax = UInt64(Multiboot.bootMagic)
+            regs.rbx = Multiboot.infoAddress
         }
         try vcpu.setRegisters(regs)
-        return OwnVMTarget(name: name, vm: vm, vcpu: vcpu, ports: .standard, vmrunSites: vmrunSites ?? image.vmrunSites(),
-                           symbols: image.symbols)
+        let devices = Devices(ports: .standard, firmwareConfig: FirmwareConfig(ramSize: UInt64(machine.memoryBytes),
+                                                                               cpuCount: UInt16(machine.vcpuCount)))
+        // The banner says which vCPU the debugger follows.
+        let shown = machine.vcpuCount > 1 ? "\(name), vCPU 0 of \(machine.vcpuCount) (all-stop)" : name
+        return OwnVMTarget(name: shown, vm: vm, vcpu: vcpu, devices: devices, vmrunSites: vmrunSites ?? image.vmrunSites(),
+                           symbols: image.symbols, secondaries: Array(vcpus.dropFirst()))
     }
 
     // The PAE scenario's second-gigabyte mappings: two page directories (PAE_PD_A/B in demo.S),
@@ -359,6 +367,18 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
                            vmrunSites: [image.address("events_vmrun")], symbols: image.symbols)
     }
 
+    /// The timer scenario (demo.S): a 64-bit L1 whose x2APIC timer interrupts
+    /// its spinning L2 (INTR #VMEXITs); L1 takes each tick through its own IDT
+    /// and ends with status 0 after `DemoImage.timerRounds` ticks. The VM has the
+    /// in-kernel irqchip (the LAPIC), so the patch source cannot run it.
+    public static func timerScenario(kvm: KVM) throws -> OwnVMTarget {
+        let image = DemoImage()
+        let (vm, vcpu) = try longModeL1(kvm: kvm, bytes: image.bytes, at: DemoImage.loadAddress,
+                                        entry: image.address("timer_entry"), irqchip: true)
+        return OwnVMTarget(name: "scenario-timer", vm: vm, vcpu: vcpu, ports: .demo,
+                           vmrunSites: [image.address("timer_vmrun")], symbols: image.symbols)
+    }
+
     /// Throws unless KVM offers nested SVM (for tests deciding whether to run).
     public static func nestedCPUIDForTests(_ kvm: KVM) throws { _ = try nestedCPUID(kvm) }
 
@@ -383,10 +403,11 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
     /// A VM with nested SVM in its CPUID and an L1 image entered as
     /// `longModeStart` says. L1 sets EFER.SVME itself.
     private static func longModeL1(kvm: KVM, bytes: [UInt8], at loadAddress: UInt64,
-                                   entry: UInt64) throws -> (VirtualMachine, VCPU) {
+                                   entry: UInt64, irqchip: Bool = false) throws -> (VirtualMachine, VCPU) {
         let cpuid = try nestedCPUID(kvm)
         let vm = try kvm.createVM()
         try vm.addMemory(at: 0, size: memorySize)
+        if irqchip { try vm.createIRQChip() }
         try vm.write(bytes, at: loadAddress)
         try vm.writeInteger(l1PDPT | 3, at: l1PML4)
         try vm.writeInteger(l1PD | 3, at: l1PDPT)
