@@ -45,7 +45,7 @@
         .equ EV_GDT,      0x44000      /* the events scenario: L2's GDT and IDT */
         .equ EV_IDT,      0x45000
         .equ TM_IDT,      0x46000      /* the timer scenario: L1's own IDT */
-        .equ TM_TICKS,    0x70118      /* timer interrupts L1 took */
+        .equ TM_TICKS,    0x70118      /* timer interrupts L1 took (a tick can come twice in one STGI window) */
         .equ TM_ROUNDS,   5            /* INTR #VMEXITs before L1 ends the run */
         .equ PAE_PDPT,    0x10000      /* the PAE scenario: CR3, four PDPTEs */
         .equ PAE_PD_A,    0x13000      /* PDPTE[1] (linear 1-2 GiB) points at one or the other */
@@ -365,8 +365,9 @@ nestdbg_demo_events_l2_ud_handler:
          * IF=1 and lets GIF hold interrupts off: each tick is an INTR #VMEXIT;
          * L1 opens GIF (STGI) to take the interrupt through its own IDT (the
          * handler counts it, EOIs, IRETQ), closes it and re-enters L2. After
-         * TM_ROUNDS ticks it stops the timer, says so on COM1 and ends with
-         * status 0 on isa-debug-exit. */
+         * TM_ROUNDS INTR #VMEXITs (EXIT_COUNT; the ticks may be more when the
+         * vCPU stood still at a stop) it stops the timer, says so on COM1 and
+         * ends with status 0 on isa-debug-exit. */
         .globl nestdbg_demo_timer_entry
 nestdbg_demo_timer_entry:
         L1_ENABLE_SVM HSAVE
@@ -425,7 +426,7 @@ nestdbg_demo_timer_vmrun:
         stgi                                                       /* the pending tick reaches L1 here */
         nop
         clgi
-        cmp qword ptr [TM_TICKS], TM_ROUNDS
+        cmp qword ptr [EXIT_COUNT], TM_ROUNDS
         jb .Ltm_loop
         mov ecx, 0x838                                             /* stop the timer */
         xor eax, eax
@@ -469,7 +470,7 @@ nestdbg_demo_timer_l2:
         .word 0x40 * 16 + 15
         .quad TM_IDT
 .Ltm_message:
-        .asciz "timer: 5 interrupts taken by L1 through INTR #VMEXITs from L2\n"
+        .asciz "timer: 5 INTR #VMEXITs from L2, each tick taken by L1\n"
 
         /* ------- the legacy-paging scenario: a 32-bit L1 (PSE or PAE paging) -------
          * L2 runs without nested paging on L1's own page tables and loops on

@@ -90,8 +90,8 @@ struct MultibootNestedTests {
             }
         }
         #expect(String(decoding: engine.serialOutput, as: UTF8.self) == "MB\n")
-        let info = try target.vm.readInteger(UInt32.self, at: 0x9000)
-        #expect(info == 1, "Multiboot info flags")
+        let info = try target.vm.readInteger(UInt32.self, at: Multiboot.infoAddress)
+        #expect(info == 1 | 4 | 64, "Multiboot info flags: memory, command line, memory map")
     }
 }
 

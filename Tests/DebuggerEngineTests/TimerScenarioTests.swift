@@ -32,7 +32,9 @@ struct TimerScenarioTests {
         }
         #expect(last?.kind == .exited && last?.exitStatus == 0, "\(last?.reason ?? "no stop")")
         #expect(String(decoding: target.serialOutput, as: UTF8.self)
-                == "timer: 5 interrupts taken by L1 through INTR #VMEXITs from L2\n")
+                == "timer: 5 INTR #VMEXITs from L2, each tick taken by L1\n")
+        let ticks = try target.readPhysical(DemoImage.timerTicks, count: 8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+        #expect(ticks >= UInt64(DemoImage.timerRounds), "L1 took every tick through its IDT: \(ticks)")
     }
 
     @Test("the patch source refuses it in one sentence: KVM handles HLT itself with the irqchip")

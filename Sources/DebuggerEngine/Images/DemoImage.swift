@@ -15,6 +15,8 @@ public struct DemoImage: BuiltInL1, Sendable {
     public static let panicPort: UInt16 = 0xE1
     /// The timer scenario's INTR #VMEXITs before its L1 ends the run (TM_ROUNDS in demo.S).
     public static let timerRounds = 5
+    /// The timer scenario's count of ticks L1 took through its IDT (a qword, TM_TICKS in demo.S).
+    public static let timerTicks: UInt64 = 0x70118
 
     public let bytes: [UInt8]
     /// Symbol → guest address (load address + offset).
