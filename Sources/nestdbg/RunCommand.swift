@@ -112,7 +112,9 @@ struct TargetOptions: ParsableArguments {
     @Option(help: "Load a flat binary at this guest-physical address (hex).") var loadAt: String?
     @Option(help: "Entry point of a flat binary (hex; default: the load address).") var entry: String?
     @Option(help: "A VMRUN site in the image (hex), instead of its symbols or a scan. Repeatable.") var vmrunAt: [String] = []
-    @Option(help: "The image's command line after its name, as QEMU's -append (Multiboot).") var append: String?
+    // Taken whatever it looks like: kvm-unit-tests' selections start with "-" ("-pause_filter_test").
+    @Option(parsing: .unconditional, help: "The image's command line after its name, as QEMU's -append (Multiboot).")
+    var append: String?
     @Option(help: "A Multiboot module (e.g. an environ file), placed after the image. Repeatable.") var module: [String] = []
     @Option(help: "Guest RAM in MiB for --image (4 to 3072).") var memory = MachineConfig.defaultMemoryMiB
     @Option(help: "vCPUs for --image (1 to 8): one thread each; the debugger follows vCPU 0, all stop together.") var smp = 1

@@ -25,11 +25,11 @@ struct MachineCLITests {
     func freeRun() throws {
         try requireKVM()
         let (image, module) = try files()
-        let r = try CLI.run("run", "--free", "--image", image, "--append", "a b", "--module", module, "--smp", "3",
+        let r = try CLI.run("run", "--free", "--image", image, "--append", "-a b", "--module", module, "--smp", "3",
                             "--memory", "64", "--timeout", "20")
         #expect(r.status == 0, "\(r.status) \(r.stderr)")
         let lines = r.stdout.split(separator: "\n").map(String.init)
-        #expect(lines.contains("cmdline: \(image) a b"))
+        #expect(lines.contains("cmdline: \(image) -a b"), "an argument that starts with - is the command line's, not an option")
         #expect(lines.contains("module: NR_CPUS=3"))
         #expect(lines.contains("mem_upper KiB: 0000fc00"), "64 MiB: (64 - 1) * 1024 KiB above 1 MiB")
         #expect(lines.contains("fw_cfg cpus: 00000003"))
