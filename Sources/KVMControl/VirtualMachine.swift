@@ -54,15 +54,13 @@ public final class VirtualMachine: @unchecked Sendable {
             throw KVMError.system(call: "mmap(guest memory)", errno: errno)
         }
         let slot = UInt32(regions.count)
-        var region = kvm_userspace_memory_region(slot: slot, flags: 0, guest_phys_addr: guestPhysicalAddress,
-                                                 memory_size: UInt64(size), userspace_addr: UInt64(UInt(bitPattern: host)))
+        let r = MemoryRegion(slot: slot, guestPhysicalAddress: guestPhysicalAddress, size: size, host: host)
         do {
-            try kvmIoctl(fd, CKVM_SET_USER_MEMORY_REGION, "KVM_SET_USER_MEMORY_REGION", &region)
+            try setUserMemoryRegion(r, slot: slot, "KVM_SET_USER_MEMORY_REGION")
         } catch {
             munmap(host, size)
             throw error
         }
-        let r = MemoryRegion(slot: slot, guestPhysicalAddress: guestPhysicalAddress, size: size, host: host)
         regions.append(r)
         return r
     }
@@ -76,12 +74,15 @@ public final class VirtualMachine: @unchecked Sendable {
     @discardableResult
     public func mapMemoryForSMM() throws -> Bool {
         guard try checkExtension(.multiAddressSpace) >= 2 else { return false }
-        for r in regions {
-            var region = kvm_userspace_memory_region(slot: r.slot | 1 << 16, flags: 0, guest_phys_addr: r.guestPhysicalAddress,
-                                                     memory_size: UInt64(r.size), userspace_addr: UInt64(UInt(bitPattern: r.host)))
-            try kvmIoctl(fd, CKVM_SET_USER_MEMORY_REGION, "KVM_SET_USER_MEMORY_REGION (SMM address space)", &region)
-        }
+        for r in regions { try setUserMemoryRegion(r, slot: r.slot | 1 << 16, "KVM_SET_USER_MEMORY_REGION (SMM address space)") }
         return true
+    }
+
+    /// `KVM_SET_USER_MEMORY_REGION`: `region`'s host memory at its guest-physical address, as `slot`.
+    private func setUserMemoryRegion(_ region: MemoryRegion, slot: UInt32, _ name: String) throws {
+        var raw = kvm_userspace_memory_region(slot: slot, flags: 0, guest_phys_addr: region.guestPhysicalAddress,
+                                              memory_size: UInt64(region.size), userspace_addr: UInt64(UInt(bitPattern: region.host)))
+        try kvmIoctl(fd, CKVM_SET_USER_MEMORY_REGION, name, &raw)
     }
 
     /// `KVM_CREATE_IRQCHIP`. Without it HLT exits to userspace, which the

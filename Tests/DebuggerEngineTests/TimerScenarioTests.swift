@@ -33,7 +33,7 @@ struct TimerScenarioTests {
         #expect(last?.kind == .exited && last?.exitStatus == 0, "\(last?.reason ?? "no stop")")
         #expect(String(decoding: target.serialOutput, as: UTF8.self)
                 == "timer: 5 INTR #VMEXITs from L2, each tick taken by L1\n")
-        let ticks = try target.readPhysical(DemoImage.timerTicks, count: 8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+        let ticks = try target.vm.readInteger(UInt64.self, at: DemoImage.timerTicks)
         #expect(ticks >= UInt64(DemoImage.timerRounds), "L1 took every tick through its IDT: \(ticks)")
     }
 

@@ -30,6 +30,8 @@ public struct StopContext: Sendable {
 public final class Engine: @unchecked Sendable {
     public let target: any DebugTarget
     public let source: any StopSource
+    /// The target as one nestdbg runs (its other vCPUs wait at stops); cast once, not at every stop.
+    private let runnable: (any RunnableTarget)?
     private var assembler: StopAssembler
     public private(set) var breakpoints = BreakpointTable()
     public private(set) var history: [Stop] = []
@@ -49,6 +51,7 @@ public final class Engine: @unchecked Sendable {
 
     public init(target: any DebugTarget, source: any StopSource, timings: StopTimings) {
         self.target = target
+        runnable = target as? any RunnableTarget
         self.source = source
         self.timings = timings
         assembler = StopAssembler(timings: timings)
@@ -92,7 +95,6 @@ public final class Engine: @unchecked Sendable {
     /// Runs to the next stop of any kind (VMRUN stops included).
     public func step() throws -> Stop {
         // All-stop: the other vCPUs run exactly while this one runs toward its stop.
-        let runnable = target as? any RunnableTarget
         runnable?.resumeOtherVCPUs()
         defer { runnable?.pauseOtherVCPUs() }
         let event = try timings.timed(\.stopSource) { try source.next() }
@@ -144,7 +146,6 @@ public final class Engine: @unchecked Sendable {
     public func runFree(shouldStop: () -> Bool, sample: (Stop) -> Void) throws -> Stop {
         guard source.capabilities.contains(.freeRun) else { throw EngineError.sourceCannot("this stop source cannot run freely") }
         var assembler = self.assembler
-        let runnable = target as? any RunnableTarget
         runnable?.resumeOtherVCPUs()
         defer { runnable?.pauseOtherVCPUs() }
         let end = try source.runFree(shouldStop: shouldStop) {
