@@ -53,20 +53,23 @@ let package = Package(
             ],
             // The demo recording (nestdbg replay --demo) is read from the clone, not bundled.
             exclude: ["Recordings"]),
-        .testTarget(name: "KVMControlTests", dependencies: ["KVMControl", "CKVM"]),
-        .testTarget(name: "SVMModelTests", dependencies: ["SVMModel"]),
+        // What every test target needs: requirements (skip here, fail in CI), folders of a test's own,
+        // children run with both pipes read and a deadline, the built nestdbg.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "KVMControlTests", dependencies: ["KVMControl", "CKVM", "TestSupport"]),
+        .testTarget(name: "SVMModelTests", dependencies: ["SVMModel", "TestSupport"]),
         // Format parsing; perf SIGTRAP stops on a plain guest of the host's real KVM (kvm:kvm_cpuid).
-        .testTarget(name: "KernelTraceTests", dependencies: ["KernelTrace", "KVMControl"]),
+        .testTarget(name: "KernelTraceTests", dependencies: ["KernelTrace", "KVMControl", "TestSupport"]),
         // The engine on real KVM: sessions and plain guests here; nested SVM where KVM offers it
         // (the sandbox), skipped with the reason elsewhere.
-        .testTarget(name: "DebuggerEngineTests", dependencies: ["KVMControl", "SVMModel", "DebuggerEngine"]),
+        .testTarget(name: "DebuggerEngineTests", dependencies: ["KVMControl", "SVMModel", "DebuggerEngine", "TestSupport"]),
         // ptrace and QMP against real processes (a child of the test, a real QEMU where one is installed).
-        .testTarget(name: "ProcessControlTests", dependencies: ["ProcessControl"]),
+        .testTarget(name: "ProcessControlTests", dependencies: ["ProcessControl", "TestSupport"]),
         // The built binary run as a user would; its files compared with the engine's.
-        .testTarget(name: "NestdbgCLITests", dependencies: ["SVMModel", "DebuggerEngine"]),
-        .testTarget(name: "TUITests", dependencies: ["TUI", "DebuggerEngine", "SVMModel"]),
+        .testTarget(name: "NestdbgCLITests", dependencies: ["SVMModel", "DebuggerEngine", "TestSupport"]),
+        .testTarget(name: "TUITests", dependencies: ["TUI", "DebuggerEngine", "SVMModel", "TestSupport"]),
         // Recordings written and read back, the shipped demo recording replayed, bad files rejected.
-        .testTarget(name: "RecordingTests", dependencies: ["Recording", "DebuggerEngine", "KVMControl", "SVMModel"],
+        .testTarget(name: "RecordingTests", dependencies: ["Recording", "DebuggerEngine", "KVMControl", "SVMModel", "TestSupport"],
                     exclude: ["Fixtures"]),
     ]
 )

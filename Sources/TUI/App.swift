@@ -15,7 +15,7 @@ public final class App {
     let session: any DebugSession
     private let recorderFactory: RecorderFactory?
     /// A recording being replayed: reverse commands, goto and `/` work over the whole of it.
-    private var isReplay: Bool { session is ReplaySession }
+    private var isReplay: Bool { session.capabilities.contains(.replaysRecording) }
     let terminal: Terminal
     public private(set) var view: SessionView
     private var watchHz: Double?
@@ -222,7 +222,10 @@ public final class App {
     /// show where it is afterwards. The check waits on the engine itself, so
     /// the front end's own event loop steps aside until it is done.
     private func migrate(_ words: [String]) {
-        guard let session = session as? EngineSession else { say("migrate needs a live vCPU, not a recording", error: true); return }
+        guard session.capabilities.contains(.savesVCPU) else {
+            say("migrate needs a live vCPU nestdbg can save (its own VM), not a recording or another process's vCPU", error: true)
+            return
+        }
         guard session.state == .stopped else { say("migrate needs the guest stopped", error: true); return }
         guard let at = view.stops.last else { return }
         var plan = MigrationPlan()

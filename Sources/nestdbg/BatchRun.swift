@@ -43,7 +43,7 @@ struct BatchRun {
                 refusal = error
             }
             if let refusal {
-                if session is ReplaySession { return }   // the recording holds no further stop
+                if session.capabilities.contains(.replaysRecording) { return }   // the recording holds no further stop
                 throw refusal
             }
             guard let stop = try awaitStop(session) else { continue }

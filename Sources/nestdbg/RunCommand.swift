@@ -57,7 +57,7 @@ struct RunCommand: ParsableCommand {
         let summary = try self.target.reportingErrors {
             try target.runToEnd(timeout: timeout) { bytes in out.write(Data(bytes)) }
         }
-        if let serial { _ = FileManager.default.createFile(atPath: serial, contents: Data(target.serialOutput)) }
+        if let serial { _ = FileManager.default.createFile(atPath: serial, contents: Data(target.serialOutput ?? [])) }
         let seconds = Double(summary.elapsed.components.seconds) + Double(summary.elapsed.components.attoseconds) / 1e18
         var report = String(format: "free run of %@ ended after %.2f s, %d exits to nestdbg", target.name, seconds,
                             summary.vmmExits)

@@ -3,6 +3,7 @@ import Foundation
 import KVMControl
 import SVMModel
 import Testing
+import TestSupport
 
 /// Whether this KVM can run an L1 hypervisor. Where nested SVM is required
 /// (NESTDBG_REQUIRE_NESTED, set in the sandbox) the tests run regardless and
@@ -20,13 +21,7 @@ enum NestedSVM {
 /// Makes sure /dev/kvm can be used: in CI its absence fails the test,
 /// elsewhere the test is reported as skipped with the reason.
 func requireKVM(sourceLocation: SourceLocation = #_sourceLocation) throws {
-    guard access("/dev/kvm", R_OK | W_OK) != 0 else { return }
-    let reason = "/dev/kvm is not accessible: \(String(cString: strerror(errno)))"
-    if ProcessInfo.processInfo.environment["CI"] != nil {
-        Issue.record("CI must provide /dev/kvm: \(reason)", sourceLocation: sourceLocation)
-        throw TargetError.notSupported(operation: "KVM", target: "this machine")
-    }
-    try Test.cancel(Comment(rawValue: reason), sourceLocation: sourceLocation)
+    try Requirement.kvm(sourceLocation: sourceLocation)
 }
 
 /// An engine on the built-in demo, and its target.

@@ -31,7 +31,7 @@ struct TimerScenarioTests {
             #expect(exit.l1[.rip] == demo.address("timer_vmrun") + 3)
         }
         #expect(last?.kind == .exited && last?.exitStatus == 0, "\(last?.reason ?? "no stop")")
-        #expect(String(decoding: target.serialOutput, as: UTF8.self)
+        #expect(String(decoding: target.serialOutput ?? [], as: UTF8.self)
                 == "timer: 5 INTR #VMEXITs from L2, each tick taken by L1\n")
         let ticks = try target.vm.readInteger(UInt64.self, at: DemoImage.timerTicks)
         #expect(ticks >= UInt64(DemoImage.timerRounds), "L1 took every tick through its IDT: \(ticks)")

@@ -1,6 +1,7 @@
 import Foundation
 import KVMControl
 import Testing
+import TestSupport
 
 @Suite("KVMControl on the real /dev/kvm", .serialized)
 struct RunExitTests {
@@ -176,13 +177,35 @@ struct RunExitTests {
 
 }
 
-/// Exact counts need no other suite opening VMs meanwhile: scripts/test runs
-/// this suite in a process of its own (`swift test --filter LeakTests`) and
-/// leaves it out of the parallel run.
-@Suite("no KVM fd or mapping outlives its VM (run alone)", .serialized)
+/// Exact counts need no other test opening VMs meanwhile, however the runner
+/// was invoked (`swift test`, `--filter KVM`, in parallel): the test runs its
+/// count in a process of its own, this test bundle again with only this test
+/// selected, and asserts what that child reports.
+@Suite("no KVM fd or mapping outlives its VM (counted in a process of its own)")
 struct LeakTests {
+    static let childVariable = "NESTDBG_LEAK_COUNT_HERE"
+
     @Test("VMs and vCPUs are destroyed deterministically: exactly as many KVM fds and vCPU mappings after 20 VMs as before")
     func noLeaks() throws {
+        guard ProcessInfo.processInfo.environment[Self.childVariable] != nil else {
+            try Requirement.kvm()
+            let bundle = URL(fileURLWithPath: try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+            var environment = ProcessInfo.processInfo.environment
+            environment[Self.childVariable] = "1"
+            let child = try Child.run(
+                bundle, ["--testing-library", "swift-testing", "--filter", "LeakTests"], environment: environment,
+                timeout: .seconds(120))
+            let output = child.stdout + child.stderr
+            #expect(!child.timedOut, "the counting child did not end within 120 s")
+            #expect(child.status == 0, "the counting child failed:\n\(output)")
+            #expect(output.contains("Test run with 1 test in 1 suite passed"), "the child ran exactly this test:\n\(output)")
+            return
+        }
+        try countInThisProcess()
+    }
+
+    /// Only in the child: nothing else in this process opens KVM fds.
+    private func countInThisProcess() throws {
         guard let kvm = try openKVM() else { return }
         func kvmFDs() -> Int {
             let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []

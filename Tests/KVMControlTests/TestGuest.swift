@@ -1,18 +1,12 @@
 import Foundation
 import KVMControl
 import Testing
+import TestSupport
 
 /// Opens /dev/kvm for a test. In CI a missing device fails the test loudly;
 /// elsewhere the test is reported as skipped with the reason.
 func openKVM(sourceLocation: SourceLocation = #_sourceLocation) throws -> KVM? {
-    guard access("/dev/kvm", R_OK | W_OK) == 0 else {
-        let reason = "/dev/kvm is not accessible: \(String(cString: strerror(errno)))"
-        if ProcessInfo.processInfo.environment["CI"] != nil {
-            Issue.record("CI must provide /dev/kvm: \(reason)", sourceLocation: sourceLocation)
-            return nil
-        }
-        try Test.cancel(Comment(rawValue: reason), sourceLocation: sourceLocation)
-    }
+    try Requirement.kvm(sourceLocation: sourceLocation)
     return try KVM()
 }
 

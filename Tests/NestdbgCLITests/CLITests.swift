@@ -2,40 +2,30 @@ import DebuggerEngine
 import Foundation
 import SVMModel
 import Testing
+import TestSupport
 
-/// Runs the built `nestdbg` (it sits next to the test bundle) and captures its output.
+/// Runs the built `nestdbg` as a user would and captures its output.
 struct CLI {
-    static let executable: URL = {
-        let me = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
-        return me.deletingLastPathComponent().appendingPathComponent("nestdbg")
-    }()
+    static var executable: URL { NestdbgBinary.url }
 
-    struct Result { let status: Int32; let stdout: String; let stderr: String }
+    typealias Result = ChildResult
 
     static func run(_ args: String...) throws -> Result { try run(arguments: args) }
 
-    static func run(arguments args: [String]) throws -> Result {
-        let p = Process()
-        p.executableURL = executable
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    /// Both pipes read at once; a command that does not end in 5 minutes is killed and fails the test.
+    static func run(arguments args: [String], sourceLocation: SourceLocation = #_sourceLocation) throws -> Result {
+        let result = try NestdbgBinary.run(args)
+        if result.timedOut { Issue.record("nestdbg \(args) did not end within 5 minutes: killed", sourceLocation: sourceLocation) }
+        return result
     }
 
-    /// Writes bytes to a fresh temporary file.
+    /// Writes bytes to `name` in a folder of its own (tests run in parallel).
     static func file(_ bytes: [UInt8], _ name: String) throws -> String {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("nestdbg-cli-\(getpid())")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let url = dir.appendingPathComponent(name)
-        try Data(bytes).write(to: url)
-        return url.path
+        try Scratch("cli").file(name, bytes)
     }
+
+    /// A path for `name` in a folder of its own; nothing is created.
+    static func path(_ name: String) throws -> String { try Scratch("cli").path(name) }
 }
 
 /// A vmcb12 as a long-mode L1 prepares it, and the same page after an IOIO #VMEXIT.
@@ -148,10 +138,7 @@ struct CLITests {
 
     @Test("kvm-info names each stop source and whether this host can use it; --stops takes only the sources nestdbg has")
     func stopSources() throws {
-        guard access("/dev/kvm", R_OK | W_OK) == 0 else {
-            if ProcessInfo.processInfo.environment["CI"] != nil { Issue.record("CI must provide /dev/kvm") }
-            try Test.cancel("/dev/kvm is not accessible")
-        }
+        try Requirement.kvm()
         let info = try CLI.run("kvm-info")
         #expect(info.status == 0, "\(info.stderr)")
         let lines = info.stdout.split(separator: "\n").filter { $0.hasPrefix("stop source ") }
@@ -166,10 +153,7 @@ struct CLITests {
 
     @Test("run --batch on a guest that never exits gives up after --timeout with a clear line and status 1 (real /dev/kvm)")
     func batchTimeout() throws {
-        guard access("/dev/kvm", R_OK | W_OK) == 0 else {
-            if ProcessInfo.processInfo.environment["CI"] != nil { Issue.record("CI must provide /dev/kvm") }
-            try Test.cancel("/dev/kvm is not accessible")
-        }
+        try Requirement.kvm()
         let spin = try CLI.file([0xEB, 0xFE], "spin.bin")   // jmp $: no exit, ever
         let start = ContinuousClock.now
         let r = try CLI.run("run", "--batch", "--image", spin, "--load-at", "0x100000", "--timeout", "1")
@@ -181,8 +165,7 @@ struct CLITests {
 
     @Test("write-image: the engine's Multiboot file, byte for byte; bad counts and scenarios get one line and status 2")
     func writeImage() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("nestdbg-cli-\(getpid())")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = URL(fileURLWithPath: try Scratch("cli").path)
         let path = dir.appendingPathComponent("selfcheck.elf").path
         let written = try CLI.run("write-image", "--scenario", "selfcheck", "--iterations", "5000", path)
         #expect(written.status == 0 && written.stdout.contains("5000 iterations"), "\(written.status) \(written.stderr)")

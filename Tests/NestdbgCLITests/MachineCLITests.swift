@@ -1,21 +1,15 @@
 import DebuggerEngine
 import Foundation
 import Testing
+import TestSupport
 
 /// The own VMM as a PC, on this machine's KVM with the VMM-check L1 (vmmcheck.S, no SVM needed):
 /// the command line, a module, fw_cfg, an unclaimed port, the APIC timer, INIT/SIPI, a self-SMI, --free, --smp.
 @Suite("Machine CLI")
 struct MachineCLITests {
-    private func requireKVM() throws {
-        guard access("/dev/kvm", R_OK | W_OK) == 0 else {
-            if ProcessInfo.processInfo.environment["CI"] != nil { Issue.record("CI must provide /dev/kvm") }
-            try Test.cancel("/dev/kvm is not accessible")
-        }
-    }
-
     /// The vmmcheck ELF written by write-image, and an environ-like module.
     private func files() throws -> (image: String, module: String) {
-        let image = try CLI.file([], "vmmcheck.elf")
+        let image = try CLI.path("vmmcheck.elf")
         let written = try CLI.run("write-image", "--scenario", "vmmcheck", image)
         #expect(written.status == 0, "\(written.stderr)")
         return (image, try CLI.file(Array("NR_CPUS=3\n".utf8), "environ"))
@@ -23,7 +17,7 @@ struct MachineCLITests {
 
     @Test("--free runs the VMM check to PASS: the command line and module as passed, fw_cfg's count, three timer interrupts, every AP (real /dev/kvm)")
     func freeRun() throws {
-        try requireKVM()
+        try Requirement.kvm()
         let (image, module) = try files()
         let r = try CLI.run("run", "--free", "--image", image, "--append", "-a b", "--module", module, "--smp", "3",
                             "--memory", "64", "--timeout", "20")
@@ -45,7 +39,7 @@ struct MachineCLITests {
 
     @Test("the same L1 stepped (batch, all-stop over 2 vCPUs) stops at the unclaimed port and ends with the same output and status 0 (real /dev/kvm)")
     func steppedRun() throws {
-        try requireKVM()
+        try Requirement.kvm()
         let (image, module) = try files()
         let serial = try CLI.file([], "vmmcheck-serial.txt")
         let r = try CLI.run("run", "--batch", "--image", image, "--module", module, "--smp", "2", "--serial", serial, "--timeout", "20")
@@ -57,7 +51,7 @@ struct MachineCLITests {
 
     @Test("the L1's own failure is its status: no module is step 2 failing, status 1 (real /dev/kvm)")
     func guestFailure() throws {
-        try requireKVM()
+        try Requirement.kvm()
         let (image, _) = try files()
         let r = try CLI.run("run", "--free", "--image", image, "--timeout", "20")
         #expect(r.status == 1 && r.stdout.hasSuffix("vmmcheck: FAIL at step 2\n"), "\(r.status) \(r.stdout)")
@@ -66,7 +60,7 @@ struct MachineCLITests {
 
     @Test("bad machines and combinations are one line and status 2; a guest that never ends gives up after --timeout (real /dev/kvm)")
     func refusals() throws {
-        try requireKVM()
+        try Requirement.kvm()
         let (image, _) = try files()
         let memory = try CLI.run("run", "--free", "--image", image, "--memory", "5000")
         #expect(memory.status == 2 && memory.stderr.contains("--memory 5000: between 4 and 3072 MiB"), "\(memory.stderr)")

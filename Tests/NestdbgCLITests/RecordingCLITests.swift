@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// The shipped demo recording and the README, found from this file (a clone has both).
 enum Repository {
@@ -90,10 +91,7 @@ struct RecordingCLITests {
 
     @Test("SIGKILL while recording: the file opens with every stop committed before the kill (real /dev/kvm)")
     func killedWhileRecording() throws {
-        guard access("/dev/kvm", R_OK | W_OK) == 0 else {
-            if ProcessInfo.processInfo.environment["CI"] != nil { Issue.record("CI must provide /dev/kvm") }
-            try Test.cancel("no /dev/kvm here")
-        }
+        try Requirement.kvm()
         // out 0x80, al; jmp $-2: a stop at every OUT, forever.
         let image = try CLI.file([0xE6, 0x80, 0xEB, 0xFC], "loop.bin")
         let recording = (image as NSString).deletingLastPathComponent + "/killed-\(UUID().uuidString).nestdbg"

@@ -4,12 +4,11 @@ import KVMControl
 import Recording
 import SVMModel
 import Testing
+import TestSupport
 
 /// A path in a fresh temporary folder (the recorder refuses existing files).
 func temporaryPath(_ name: String) throws -> String {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("nestdbg-recording-\(getpid())-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    return dir.appendingPathComponent(name).path
+    try Scratch("recording").path(name)
 }
 
 /// The demo recording that ships with nestdbg (made by nestdbg in the sandbox), and the JSON its live run printed.
@@ -23,13 +22,7 @@ enum ShippedDemo {
 }
 
 func requireKVM(sourceLocation: SourceLocation = #_sourceLocation) throws {
-    guard access("/dev/kvm", R_OK | W_OK) != 0 else { return }
-    let reason = "/dev/kvm is not accessible: \(String(cString: strerror(errno)))"
-    if ProcessInfo.processInfo.environment["CI"] != nil {
-        Issue.record("CI must provide /dev/kvm: \(reason)", sourceLocation: sourceLocation)
-        throw TargetError.notSupported(operation: "KVM", target: "this machine")
-    }
-    try Test.cancel(Comment(rawValue: reason), sourceLocation: sourceLocation)
+    try Requirement.kvm(sourceLocation: sourceLocation)
 }
 
 @Suite("a recording holds every stop as the engine had it (real /dev/kvm, a plain guest)", .serialized)

@@ -30,10 +30,11 @@ echo "QEMU inside: -accel kvm (query-kvm: enabled), the guest's exit status 43"
 # KVMControl and a real L1/L2 round trip against nested KVM. NESTDBG_REQUIRE_NESTED
 # makes the nested tests fail instead of stepping aside when SVM is missing; the
 # nested test leaves real vmcb12 pages and a nested-state blob in /out/e2e.
-NESTDBG_REQUIRE_NESTED=1 NESTDBG_E2E_OUT=/out/e2e \
-    nestdbgPackageTests.xctest --testing-library swift-testing --filter 'KVMControlTests|DebuggerEngineTests' --skip LeakTests
-# The leak test counts KVM fds exactly: alone in its process.
-nestdbgPackageTests.xctest --testing-library swift-testing --filter LeakTests
+# The bundle has a deadline of its own (a hung test fails here, named by the runner's output, not at the
+# sandbox's --timeout); the leak test counts in a child process of its own.
+NESTDBG_REQUIRE_NESTED=1 NESTDBG_E2E_OUT=/out/e2e timeout -s KILL 420 \
+    nestdbgPackageTests.xctest --testing-library swift-testing --filter 'KVMControlTests|DebuggerEngineTests' \
+    || fail "the test bundle failed or did not end within 420 s (status $?)"
 
 # The command line on those real files.
 state=$(nestdbg nested-state decode /out/e2e/nested-state-guest-mode.bin)

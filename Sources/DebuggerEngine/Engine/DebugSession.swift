@@ -1,8 +1,21 @@
 /// What the front end and batch mode drive: a live vCPU (`EngineSession`)
 /// or a recording (`ReplaySession`). Commands are typed; answers come back
 /// as events.
+/// What a session can do beyond running forwards, so that callers ask rather than cast.
+public struct SessionCapabilities: OptionSet, Sendable {
+    public let rawValue: Int
+    public init(rawValue: Int) { self.rawValue = rawValue }
+    /// A recording: it moves backwards and jumps, and ends where the recording ends.
+    public static let replaysRecording = SessionCapabilities(rawValue: 1 << 0)
+    /// A live vCPU that can be saved and restored into a clone (`captureState`, the migration check).
+    public static let savesVCPU = SessionCapabilities(rawValue: 1 << 1)
+}
+
 public protocol DebugSession: AnyObject {
     var state: SessionState { get }
+    var capabilities: SessionCapabilities { get }
+    /// The mechanism that stops a live vCPU; nil for a recording.
+    var stopSourceKind: StopSourceKind? { get }
     /// For the banner.
     var targetName: String { get }
     /// What the banner says while stopped ("stopped", QEMU's vCPU held, the replay's place).

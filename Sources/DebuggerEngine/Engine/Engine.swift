@@ -28,10 +28,8 @@ public struct StopContext: Sendable {
 /// place, and recorded. Not thread-safe by design: one thread owns an
 /// engine (see `EngineSession`); only `interrupt()` may come from elsewhere.
 public final class Engine: @unchecked Sendable {
-    public let target: any DebugTarget
+    public let target: any RunnableTarget
     public let source: any StopSource
-    /// The target as one nestdbg runs (its other vCPUs wait at stops); cast once, not at every stop.
-    private let runnable: (any RunnableTarget)?
     private var assembler: StopAssembler
     public private(set) var breakpoints = BreakpointTable()
     public private(set) var history: [Stop] = []
@@ -49,9 +47,8 @@ public final class Engine: @unchecked Sendable {
         set { assembler.checkEnvironment = newValue }
     }
 
-    public init(target: any DebugTarget, source: any StopSource, timings: StopTimings) {
+    public init(target: any RunnableTarget, source: any StopSource, timings: StopTimings) {
         self.target = target
-        runnable = target as? any RunnableTarget
         self.source = source
         self.timings = timings
         assembler = StopAssembler(timings: timings)
@@ -81,8 +78,8 @@ public final class Engine: @unchecked Sendable {
     /// Continues where `context` was taken: the next #VMEXIT is diffed against the same vmcb12 page.
     public func continueFrom(_ context: StopContext) { assembler.continueFrom(context.assembler) }
 
-    /// What the guest wrote to COM1 (own VMs).
-    public var serialOutput: [UInt8] { (target as? OwnVMTarget)?.serialOutput ?? [] }
+    /// What the guest wrote to COM1 (where nestdbg is the VMM; empty elsewhere).
+    public var serialOutput: [UInt8] { target.serialOutput ?? [] }
 
     // MARK: Commands
 
@@ -95,8 +92,8 @@ public final class Engine: @unchecked Sendable {
     /// Runs to the next stop of any kind (VMRUN stops included).
     public func step() throws -> Stop {
         // All-stop: the other vCPUs run exactly while this one runs toward its stop.
-        runnable?.resumeOtherVCPUs()
-        defer { runnable?.pauseOtherVCPUs() }
+        target.resumeOtherVCPUs()
+        defer { target.pauseOtherVCPUs() }
         let event = try timings.timed(\.stopSource) { try source.next() }
         let stop = try timings.timed(\.assembly) { try assembler.assemble(event, from: target) }
         return try timings.timed(\.recording) { try record(stop) }
@@ -146,8 +143,8 @@ public final class Engine: @unchecked Sendable {
     public func runFree(shouldStop: () -> Bool, sample: (Stop) -> Void) throws -> Stop {
         guard source.capabilities.contains(.freeRun) else { throw EngineError.sourceCannot("this stop source cannot run freely") }
         var assembler = self.assembler
-        runnable?.resumeOtherVCPUs()
-        defer { runnable?.pauseOtherVCPUs() }
+        target.resumeOtherVCPUs()
+        defer { target.pauseOtherVCPUs() }
         let end = try source.runFree(shouldStop: shouldStop) {
             sample(try assembler.assemble(SourceStop(.paused, kvmExit: "KVM_EXIT_INTR"), from: target))
         }
@@ -179,7 +176,7 @@ public final class Engine: @unchecked Sendable {
     /// or events gone, another process's vCPU released. The engine's thread calls it.
     public func detach() throws {
         try source.detach()
-        try (target as? any RunnableTarget)?.release()
+        try target.release()
     }
 
     /// Numbers the stop, evaluates the breakpoints, keeps it in the history and

@@ -51,7 +51,7 @@ public enum EngineCommand: Equatable, Sendable {
 /// A vCPU saved at a stop, with what the engine knew there: enough for a clone to go on from it.
 public struct CapturedStop: Sendable {
     /// The target it was saved from (a clone keeps its devices and symbols).
-    public let target: OwnVMTarget
+    public let target: any MigratableTarget
     public let state: VCPUState
     public let stop: Stop?
     public let context: StopContext
@@ -121,26 +121,28 @@ public final class EngineSession: DebugSession, @unchecked Sendable {
     /// The kernel thread id of the thread inside KVM_RUN (tracepoints filter
     /// on it): the engine's, or QEMU's vCPU thread for an attached target.
     public var vcpuThreadID: Int32 {
-        if let attached = engine.target as? AttachedVCPUTarget { return attached.point.thread }
-        return locked { threadID ?? 0 }
+        engine.target.vcpuThreadID ?? locked { threadID ?? 0 }
     }
 
     /// Whether the vCPU belongs to another process (QEMU), which waits while nestdbg holds it.
-    public var isAttached: Bool { engine.target is AttachedVCPUTarget }
+    public var isAttached: Bool { !engine.target.capabilities.contains(.ownsVM) }
+
+    /// A live vCPU; its vCPU can be saved for a migration check where the target allows it.
+    public var capabilities: SessionCapabilities { engine.target.migratable == nil ? [] : [.savesVCPU] }
 
     /// "stopped"; for QEMU's vCPU, also what stalls while nestdbg holds it.
     public var stoppedDescription: String {
         isAttached ? "stopped: QEMU's vCPU is held (QMP stop, info registers, migration wait; c runs, q detaches)" : "stopped"
     }
 
-    /// Whether KVM's tracepoints stop it (nothing patched into guest memory). Fixed: any thread.
-    public var stopsOnTracepoints: Bool { engine.source is TracepointStopSource }
+    /// What stops it (KVM's tracepoints: nothing patched into guest memory). Fixed: any thread.
+    public var stopSourceKind: StopSourceKind? { engine.source.kind }
 
     /// The target's name and capabilities are fixed: safe to read from any thread.
     public var targetName: String { engine.target.name }
 
     /// The own VM's COM1 (its devices are shared under a lock: any thread may read it).
-    public var serialOutput: [UInt8]? { engine.target is OwnVMTarget ? engine.serialOutput : nil }
+    public var serialOutput: [UInt8]? { engine.target.serialOutput }
 
     private func locked<T>(_ body: () -> T) -> T {
         condition.lock()
@@ -259,7 +261,7 @@ public final class EngineSession: DebugSession, @unchecked Sendable {
     private func serve() {
         var claimed = true
         do {
-            try (engine.target as? any RunnableTarget)?.claimVCPU()
+            try engine.target.claimVCPU()
         } catch {
             claimed = false
             post(.failed("\(error)"))
@@ -315,7 +317,7 @@ public final class EngineSession: DebugSession, @unchecked Sendable {
                 try engine.deleteBreakpoints(at: index)
                 post(.breakpoints(engine.breakpoints.list), state: .stopped)
             case .captureState:
-                guard let own = engine.target as? OwnVMTarget else {
+                guard let own = engine.target.migratable else {
                     throw TargetError.notSupported(operation: "saving the vCPU for a migration check (nestdbg's own VMs only)",
                                                    target: engine.target.name)
                 }

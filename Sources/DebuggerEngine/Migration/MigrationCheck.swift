@@ -155,7 +155,7 @@ public struct MigrationCheckError: Error, CustomStringConvertible {
 /// both for the plan's nested exits and compare every stop.
 public enum MigrationCheck {
     /// Runs `original` (a session on an own VM, stopped) to `point`.
-    public static func run(_ original: EngineSession, to point: MigrationPoint, timeout: Double,
+    public static func run(_ original: any DebugSession, to point: MigrationPoint, timeout: Double,
                            maxStops: Int = 20_000) throws -> Stop {
         var exits = 0, vmruns = 0, inWindow = 0
         for _ in 0..<maxStops {
@@ -173,8 +173,8 @@ public enum MigrationCheck {
 
     /// Checks at the stop `original` stands at. The original runs on for the
     /// side-by-side comparison; the clone is shut down at the end.
-    public static func check(_ original: EngineSession, at point: MigrationPoint, plan: MigrationPlan) throws -> MigrationReport {
-        guard original.stopsOnTracepoints else {
+    public static func check(_ original: any DebugSession, at point: MigrationPoint, plan: MigrationPlan) throws -> MigrationReport {
+        guard original.stopSourceKind == .tracepoint else {
             // The patch source's HLTs sit in guest memory: a copy of it is not the guest's.
             throw MigrationCheckError(description: "the migration check needs the tracepoint stop source (--stops tracepoint): "
                                       + "the patch source's HLTs are in guest memory")
@@ -243,7 +243,7 @@ public enum MigrationCheck {
         var history: [Stop] = []
     }
 
-    private static func nextStop(_ session: EngineSession, timeout: Double, who: String) throws -> Stop {
+    private static func nextStop(_ session: any DebugSession, timeout: Double, who: String) throws -> Stop {
         try session.send(.nextStop)
         let result = try nextStopResult(session, timeout: timeout)
         guard let stop = result.stop else {
@@ -253,7 +253,7 @@ public enum MigrationCheck {
     }
 
     /// The stop a command ended at; a guest that gives none within `timeout` is paused and said to.
-    private static func nextStopResult(_ session: EngineSession, timeout: Double) throws -> StopResult {
+    private static func nextStopResult(_ session: any DebugSession, timeout: Double) throws -> StopResult {
         let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
         var paused = false
         while true {
@@ -278,7 +278,7 @@ public enum MigrationCheck {
         }
     }
 
-    private static func awaitCapture(_ session: EngineSession, timeout: Double) throws -> CapturedStop {
+    private static func awaitCapture(_ session: any DebugSession, timeout: Double) throws -> CapturedStop {
         let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
         while ContinuousClock.now < deadline {
             for event in session.takeEvents(waitingUpTo: .milliseconds(200)) {

@@ -9,6 +9,8 @@ import SVMModel
 /// the cursor. Answers are posted at once; one thread drives it.
 public final class ReplaySession: DebugSession {
     public let targetName: String
+    public var capabilities: SessionCapabilities { .replaysRecording }
+    public var stopSourceKind: StopSourceKind? { nil }
     /// Every recorded stop, in order.
     public let stops: [Stop]
     /// Where the replay is (an index into `stops`).

@@ -110,6 +110,8 @@ public enum StopSourceError: Error, Equatable, CustomStringConvertible {
 public protocol StopSource: AnyObject {
     /// "patch (HLT over VMRUN)", for kvm-info and the banner.
     var name: String { get }
+    /// Which of nestdbg's mechanisms it is (kvm-info, the banner, JSON).
+    var kind: StopSourceKind { get }
     var capabilities: StopSourceCapabilities { get }
     /// Runs until the next event (VMRUN stops included where the source has them).
     func next() throws -> SourceStop

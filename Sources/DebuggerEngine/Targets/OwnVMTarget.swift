@@ -8,35 +8,6 @@ import Synchronization
 import Glibc
 #endif
 
-/// A target whose vCPU nestdbg runs itself (KVM_RUN in this process).
-public protocol RunnableTarget: DebugTarget {
-    func run() throws -> VCPUExit
-    func setSingleStep(_ enabled: Bool) throws
-    /// Makes a run in progress (or the next one) return `.interrupted`. Any thread.
-    func kick()
-    /// Emulates a port I/O exit with the target's device model.
-    func handleIO(_ exit: VCPUExit) throws -> IOOutcome
-    /// Makes the calling thread the vCPU's only user from now on (for
-    /// another process's vCPU: its tracer).
-    func claimVCPU() throws
-    /// The kernel thread id of the thread inside KVM_RUN (tracepoints filter on it); nil before one claimed it.
-    var vcpuThreadID: Int32? { get }
-    /// Readies the thread that runs KVM_RUN for tracepoint SIGTRAPs and
-    /// returns its kernel id, which the events are bound to. Called on the claiming thread.
-    func prepareForTracepointStops() throws -> Int32
-    /// Leaves the vCPU to its owner as nestdbg found it (the claiming thread calls it).
-    func release() throws
-    /// All-stop: the target's other vCPUs run while the debugger's runs toward a stop (`resume`), and wait
-    /// at a stop (`pause`). The engine's thread calls them; a one-vCPU target does nothing.
-    func resumeOtherVCPUs()
-    func pauseOtherVCPUs()
-}
-
-extension RunnableTarget {
-    public func resumeOtherVCPUs() {}
-    public func pauseOtherVCPUs() {}
-}
-
 /// An L1 hypervisor loaded into a VM nestdbg created: the VM, its vCPU, the
 /// ports its VMM emulates, and the L1 addresses of its VMRUN sites.
 ///
@@ -59,7 +30,7 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
     public let symbols: [String: UInt64]
     public var capabilities: TargetCapabilities { [.ownsVM, .canWrite, .canSingleStep] }
     /// What the guest wrote to COM1, all of it.
-    public var serialOutput: [UInt8] { devices.serialOutput }
+    public var serialOutput: [UInt8]? { devices.serialOutput }
     /// How many vCPUs the VM has (the debugger's is vCPU 0).
     public var vcpuCount: Int { 1 + (secondaries?.count ?? 0) }
     /// The owner's kernel thread id, and its pthread for the per-ioctl check (no system call).
@@ -106,7 +77,7 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
 
     public var vcpuThreadID: Int32? { owner.withLock { $0?.tid } }
 
-    private func checkThread(_ operation: String) throws {
+    func checkThread(_ operation: String) throws {
         if let owner = owner.withLock({ $0 }), pthread_equal(owner.thread, pthread_self()) == 0 {
             throw TargetError.wrongThread(operation: operation, owner: owner.tid, caller: VCPU.currentThreadID())
         }
@@ -184,38 +155,6 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
             return .unclaimed(description: "OUT port 0x\(String(port, radix: 16)) from L2, \(size) byte\(size == 1 ? "" : "s")")
         }
         return outcome
-    }
-
-    // MARK: Migration
-
-    /// The whole vCPU and guest memory, read as a migrating VMM reads them.
-    /// The owner thread calls it, with the vCPU stopped.
-    public func captureState() throws -> VCPUState {
-        try checkThread("capturing the vCPU state")
-        try vcpu.completePendingExit()
-        return try VCPUState.capture(vcpu: vcpu, vm: vm)
-    }
-
-    /// A new VM and vCPU given `state` as a migration destination would be:
-    /// memory and CPUID first, then the parts in `order`, without `omitting`.
-    /// The clone keeps this target's devices, VMRUN sites and symbols. Nil
-    /// target when a restore ioctl failed (the log's last step says which).
-    public func restoredClone(from state: VCPUState, order: RestoreOrder,
-                              omitting: Set<Omission>) throws -> (clone: OwnVMTarget?, log: [RestoreStep]) {
-        let clone = try vm.system.createVM()
-        for image in state.memory {
-            try clone.addMemory(at: image.guestPhysicalAddress, size: image.bytes.count)
-            try clone.write(image.bytes, at: image.guestPhysicalAddress)
-        }
-        let vcpu = try clone.createVCPU()
-        try vcpu.setCPUID(state.cpuid)
-        let prelude = [RestoreStep(part: .cpuid, ioctl: MigrationPart.cpuid.setIoctl, outcome: .done),
-                       RestoreStep(part: .memory, ioctl: MigrationPart.memory.setIoctl, outcome: .done)]
-        let log = prelude + state.restore(into: vcpu, order: order, omitting: omitting)
-        if case .failed = log.last?.outcome { return (nil, log) }
-        let target = OwnVMTarget(name: "\(name) (clone)", vm: clone, vcpu: vcpu, ports: ports, vmrunSites: vmrunSites,
-                                 symbols: symbols, unknownVMRUNSitesReason: unknownVMRUNSitesReason)
-        return (target, log)
     }
 
     static let memorySize = 2 << 20
