@@ -42,9 +42,7 @@ let package = Package(
         // ncursesw (libncurses-dev) through pkg-config; the shim carries the macros Swift cannot import.
         .systemLibrary(name: "CNcurses", pkgConfig: "ncursesw", providers: [.apt(["libncurses-dev"])]),
         // The front end: a view model rendered into a screen buffer; ncurses calls live in Terminal.swift.
-        .target(name: "TUI", dependencies: ["DebuggerEngine", "KVMControl", "SVMModel", "CNcurses"],
-                // ncurses state (stdscr, COLORS) is C globals: Swift 5 mode keeps them usable.
-                swiftSettings: [.swiftLanguageMode(.v5)]),
+        .target(name: "TUI", dependencies: ["DebuggerEngine", "KVMControl", "SVMModel", "CNcurses"]),
         .executableTarget(
             name: "nestdbg",
             dependencies: [

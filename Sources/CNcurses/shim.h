@@ -19,4 +19,8 @@ static inline int cnc_key_up(void) { return KEY_UP; }
 static inline int cnc_key_down(void) { return KEY_DOWN; }
 static inline int cnc_key_backspace(void) { return KEY_BACKSPACE; }
 static inline int cnc_key_enter(void) { return KEY_ENTER; }
+// ncurses keeps stdscr and COLORS in C globals, which Swift 6 sees as shared mutable
+// state: read through functions, on the one thread that drives the terminal.
+static inline WINDOW *cnc_stdscr(void) { return stdscr; }
+static inline int cnc_colors(void) { return COLORS; }
 #endif

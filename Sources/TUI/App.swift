@@ -40,20 +40,26 @@ public final class App {
     /// took on another thread (attach detaches first, then ends).
     public static func restoreTerminal() { Terminal.restoreForExit() }
 
-    /// Runs until `q`; `watch` starts in live watch at that rate.
-    public func run(watch: Double? = nil) {
-        defer { terminal.stop() }
+    /// Runs until `q` (or `quit` is requested from another thread); `watch` starts in live watch at that rate.
+    public func run(watch: Double? = nil, quit: QuitRequest? = nil) {
+        quit?.running()
+        defer {
+            session.shutdown()
+            terminal.stop()
+            quit?.ended()
+        }
         collectEvents(waitingUpTo: .seconds(5))   // the start stop: L1 as loaded
         if let watch { startWatch(hz: watch) }
         redraw()
-        while true {
-            let waitMs: Int32 = watchHz.map { Int32(1000 / $0) } ?? (awaitingEngine ? 50 : -1)
+        while quit?.isRequested != true {
+            // Idle, the keyboard is polled a few times a second so that a quit request is seen.
+            let idleMs: Int32 = quit == nil ? -1 : 200
+            let waitMs: Int32 = watchHz.map { Int32(1000 / $0) } ?? (awaitingEngine ? 50 : idleMs)
             let key = terminal.key(timeoutMs: waitMs)
             collectEvents()
             if key != .none, !handle(key) { break }
             redraw()
         }
-        session.shutdown()
     }
 
     private func redraw() {
@@ -302,7 +308,13 @@ public final class App {
         let rate = min(60, max(1, hz))
         // Exact per-exit counts from KVM's tracepoint while the guest runs
         // freely; without tracefs (not root), every exit is stopped at instead.
-        trace = try? NestedExitTrace(threadID: session.vcpuThreadID)
+        var whyStepping: String?
+        do {
+            trace = try NestedExitTrace(threadID: session.vcpuThreadID)
+        } catch {
+            trace = nil
+            whyStepping = "\(error)"
+        }
         do {
             try send(.watch(freeRunning: trace != nil))
         } catch {
@@ -315,6 +327,7 @@ public final class App {
         counts = [:]
         lastSample = .now
         view.runState = trace != nil ? "watching \(Int(rate)) Hz, free-running" : "watching \(Int(rate)) Hz, stopping at each exit"
+        if let whyStepping { say("live watch stops at every exit: KVM's tracepoint could not be opened (\(whyStepping))") }
     }
 
     private var stoppedState: String { session.stoppedDescription }
@@ -378,5 +391,34 @@ public final class App {
         watchHz = nil
         trace = nil
         view.rates = []
+    }
+}
+
+/// Another thread (a signal's) asks the front end to end: the UI thread, which
+/// owns curses, restores the terminal and shuts the session down itself.
+public final class QuitRequest: Sendable {
+    private enum Phase { case notRunning, running, ended }
+    private let phase = Mutex<Phase>(.notRunning)
+    private let requested = Atomic<Bool>(false)
+    private let done = DispatchSemaphore(value: 0)
+
+    public init() {}
+
+    var isRequested: Bool { requested.load(ordering: .acquiring) }
+
+    func running() { phase.withLock { $0 = .running } }
+
+    func ended() {
+        phase.withLock { $0 = .ended }
+        done.signal()
+    }
+
+    /// Asks the running front end to end and waits for it (at most `timeout`). False when no front
+    /// end is running or it did not end in time: the caller then restores the terminal itself.
+    public func requestAndWait(timeout: Duration) -> Bool {
+        requested.store(true, ordering: .releasing)
+        guard phase.withLock({ $0 }) == .running else { return phase.withLock { $0 } == .ended }
+        let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
+        return done.wait(timeout: .now() + seconds) == .success
     }
 }

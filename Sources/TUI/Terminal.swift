@@ -22,7 +22,7 @@ public final class Terminal {
         _ = initscr()
         Terminal.active = true
         cbreak(); noecho(); nonl()
-        keypad(stdscr, true)
+        keypad(cnc_stdscr(), true)
         curs_set(0)
         set_escdelay(25)
         colorsAvailable = has_colors() && ProcessInfo.processInfo.environment["NO_COLOR"] == nil
@@ -48,7 +48,7 @@ public final class Terminal {
             func number(_ c: ThemeColor) -> Int16 {
                 switch c {
                 case .default: return -1
-                case let .ansi(n): return Int16(n < Int(COLORS) ? n : n % 8)   // 8-colour terminals: bright → base
+                case let .ansi(n): return Int16(n < Int(cnc_colors()) ? n : n % 8)   // 8-colour terminals: bright → base
                 }
             }
             init_pair(Int16(next), number(spec.foreground), number(spec.background))
@@ -73,7 +73,7 @@ public final class Terminal {
     }
 
     public func updateSize() {
-        width = Int(getmaxx(stdscr)); height = Int(getmaxy(stdscr))
+        width = Int(getmaxx(cnc_stdscr())); height = Int(getmaxy(cnc_stdscr()))
     }
 
     /// Copies a screen to the terminal: one ncurses call per run of equal style.

@@ -60,9 +60,15 @@ struct AttachCommand: ParsableCommand {
         // A signal detaches before nestdbg ends (the engine's thread is the
         // tracer); taken by a thread of its own, set up before the engine's.
         let running = RunningSession()
+        let quit = QuitRequest()
         TerminationSignals.onSignal { signal in
-            running.session?.shutdown()
-            if !headless { App.restoreTerminal() }
+            // The front end's own thread restores the terminal and detaches; only if it
+            // does not answer (busy in a long command) does this thread do both.
+            if headless || !quit.requestAndWait(timeout: .seconds(3)) {
+                running.session?.shutdown()
+                if !headless { App.restoreTerminal() }
+            }
+            running.session.map(Self.reportEndFailure)
             Glibc.exit(128 + signal)
         }
         let session = EngineSession(engine: engine)
@@ -71,14 +77,22 @@ struct AttachCommand: ParsableCommand {
             session.shutdown()
             throw fail(why, status: 1)
         }
-        defer { session.shutdown() }
+        defer {
+            session.shutdown()
+            Self.reportEndFailure(session)
+        }
         if let t {
-            App(session: session, theme: t, recorderFactory: recorderFactory(engine: engine, image: nil)).run()
+            App(session: session, theme: t, recorderFactory: recorderFactory(engine: engine, image: nil)).run(quit: quit)
         } else if let watch {
             try liveWatch(session, seconds: watch)
         } else {
             try batchRun.run(session)
         }
+    }
+
+    /// A detach that failed leaves QEMU's vCPU not as nestdbg found it: the user must know.
+    private static func reportEndFailure(_ session: EngineSession) {
+        if let failure = session.endFailure { FileHandle.standardError.write(Data("nestdbg: \(failure)\n".utf8)) }
     }
 
     /// The engine on QEMU's vCPU, or one line that says what is missing.

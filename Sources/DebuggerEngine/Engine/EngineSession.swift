@@ -104,6 +104,11 @@ public final class EngineSession: DebugSession, @unchecked Sendable {
     private var stopWatchRequested = false
     private var quitRequested = false
     private var threadID: Int32?
+    private var detachFailure: String?
+
+    /// Why ending the session did not leave the vCPU as nestdbg found it (QEMU's signal state,
+    /// the source's patches or events); nil when it did. Read it after `shutdown`.
+    public var endFailure: String? { locked { detachFailure } }
 
     /// Starts the engine's thread; it claims the vCPU and records the start stop.
     public init(engine: Engine) {
@@ -283,8 +288,11 @@ public final class EngineSession: DebugSession, @unchecked Sendable {
             while inbox.isEmpty && !quitRequested && claimed { condition.wait() }
             if quitRequested || !claimed {
                 condition.unlock()
-                // On this thread: for another process's vCPU it is the tracer.
-                if claimed { try? engine.detach() }
+                // On this thread: for another process's vCPU it is the tracer. A failed
+                // detach is an event the caller reads after `shutdown` (`endFailure`).
+                if claimed {
+                    do { try engine.detach() } catch { locked { detachFailure = "leaving the vCPU as nestdbg found it: \(error)" } }
+                }
                 engine.recorder = nil   // finishes the file
                 condition.lock()
                 currentState = .ended

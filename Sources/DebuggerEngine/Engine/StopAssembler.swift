@@ -223,8 +223,16 @@ struct StopAssembler {
         if let state, state.flags.contains(.guestMode), let data = state.data {
             let l1 = RegisterSet.fromVMCBSave(data, gprs: nil,
                                               source: "nested-state save half (L1 parked at VMRUN); RBX-R15 are not held by KVM")
-            let vmcb = try? readVMCB12(state.vmcbPA, from: target)
-            var stop = Stop(kind: kind ?? .l2UserspaceExit, level: .l2, reason: "\(reason) while L2 runs", l1: l1,
+            // An unreadable vmcb12 (L1 pointed VMRUN outside RAM) is said in the reason, never dropped silently.
+            let vmcb: VMCB?
+            var unreadable = ""
+            do {
+                vmcb = try readVMCB12(state.vmcbPA, from: target)
+            } catch {
+                vmcb = nil
+                unreadable = "; vmcb12 at 0x\(String(state.vmcbPA, radix: 16)) could not be read: \(error)"
+            }
+            var stop = Stop(kind: kind ?? .l2UserspaceExit, level: .l2, reason: "\(reason) while L2 runs\(unreadable)", l1: l1,
                             l2: .fromVCPU(r, s, d, source: "vCPU registers (guest mode: L2)"), vmcb12GPA: state.vmcbPA,
                             vmcb12AtVMRUN: atVMRUN?.vmcb, vmcb12: vmcb, violations: atVMRUN?.violations ?? [],
                             nestedFlags: state.flags, cachedControls: data, kvmExit: kvmExit)

@@ -95,20 +95,23 @@ public final class PatchStopSource: StopSource {
     public func runFree(shouldStop: () -> Bool, sample: () throws -> Void) throws -> SourceStop {
         try detach()
         stepOverPatch = nil
-        defer { try? patchAll() }
-        while true {
-            let exit = try runVCPU()
-            if case .interrupted = exit {
-                if shouldStop() { return SourceStop(.paused, kvmExit: exit.kvmName) }
-                try sample()
-                continue
-            }
-            if let stop = try classify(exit) {
-                switch stop.event {
-                case .fault, .guestExited: return stop
-                default: continue   // free running: I/O and HLT are part of the guest's life
+        return try withRestore("patching VMRUN sites and breakpoints back after live watch") {
+            while true {
+                let exit = try runVCPU()
+                if case .interrupted = exit {
+                    if shouldStop() { return SourceStop(.paused, kvmExit: exit.kvmName) }
+                    try sample()
+                    continue
+                }
+                if let stop = try classify(exit) {
+                    switch stop.event {
+                    case .fault, .guestExited: return stop
+                    default: continue   // free running: I/O and HLT are part of the guest's life
+                    }
                 }
             }
+        } restore: {
+            try patchAll()
         }
     }
 
@@ -166,8 +169,9 @@ public final class PatchStopSource: StopSource {
 
     private func stepOneInstruction() throws -> VCPUExit {
         try target.setSingleStep(true)
-        defer { try? target.setSingleStep(false) }
-        return try runVCPU()
+        return try withRestore("turning single-step off (KVM_SET_GUEST_DEBUG)") { try runVCPU() } restore: {
+            try target.setSingleStep(false)
+        }
     }
 
     /// Executes the instruction under the patch taken out at the last stop,

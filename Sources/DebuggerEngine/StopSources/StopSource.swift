@@ -90,6 +90,9 @@ public enum StopSourceError: Error, Equatable, CustomStringConvertible {
     case noVMRUNSite(target: String, reason: String)
     /// The VM has an in-kernel irqchip: KVM handles HLT itself, so a HLT patch never reaches nestdbg.
     case patchNeedsHLTExits(target: String)
+    /// Putting the source's mechanism back (patches, events, single-step off) failed: it may
+    /// not stop the guest any more. `after` is the error of the run it followed, if it had one.
+    case restoreFailed(what: String, error: String, after: String?)
 
     public var description: String {
         switch self {
@@ -101,8 +104,25 @@ public enum StopSourceError: Error, Equatable, CustomStringConvertible {
         case let .patchNeedsHLTExits(target):
             return "--stops patch cannot stop \(target): with the in-kernel irqchip KVM handles HLT itself and the patches "
                 + "never reach nestdbg; use --stops tracepoint, or --no-irqchip (no LAPIC, one vCPU)"
+        case let .restoreFailed(what, error, after):
+            return "\(what) failed: \(error); the stop source may not stop the guest any more"
+                + (after.map { " (after: \($0))" } ?? "")
         }
     }
+}
+
+/// Runs `body`, then `restore` whatever happened. A failing restore is never
+/// swallowed: it is thrown, naming the body's own error where there was one.
+func withRestore<T>(_ what: String, _ body: () throws -> T, restore: () throws -> Void) throws -> T {
+    let result: Result<T, any Error> = Result { try body() }
+    do {
+        try restore()
+    } catch {
+        let after: String?
+        if case let .failure(bodyError) = result { after = "\(bodyError)" } else { after = nil }
+        throw StopSourceError.restoreFailed(what: what, error: "\(error)", after: after)
+    }
+    return try result.get()
 }
 
 /// Runs a target until the next event. Only the engine's thread calls it,

@@ -81,8 +81,9 @@ public final class TracepointStopSource: StopSource {
             throw StopSourceError.cannotStepVMRUN
         }
         try target.setSingleStep(true)
-        defer { try? target.setSingleStep(false) }
-        let exit = try runVCPU()
+        let exit = try withRestore("turning single-step off (KVM_SET_GUEST_DEBUG)") { try runVCPU() } restore: {
+            try target.setSingleStep(false)
+        }
         return try interpret(exit) ?? SourceStop(.singleStep, kvmExit: exit.kvmName)
     }
 
@@ -90,27 +91,29 @@ public final class TracepointStopSource: StopSource {
         try openOnThisThread()
         // No SIGTRAPs while the guest runs free; the sequence is unknown afterwards.
         try events?.disable()
-        defer {
-            try? events?.enable()
-            _ = try? collect()
-            sequence.reset()
-        }
-        while true {
-            let exit: VCPUExit
-            do { exit = try runVCPU() } catch let ended as TargetEnded { return ended.stop }
-            if case .interrupted = exit {
-                // Here a kick asks for a sample; only `shouldStop` ends the run.
-                pauseRequested.store(false, ordering: .sequentiallyConsistent)
-                if shouldStop() { return SourceStop(.paused, kvmExit: exit.kvmName) }
-                try sample()
-                continue
-            }
-            if let stop = try target.classify(exit) {
-                switch stop.event {
-                case .fault, .guestExited: return stop
-                default: continue
+        return try withRestore("enabling KVM's tracepoint events again after live watch") {
+            while true {
+                let exit: VCPUExit
+                do { exit = try runVCPU() } catch let ended as TargetEnded { return ended.stop }
+                if case .interrupted = exit {
+                    // Here a kick asks for a sample; only `shouldStop` ends the run.
+                    pauseRequested.store(false, ordering: .sequentiallyConsistent)
+                    if shouldStop() { return SourceStop(.paused, kvmExit: exit.kvmName) }
+                    try sample()
+                    continue
+                }
+                if let stop = try target.classify(exit) {
+                    switch stop.event {
+                    case .fault, .guestExited: return stop
+                    default: continue
+                    }
                 }
             }
+        } restore: {
+            try events?.enable()
+            // What the events counted while disabled is not a stop; the sequence starts anew.
+            _ = try collect()
+            sequence.reset()
         }
     }
 
