@@ -35,10 +35,14 @@ let package = Package(
         .target(name: "CDemoGuest"),
         // Targets and stop sources behind protocols, the stop assembler, breakpoints, the
         // engine and the session thread that owns it: runs an L1 and stops at its nested exits.
-        .target(name: "DebuggerEngine", dependencies: ["KVMControl", "KernelTrace", "ProcessControl", "SVMModel", "CDemoGuest"]),
+        .target(
+            name: "DebuggerEngine",
+            dependencies: ["KVMControl", "KernelTrace", "ProcessControl", "SVMModel", "CDemoGuest"]),
         // Recordings: every stop into SQLite (GRDB, WAL, one transaction a stop), read back as a
         // replay session the front end drives like a live one, exported as JSON lines.
-        .target(name: "Recording", dependencies: ["DebuggerEngine", "SVMModel", .product(name: "GRDB", package: "GRDB.swift")]),
+        .target(
+            name: "Recording",
+            dependencies: ["DebuggerEngine", "SVMModel", .product(name: "GRDB", package: "GRDB.swift")]),
         // ncursesw (libncurses-dev) through pkg-config; the shim carries the macros Swift cannot import.
         .systemLibrary(name: "CNcurses", pkgConfig: "ncursesw", providers: [.apt(["libncurses-dev"])]),
         // The front end: a view model rendered into a screen buffer; ncurses calls live in Terminal.swift.
@@ -60,14 +64,17 @@ let package = Package(
         .testTarget(name: "KernelTraceTests", dependencies: ["KernelTrace", "KVMControl", "TestSupport"]),
         // The engine on real KVM: sessions and plain guests here; nested SVM where KVM offers it
         // (the sandbox), skipped with the reason elsewhere.
-        .testTarget(name: "DebuggerEngineTests", dependencies: ["KVMControl", "SVMModel", "DebuggerEngine", "TestSupport"]),
+        .testTarget(
+            name: "DebuggerEngineTests", dependencies: ["KVMControl", "SVMModel", "DebuggerEngine", "TestSupport"]),
         // ptrace and QMP against real processes (a child of the test, a real QEMU where one is installed).
         .testTarget(name: "ProcessControlTests", dependencies: ["ProcessControl", "TestSupport"]),
         // The built binary run as a user would; its files compared with the engine's.
         .testTarget(name: "NestdbgCLITests", dependencies: ["SVMModel", "DebuggerEngine", "TestSupport"]),
         .testTarget(name: "TUITests", dependencies: ["TUI", "DebuggerEngine", "SVMModel", "TestSupport"]),
         // Recordings written and read back, the shipped demo recording replayed, bad files rejected.
-        .testTarget(name: "RecordingTests", dependencies: ["Recording", "DebuggerEngine", "KVMControl", "SVMModel", "TestSupport"],
-                    exclude: ["Fixtures"]),
+        .testTarget(
+            name: "RecordingTests",
+            dependencies: ["Recording", "DebuggerEngine", "KVMControl", "SVMModel", "TestSupport"],
+            exclude: ["Fixtures"]),
     ]
 )

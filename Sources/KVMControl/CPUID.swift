@@ -11,10 +11,17 @@ public struct CPUIDEntry: Equatable, Sendable {
     public var ecx: UInt32
     public var edx: UInt32
 
-    public init(function: UInt32, index: UInt32 = 0, flags: UInt32 = 0,
-                eax: UInt32 = 0, ebx: UInt32 = 0, ecx: UInt32 = 0, edx: UInt32 = 0) {
-        self.function = function; self.index = index; self.flags = flags
-        self.eax = eax; self.ebx = ebx; self.ecx = ecx; self.edx = edx
+    public init(
+        function: UInt32, index: UInt32 = 0, flags: UInt32 = 0,
+        eax: UInt32 = 0, ebx: UInt32 = 0, ecx: UInt32 = 0, edx: UInt32 = 0
+    ) {
+        self.function = function
+        self.index = index
+        self.flags = flags
+        self.eax = eax
+        self.ebx = ebx
+        self.ecx = ecx
+        self.edx = edx
     }
 
     init(_ c: kvm_cpuid_entry2) {
@@ -23,8 +30,13 @@ public struct CPUIDEntry: Equatable, Sendable {
 
     var cValue: kvm_cpuid_entry2 {
         var c = kvm_cpuid_entry2()
-        c.function = function; c.index = index; c.flags = flags
-        c.eax = eax; c.ebx = ebx; c.ecx = ecx; c.edx = edx
+        c.function = function
+        c.index = index
+        c.flags = flags
+        c.eax = eax
+        c.ebx = ebx
+        c.ecx = ecx
+        c.edx = edx
         return c
     }
 
@@ -37,7 +49,9 @@ public struct CPUIDEntry: Equatable, Sendable {
     static let entrySize = MemoryLayout<kvm_cpuid_entry2>.stride
 
     /// Runs a `kvm_cpuid2` ioctl with a buffer that grows while KVM answers E2BIG.
-    static func withGrowingBuffer(name: String, _ body: (UnsafeMutableRawPointer) throws -> Int32) throws -> [CPUIDEntry] {
+    static func withGrowingBuffer(name: String, _ body: (UnsafeMutableRawPointer) throws -> Int32) throws
+        -> [CPUIDEntry]
+    {
         var capacity = 128
         while true {
             let bytes = headerSize + capacity * entrySize
@@ -52,7 +66,9 @@ public struct CPUIDEntry: Equatable, Sendable {
                 continue
             }
             let n = Int(raw.load(as: UInt32.self))
-            return (0..<n).map { CPUIDEntry(raw.load(fromByteOffset: headerSize + $0 * entrySize, as: kvm_cpuid_entry2.self)) }
+            return (0..<n).map {
+                CPUIDEntry(raw.load(fromByteOffset: headerSize + $0 * entrySize, as: kvm_cpuid_entry2.self))
+            }
         }
     }
 
@@ -87,4 +103,3 @@ extension CPUIDEntry {
         return e
     }
 }
-

@@ -10,8 +10,10 @@ public struct GuestDebug: Equatable, Sendable {
     /// Keep KVM from injecting interrupts while single-stepping (5.16+).
     public var blockInterrupts = false
 
-    public init(singleStep: Bool = false, softwareBreakpoints: Bool = false,
-                hardwareBreakpoints: [UInt64] = [], blockInterrupts: Bool = false) {
+    public init(
+        singleStep: Bool = false, softwareBreakpoints: Bool = false,
+        hardwareBreakpoints: [UInt64] = [], blockInterrupts: Bool = false
+    ) {
         self.singleStep = singleStep
         self.softwareBreakpoints = softwareBreakpoints
         self.hardwareBreakpoints = hardwareBreakpoints
@@ -22,8 +24,9 @@ public struct GuestDebug: Equatable, Sendable {
 
     func cValue() throws -> kvm_guest_debug {
         guard hardwareBreakpoints.count <= 4 else {
-            throw KVMError.invalidArgument(operation: "KVM_SET_GUEST_DEBUG",
-                                           reason: "\(hardwareBreakpoints.count) hardware breakpoints asked, x86 has 4")
+            throw KVMError.invalidArgument(
+                operation: "KVM_SET_GUEST_DEBUG",
+                reason: "\(hardwareBreakpoints.count) hardware breakpoints asked, x86 has 4")
         }
         var c = kvm_guest_debug()
         guard isEnabled else { return c }
@@ -37,7 +40,7 @@ public struct GuestDebug: Equatable, Sendable {
             var dr7: UInt64 = 0x400
             for (i, address) in hardwareBreakpoints.enumerated() {
                 dr[i] = address
-                dr7 |= 1 << (UInt64(i) * 2)   // Ln enable; R/W=00 (execute), LEN=00
+                dr7 |= 1 << (UInt64(i) * 2)  // Ln enable; R/W=00 (execute), LEN=00
             }
             dr[7] = dr7
         }

@@ -5,8 +5,14 @@ import Glibc
 public struct Capability: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
     public let rawValue: Int32
     public let name: String
-    public init(rawValue: Int32) { self.rawValue = rawValue; self.name = "KVM_CAP_\(rawValue)" }
-    init(_ value: Int32, _ name: String) { self.rawValue = value; self.name = name }
+    public init(rawValue: Int32) {
+        self.rawValue = rawValue
+        self.name = "KVM_CAP_\(rawValue)"
+    }
+    init(_ value: Int32, _ name: String) {
+        self.rawValue = value
+        self.name = name
+    }
     public var description: String { name }
 
     public static let mpState = Capability(KVM_CAP_MP_STATE, "KVM_CAP_MP_STATE")
@@ -15,7 +21,8 @@ public struct Capability: RawRepresentable, Hashable, Sendable, CustomStringConv
     public static let debugRegisters = Capability(KVM_CAP_DEBUGREGS, "KVM_CAP_DEBUGREGS")
     public static let immediateExit = Capability(KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT")
     public static let nestedState = Capability(KVM_CAP_NESTED_STATE, "KVM_CAP_NESTED_STATE")
-    public static let guestDebugHardwareBreakpoints = Capability(KVM_CAP_GUEST_DEBUG_HW_BPS, "KVM_CAP_GUEST_DEBUG_HW_BPS")
+    public static let guestDebugHardwareBreakpoints = Capability(
+        KVM_CAP_GUEST_DEBUG_HW_BPS, "KVM_CAP_GUEST_DEBUG_HW_BPS")
     public static let setGuestDebug2 = Capability(KVM_CAP_SET_GUEST_DEBUG2, "KVM_CAP_SET_GUEST_DEBUG2")
     public static let sregs2 = Capability(KVM_CAP_SREGS2, "KVM_CAP_SREGS2")
     public static let irqchip = Capability(KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP")
@@ -96,7 +103,10 @@ public final class KVM: @unchecked Sendable {
             raw.storeBytes(of: UInt32(capacity), as: UInt32.self)
             let r = ckvm_ioctl_ptr(fd, CKVM_GET_MSR_INDEX_LIST, raw)
             let n = Int(raw.load(as: UInt32.self))
-            if r == -E2BIG, n > capacity { capacity = n; continue }
+            if r == -E2BIG, n > capacity {
+                capacity = n
+                continue
+            }
             if r < 0 { throw KVMError.ioctl(name: "KVM_GET_MSR_INDEX_LIST", errno: -r) }
             return (0..<n).map { raw.load(fromByteOffset: 4 + $0 * 4, as: UInt32.self) }
         }

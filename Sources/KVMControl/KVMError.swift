@@ -24,7 +24,8 @@ public enum KVMError: Error, Equatable, CustomStringConvertible, Sendable {
         case let .apiVersion(v): return "/dev/kvm reports KVM API version \(v); nestdbg needs 12"
         case let .unsupported(op, reason): return "\(op): not supported by this KVM: \(reason)"
         case let .guestMemoryOutOfRange(addr, len):
-            return "guest memory access at GPA 0x\(String(addr, radix: 16)) (+\(len) bytes) is outside every memory slot"
+            return
+                "guest memory access at GPA 0x\(String(addr, radix: 16)) (+\(len) bytes) is outside every memory slot"
         case let .invalidArgument(op, reason): return "\(op): \(reason)"
         case let .msrNotHandled(op, index): return "\(op): KVM did not handle MSR 0x\(String(index, radix: 16))"
         }
@@ -37,9 +38,9 @@ public func errnoName(_ err: Int32) -> String {
 }
 
 private let errnoNames: [Int32: String] = [
-        EPERM: "EPERM", ENOENT: "ENOENT", EINTR: "EINTR", EIO: "EIO", ENXIO: "ENXIO", E2BIG: "E2BIG",
-        EBADF: "EBADF", EAGAIN: "EAGAIN", ENOMEM: "ENOMEM", EACCES: "EACCES", EFAULT: "EFAULT",
-        EBUSY: "EBUSY", EEXIST: "EEXIST", ENODEV: "ENODEV", EINVAL: "EINVAL", ENFILE: "ENFILE",
-        EMFILE: "EMFILE", ENOTTY: "ENOTTY", ENOSPC: "ENOSPC", ERANGE: "ERANGE", ENOSYS: "ENOSYS",
-        EOPNOTSUPP: "EOPNOTSUPP", EHWPOISON: "EHWPOISON",
+    EPERM: "EPERM", ENOENT: "ENOENT", EINTR: "EINTR", EIO: "EIO", ENXIO: "ENXIO", E2BIG: "E2BIG",
+    EBADF: "EBADF", EAGAIN: "EAGAIN", ENOMEM: "ENOMEM", EACCES: "EACCES", EFAULT: "EFAULT",
+    EBUSY: "EBUSY", EEXIST: "EEXIST", ENODEV: "ENODEV", EINVAL: "EINVAL", ENFILE: "ENFILE",
+    EMFILE: "EMFILE", ENOTTY: "ENOTTY", ENOSPC: "ENOSPC", ERANGE: "ERANGE", ENOSYS: "ENOSYS",
+    EOPNOTSUPP: "EOPNOTSUPP", EHWPOISON: "EHWPOISON",
 ]

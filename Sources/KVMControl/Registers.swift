@@ -13,22 +13,41 @@ public struct GeneralRegisters: Equatable, Sendable {
     public init() {}
 
     init(_ c: kvm_regs) {
-        rax = c.rax; rbx = c.rbx; rcx = c.rcx; rdx = c.rdx; rsi = c.rsi; rdi = c.rdi; rsp = c.rsp; rbp = c.rbp
-        r8 = c.r8; r9 = c.r9; r10 = c.r10; r11 = c.r11; r12 = c.r12; r13 = c.r13; r14 = c.r14; r15 = c.r15
-        rip = c.rip; rflags = c.rflags
+        rax = c.rax
+        rbx = c.rbx
+        rcx = c.rcx
+        rdx = c.rdx
+        rsi = c.rsi
+        rdi = c.rdi
+        rsp = c.rsp
+        rbp = c.rbp
+        r8 = c.r8
+        r9 = c.r9
+        r10 = c.r10
+        r11 = c.r11
+        r12 = c.r12
+        r13 = c.r13
+        r14 = c.r14
+        r15 = c.r15
+        rip = c.rip
+        rflags = c.rflags
     }
 
     var cValue: kvm_regs {
-        kvm_regs(rax: rax, rbx: rbx, rcx: rcx, rdx: rdx, rsi: rsi, rdi: rdi, rsp: rsp, rbp: rbp,
-                 r8: r8, r9: r9, r10: r10, r11: r11, r12: r12, r13: r13, r14: r14, r15: r15,
-                 rip: rip, rflags: rflags)
+        kvm_regs(
+            rax: rax, rbx: rbx, rcx: rcx, rdx: rdx, rsi: rsi, rdi: rdi, rsp: rsp, rbp: rbp,
+            r8: r8, r9: r9, r10: r10, r11: r11, r12: r12, r13: r13, r14: r14, r15: r15,
+            rip: rip, rflags: rflags)
     }
 
     /// Name/value pairs in the order a register pane lists them.
     public var named: [(String, UInt64)] {
-        [("rax", rax), ("rbx", rbx), ("rcx", rcx), ("rdx", rdx), ("rsi", rsi), ("rdi", rdi), ("rsp", rsp), ("rbp", rbp),
-         ("r8", r8), ("r9", r9), ("r10", r10), ("r11", r11), ("r12", r12), ("r13", r13), ("r14", r14), ("r15", r15),
-         ("rip", rip), ("rflags", rflags)]
+        [
+            ("rax", rax), ("rbx", rbx), ("rcx", rcx), ("rdx", rdx), ("rsi", rsi), ("rdi", rdi), ("rsp", rsp),
+            ("rbp", rbp),
+            ("r8", r8), ("r9", r9), ("r10", r10), ("r11", r11), ("r12", r12), ("r13", r13), ("r14", r14), ("r15", r15),
+            ("rip", rip), ("rflags", rflags),
+        ]
     }
 }
 
@@ -47,23 +66,37 @@ public struct Segment: Equatable, Sendable {
     public var avl = false
     public var unusable = false
 
-    public init(base: UInt64 = 0, limit: UInt32 = 0xFFFF, selector: UInt16 = 0, type: UInt8 = 0, present: Bool = true,
-                dpl: UInt8 = 0, db: Bool = false, s: Bool = true, l: Bool = false, g: Bool = false,
-                avl: Bool = false, unusable: Bool = false) {
-        self.base = base; self.limit = limit; self.selector = selector; self.type = type; self.present = present
-        self.dpl = dpl; self.db = db; self.s = s; self.l = l; self.g = g; self.avl = avl; self.unusable = unusable
+    public init(
+        base: UInt64 = 0, limit: UInt32 = 0xFFFF, selector: UInt16 = 0, type: UInt8 = 0, present: Bool = true,
+        dpl: UInt8 = 0, db: Bool = false, s: Bool = true, l: Bool = false, g: Bool = false,
+        avl: Bool = false, unusable: Bool = false
+    ) {
+        self.base = base
+        self.limit = limit
+        self.selector = selector
+        self.type = type
+        self.present = present
+        self.dpl = dpl
+        self.db = db
+        self.s = s
+        self.l = l
+        self.g = g
+        self.avl = avl
+        self.unusable = unusable
     }
 
     init(_ c: kvm_segment) {
-        self.init(base: c.base, limit: c.limit, selector: c.selector, type: c.type, present: c.present != 0,
-                  dpl: c.dpl, db: c.db != 0, s: c.s != 0, l: c.l != 0, g: c.g != 0, avl: c.avl != 0,
-                  unusable: c.unusable != 0)
+        self.init(
+            base: c.base, limit: c.limit, selector: c.selector, type: c.type, present: c.present != 0,
+            dpl: c.dpl, db: c.db != 0, s: c.s != 0, l: c.l != 0, g: c.g != 0, avl: c.avl != 0,
+            unusable: c.unusable != 0)
     }
 
     var cValue: kvm_segment {
-        kvm_segment(base: base, limit: limit, selector: selector, type: type, present: present ? 1 : 0, dpl: dpl,
-                    db: db ? 1 : 0, s: s ? 1 : 0, l: l ? 1 : 0, g: g ? 1 : 0, avl: avl ? 1 : 0,
-                    unusable: unusable ? 1 : 0, padding: 0)
+        kvm_segment(
+            base: base, limit: limit, selector: selector, type: type, present: present ? 1 : 0, dpl: dpl,
+            db: db ? 1 : 0, s: s ? 1 : 0, l: l ? 1 : 0, g: g ? 1 : 0, avl: avl ? 1 : 0,
+            unusable: unusable ? 1 : 0, padding: 0)
     }
 
     /// The AMD "compressed" 12-bit attribute word a VMCB segment carries.
@@ -77,7 +110,10 @@ public struct Segment: Equatable, Sendable {
 public struct DescriptorTable: Equatable, Sendable {
     public var base: UInt64 = 0
     public var limit: UInt16 = 0xFFFF
-    public init(base: UInt64 = 0, limit: UInt16 = 0xFFFF) { self.base = base; self.limit = limit }
+    public init(base: UInt64 = 0, limit: UInt16 = 0xFFFF) {
+        self.base = base
+        self.limit = limit
+    }
     init(_ c: kvm_dtable) { self.init(base: c.base, limit: c.limit) }
     var cValue: kvm_dtable { kvm_dtable(base: base, limit: limit, padding: (0, 0, 0)) }
 }
@@ -98,26 +134,59 @@ public struct SpecialRegisters: Equatable, Sendable {
     public init() {}
 
     init(_ c: kvm_sregs2) {
-        cs = Segment(c.cs); ds = Segment(c.ds); es = Segment(c.es); fs = Segment(c.fs); gs = Segment(c.gs)
-        ss = Segment(c.ss); tr = Segment(c.tr); ldt = Segment(c.ldt); gdt = DescriptorTable(c.gdt)
-        idt = DescriptorTable(c.idt); cr0 = c.cr0; cr2 = c.cr2; cr3 = c.cr3; cr4 = c.cr4; cr8 = c.cr8
-        efer = c.efer; apicBase = c.apic_base
-        pdptrs = c.flags & UInt64(KVM_SREGS2_FLAGS_PDPTRS_VALID) != 0
+        cs = Segment(c.cs)
+        ds = Segment(c.ds)
+        es = Segment(c.es)
+        fs = Segment(c.fs)
+        gs = Segment(c.gs)
+        ss = Segment(c.ss)
+        tr = Segment(c.tr)
+        ldt = Segment(c.ldt)
+        gdt = DescriptorTable(c.gdt)
+        idt = DescriptorTable(c.idt)
+        cr0 = c.cr0
+        cr2 = c.cr2
+        cr3 = c.cr3
+        cr4 = c.cr4
+        cr8 = c.cr8
+        efer = c.efer
+        apicBase = c.apic_base
+        pdptrs =
+            c.flags & UInt64(KVM_SREGS2_FLAGS_PDPTRS_VALID) != 0
             ? [c.pdptrs.0, c.pdptrs.1, c.pdptrs.2, c.pdptrs.3] : nil
     }
 
     init(_ c: kvm_sregs) {
-        cs = Segment(c.cs); ds = Segment(c.ds); es = Segment(c.es); fs = Segment(c.fs); gs = Segment(c.gs)
-        ss = Segment(c.ss); tr = Segment(c.tr); ldt = Segment(c.ldt); gdt = DescriptorTable(c.gdt)
-        idt = DescriptorTable(c.idt); cr0 = c.cr0; cr2 = c.cr2; cr3 = c.cr3; cr4 = c.cr4; cr8 = c.cr8
-        efer = c.efer; apicBase = c.apic_base
+        cs = Segment(c.cs)
+        ds = Segment(c.ds)
+        es = Segment(c.es)
+        fs = Segment(c.fs)
+        gs = Segment(c.gs)
+        ss = Segment(c.ss)
+        tr = Segment(c.tr)
+        ldt = Segment(c.ldt)
+        gdt = DescriptorTable(c.gdt)
+        idt = DescriptorTable(c.idt)
+        cr0 = c.cr0
+        cr2 = c.cr2
+        cr3 = c.cr3
+        cr4 = c.cr4
+        cr8 = c.cr8
+        efer = c.efer
+        apicBase = c.apic_base
         pdptrs = nil
     }
 
     var sregs2: kvm_sregs2 {
         var c = kvm_sregs2()
         fill(&c.cs, &c.ds, &c.es, &c.fs, &c.gs, &c.ss, &c.tr, &c.ldt, &c.gdt, &c.idt)
-        c.cr0 = cr0; c.cr2 = cr2; c.cr3 = cr3; c.cr4 = cr4; c.cr8 = cr8; c.efer = efer; c.apic_base = apicBase
+        c.cr0 = cr0
+        c.cr2 = cr2
+        c.cr3 = cr3
+        c.cr4 = cr4
+        c.cr8 = cr8
+        c.efer = efer
+        c.apic_base = apicBase
         if let p = pdptrs, p.count == 4 {
             c.flags = UInt64(KVM_SREGS2_FLAGS_PDPTRS_VALID)
             c.pdptrs = (p[0], p[1], p[2], p[3])
@@ -128,14 +197,30 @@ public struct SpecialRegisters: Equatable, Sendable {
     /// Writes these values over `c`, keeping its interrupt bitmap (legacy SREGS carries one).
     func apply(to c: inout kvm_sregs) {
         fill(&c.cs, &c.ds, &c.es, &c.fs, &c.gs, &c.ss, &c.tr, &c.ldt, &c.gdt, &c.idt)
-        c.cr0 = cr0; c.cr2 = cr2; c.cr3 = cr3; c.cr4 = cr4; c.cr8 = cr8; c.efer = efer; c.apic_base = apicBase
+        c.cr0 = cr0
+        c.cr2 = cr2
+        c.cr3 = cr3
+        c.cr4 = cr4
+        c.cr8 = cr8
+        c.efer = efer
+        c.apic_base = apicBase
     }
 
-    private func fill(_ cs: inout kvm_segment, _ ds: inout kvm_segment, _ es: inout kvm_segment,
-                      _ fs: inout kvm_segment, _ gs: inout kvm_segment, _ ss: inout kvm_segment,
-                      _ tr: inout kvm_segment, _ ldt: inout kvm_segment, _ gdt: inout kvm_dtable, _ idt: inout kvm_dtable) {
-        cs = self.cs.cValue; ds = self.ds.cValue; es = self.es.cValue; fs = self.fs.cValue; gs = self.gs.cValue
-        ss = self.ss.cValue; tr = self.tr.cValue; ldt = self.ldt.cValue; gdt = self.gdt.cValue; idt = self.idt.cValue
+    private func fill(
+        _ cs: inout kvm_segment, _ ds: inout kvm_segment, _ es: inout kvm_segment,
+        _ fs: inout kvm_segment, _ gs: inout kvm_segment, _ ss: inout kvm_segment,
+        _ tr: inout kvm_segment, _ ldt: inout kvm_segment, _ gdt: inout kvm_dtable, _ idt: inout kvm_dtable
+    ) {
+        cs = self.cs.cValue
+        ds = self.ds.cValue
+        es = self.es.cValue
+        fs = self.fs.cValue
+        gs = self.gs.cValue
+        ss = self.ss.cValue
+        tr = self.tr.cValue
+        ldt = self.ldt.cValue
+        gdt = self.gdt.cValue
+        idt = self.idt.cValue
     }
 }
 
@@ -145,10 +230,16 @@ public struct DebugRegisters: Equatable, Sendable {
     public var dr6: UInt64 = 0xFFFF0FF0
     public var dr7: UInt64 = 0x400
     public init() {}
-    init(_ c: kvm_debugregs) { db = [c.db.0, c.db.1, c.db.2, c.db.3]; dr6 = c.dr6; dr7 = c.dr7 }
+    init(_ c: kvm_debugregs) {
+        db = [c.db.0, c.db.1, c.db.2, c.db.3]
+        dr6 = c.dr6
+        dr7 = c.dr7
+    }
     var cValue: kvm_debugregs {
         var c = kvm_debugregs()
-        c.db = (db[0], db[1], db[2], db[3]); c.dr6 = dr6; c.dr7 = dr7
+        c.db = (db[0], db[1], db[2], db[3])
+        c.dr6 = dr6
+        c.dr7 = dr7
         return c
     }
 }
@@ -177,11 +268,13 @@ public struct VCPUEvents: Sendable {
         let r = raw
         return [
             ("exception.injected", UInt64(r.exception.injected)), ("exception.nr", UInt64(r.exception.nr)),
-            ("exception.has_error_code", UInt64(r.exception.has_error_code)), ("exception.pending", UInt64(r.exception.pending)),
+            ("exception.has_error_code", UInt64(r.exception.has_error_code)),
+            ("exception.pending", UInt64(r.exception.pending)),
             ("exception.error_code", UInt64(r.exception.error_code)),
             ("interrupt.injected", UInt64(r.interrupt.injected)), ("interrupt.nr", UInt64(r.interrupt.nr)),
             ("interrupt.soft", UInt64(r.interrupt.soft)), ("interrupt.shadow", UInt64(r.interrupt.shadow)),
-            ("nmi.injected", UInt64(r.nmi.injected)), ("nmi.pending", UInt64(r.nmi.pending)), ("nmi.masked", UInt64(r.nmi.masked)),
+            ("nmi.injected", UInt64(r.nmi.injected)), ("nmi.pending", UInt64(r.nmi.pending)),
+            ("nmi.masked", UInt64(r.nmi.masked)),
             ("sipi_vector", UInt64(r.sipi_vector)), ("flags", UInt64(r.flags)),
             ("smi.smm", UInt64(r.smi.smm)), ("smi.pending", UInt64(r.smi.pending)),
             ("smi.smm_inside_nmi", UInt64(r.smi.smm_inside_nmi)), ("smi.latched_init", UInt64(r.smi.latched_init)),

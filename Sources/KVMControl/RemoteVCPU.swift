@@ -12,8 +12,10 @@ public final class RemoteVCPU: VCPUIoctls {
     private let channel: (_ request: UInt, _ argument: UnsafeMutableRawPointer?, _ size: Int) throws -> Int32
 
     /// `kvm` answers the capability questions: the same kernel runs the other process's VM.
-    public init(id: UInt32, kvm: KVM,
-                channel: @escaping (_ request: UInt, _ argument: UnsafeMutableRawPointer?, _ size: Int) throws -> Int32) throws {
+    public init(
+        id: UInt32, kvm: KVM,
+        channel: @escaping (_ request: UInt, _ argument: UnsafeMutableRawPointer?, _ size: Int) throws -> Int32
+    ) throws {
         self.id = id
         hasSREGS2 = try kvm.checkExtension(.sregs2) > 0
         nestedStateMaxSize = try kvm.checkExtension(.nestedState)

@@ -75,7 +75,9 @@ public final class VCPU: VCPUIoctls, @unchecked Sendable {
         shared.pointee.immediate_exit = 1
         defer { shared.pointee.immediate_exit = 0 }
         let r = ckvm_ioctl_int(fd, CKVM_RUN, 0)
-        if r < 0, r != -EINTR { throw KVMError.ioctl(name: "KVM_RUN (immediate_exit, completing the last I/O)", errno: -r) }
+        if r < 0, r != -EINTR {
+            throw KVMError.ioctl(name: "KVM_RUN (immediate_exit, completing the last I/O)", errno: -r)
+        }
     }
 
     /// Makes a `run()` in progress on another thread return `.interrupted`
@@ -95,13 +97,15 @@ public final class VCPU: VCPUIoctls, @unchecked Sendable {
 
     /// Supplies the data of an `in` exit; KVM hands it to the guest on the next run.
     public func completeIn(_ bytes: [UInt8]) throws {
-        guard shared.pointee.exit_reason == UInt32(KVM_EXIT_IO), shared.pointee.io.direction == UInt8(KVM_EXIT_IO_IN) else {
+        guard shared.pointee.exit_reason == UInt32(KVM_EXIT_IO), shared.pointee.io.direction == UInt8(KVM_EXIT_IO_IN)
+        else {
             throw KVMError.invalidArgument(operation: "completeIn", reason: "the last exit was not an IN")
         }
         let io = shared.pointee.io
         let expected = Int(io.size) * Int(io.count)
         guard bytes.count == expected else {
-            throw KVMError.invalidArgument(operation: "completeIn", reason: "IN wants \(expected) bytes, got \(bytes.count)")
+            throw KVMError.invalidArgument(
+                operation: "completeIn", reason: "IN wants \(expected) bytes, got \(bytes.count)")
         }
         let dst = UnsafeMutableRawPointer(shared) + Int(io.data_offset)
         bytes.withUnsafeBytes { dst.copyMemory(from: $0.baseAddress!, byteCount: expected) }
@@ -114,8 +118,9 @@ public final class VCPU: VCPUIoctls, @unchecked Sendable {
         case KVM_EXIT_IO:
             let count = Int(r.io.size) * Int(r.io.count)
             let data = Array(UnsafeRawBufferPointer(start: base + Int(r.io.data_offset), count: count))
-            return .io(port: r.io.port, direction: r.io.direction == UInt8(KVM_EXIT_IO_OUT) ? .out : .in,
-                       size: Int(r.io.size), count: Int(r.io.count), data: data)
+            return .io(
+                port: r.io.port, direction: r.io.direction == UInt8(KVM_EXIT_IO_OUT) ? .out : .in,
+                size: Int(r.io.size), count: Int(r.io.count), data: data)
         case KVM_EXIT_MMIO:
             let len = min(Int(r.mmio.len), 8)
             let data = withUnsafeBytes(of: r.mmio.data) { Array($0.prefix(len)) }
@@ -123,7 +128,8 @@ public final class VCPU: VCPUIoctls, @unchecked Sendable {
         case KVM_EXIT_HLT:
             return .hlt
         case KVM_EXIT_DEBUG:
-            return .debug(exception: r.debug.arch.exception, pc: r.debug.arch.pc, dr6: r.debug.arch.dr6, dr7: r.debug.arch.dr7)
+            return .debug(
+                exception: r.debug.arch.exception, pc: r.debug.arch.pc, dr6: r.debug.arch.dr6, dr7: r.debug.arch.dr7)
         case KVM_EXIT_SHUTDOWN:
             return .shutdown
         case KVM_EXIT_FAIL_ENTRY:

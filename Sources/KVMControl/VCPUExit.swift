@@ -1,7 +1,10 @@
 /// Why `KVM_RUN` returned, decoded from `kvm_run`. Every exit reason maps to
 /// a case; reasons nestdbg has no decoder for are `.unknown`, never a trap.
 public enum VCPUExit: Equatable, Sendable {
-    public enum Direction: UInt8, Sendable { case `in` = 0, out = 1 }
+    public enum Direction: UInt8, Sendable {
+        case `in` = 0
+        case out = 1
+    }
 
     /// `KVM_EXIT_IO`. For `.out`, `data` holds what the guest wrote
     /// (`size × count` bytes); for `.in`, the VMM supplies it with `VCPU.completeIn`.

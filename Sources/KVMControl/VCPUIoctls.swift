@@ -83,7 +83,9 @@ extension VCPUIoctls {
     public func msrs(_ indices: [UInt32]) throws -> [UInt64] {
         try withMSRBuffer(indices.map { ($0, 0) }) { raw, bytes in
             let n = try ioctl(CKVM_GET_MSRS, "KVM_GET_MSRS", raw, size: bytes)
-            if Int(n) < indices.count { throw KVMError.msrNotHandled(operation: "KVM_GET_MSRS", index: indices[Int(n)]) }
+            if Int(n) < indices.count {
+                throw KVMError.msrNotHandled(operation: "KVM_GET_MSRS", index: indices[Int(n)])
+            }
             return indices.indices.map { raw.load(fromByteOffset: 8 + $0 * 16 + 8, as: UInt64.self) }
         }
     }
@@ -92,12 +94,16 @@ extension VCPUIoctls {
     public func setMSRs(_ values: [(index: UInt32, value: UInt64)]) throws {
         try withMSRBuffer(values.map { ($0.index, $0.value) }) { raw, bytes in
             let n = try ioctl(CKVM_SET_MSRS, "KVM_SET_MSRS", raw, size: bytes)
-            if Int(n) < values.count { throw KVMError.msrNotHandled(operation: "KVM_SET_MSRS", index: values[Int(n)].index) }
+            if Int(n) < values.count {
+                throw KVMError.msrNotHandled(operation: "KVM_SET_MSRS", index: values[Int(n)].index)
+            }
         }
     }
 
-    private func withMSRBuffer<R>(_ entries: [(UInt32, UInt64)], _ body: (UnsafeMutableRawPointer, Int) throws -> R) throws -> R {
-        let bytes = 8 + entries.count * 16   // kvm_msrs header, then {index, reserved, data}
+    private func withMSRBuffer<R>(_ entries: [(UInt32, UInt64)], _ body: (UnsafeMutableRawPointer, Int) throws -> R)
+        throws -> R
+    {
+        let bytes = 8 + entries.count * 16  // kvm_msrs header, then {index, reserved, data}
         let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 8)
         defer { raw.deallocate() }
         raw.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
@@ -179,8 +185,9 @@ extension VCPUIoctls {
     /// later kernels write in the same order).
     public func nestedState() throws -> NestedState {
         guard nestedStateMaxSize > 0 else {
-            throw KVMError.unsupported(operation: "KVM_GET_NESTED_STATE",
-                                       reason: "KVM_CAP_NESTED_STATE is 0 (no nested SVM or VMX in this KVM)")
+            throw KVMError.unsupported(
+                operation: "KVM_GET_NESTED_STATE",
+                reason: "KVM_CAP_NESTED_STATE is 0 (no nested SVM or VMX in this KVM)")
         }
         var capacity = max(nestedStateMaxSize, NestedState.headerSize)
         while true {
@@ -190,7 +197,10 @@ extension VCPUIoctls {
                 return try rawIoctl(CKVM_GET_NESTED_STATE, raw.baseAddress, size: capacity)
             }
             let needed = Int(NestedState(bytes: bytes).size)
-            if r == -E2BIG, needed > capacity { capacity = needed; continue }
+            if r == -E2BIG, needed > capacity {
+                capacity = needed
+                continue
+            }
             if r < 0 { throw KVMError.ioctl(name: "KVM_GET_NESTED_STATE", errno: -r) }
             return NestedState(bytes: Array(bytes.prefix(max(needed, NestedState.headerSize))))
         }
@@ -199,12 +209,14 @@ extension VCPUIoctls {
     /// `KVM_SET_NESTED_STATE` with a blob as `nestedState()` returned it.
     public func setNestedState(_ state: NestedState) throws {
         guard nestedStateMaxSize > 0 else {
-            throw KVMError.unsupported(operation: "KVM_SET_NESTED_STATE",
-                                       reason: "KVM_CAP_NESTED_STATE is 0 (no nested SVM or VMX in this KVM)")
+            throw KVMError.unsupported(
+                operation: "KVM_SET_NESTED_STATE",
+                reason: "KVM_CAP_NESTED_STATE is 0 (no nested SVM or VMX in this KVM)")
         }
         guard state.bytes.count >= NestedState.headerSize, Int(state.size) <= state.bytes.count else {
-            throw KVMError.invalidArgument(operation: "KVM_SET_NESTED_STATE",
-                                           reason: "blob of \(state.bytes.count) bytes is shorter than its header's size")
+            throw KVMError.invalidArgument(
+                operation: "KVM_SET_NESTED_STATE",
+                reason: "blob of \(state.bytes.count) bytes is shorter than its header's size")
         }
         var bytes = state.bytes
         _ = try bytes.withUnsafeMutableBytes { raw in

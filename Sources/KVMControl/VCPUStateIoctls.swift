@@ -5,7 +5,10 @@ import Glibc
 public struct XCR: Equatable, Sendable {
     public var index: UInt32
     public var value: UInt64
-    public init(index: UInt32, value: UInt64) { self.index = index; self.value = value }
+    public init(index: UInt32, value: UInt64) {
+        self.index = index
+        self.value = value
+    }
 }
 
 /// The vCPU ioctls a VMM needs beyond the debugger's to move a vCPU
@@ -23,10 +26,13 @@ extension VCPUIoctls {
     /// `KVM_SET_XSAVE` with a buffer `xsave(size:)` returned.
     public func setXSAVE(_ bytes: [UInt8]) throws {
         guard bytes.count >= 4096 else {
-            throw KVMError.invalidArgument(operation: "KVM_SET_XSAVE", reason: "an XSAVE area is at least 4096 bytes, this is \(bytes.count)")
+            throw KVMError.invalidArgument(
+                operation: "KVM_SET_XSAVE", reason: "an XSAVE area is at least 4096 bytes, this is \(bytes.count)")
         }
         var buffer = bytes
-        try buffer.withUnsafeMutableBytes { raw in _ = try ioctl(CKVM_SET_XSAVE, "KVM_SET_XSAVE", raw.baseAddress, size: raw.count) }
+        try buffer.withUnsafeMutableBytes { raw in
+            _ = try ioctl(CKVM_SET_XSAVE, "KVM_SET_XSAVE", raw.baseAddress, size: raw.count)
+        }
     }
 
     /// `KVM_GET_XCRS`.
@@ -44,14 +50,16 @@ extension VCPUIoctls {
     /// `KVM_SET_XCRS`.
     public func setXCRs(_ xcrs: [XCR]) throws {
         guard xcrs.count <= Int(KVM_MAX_XCRS) else {
-            throw KVMError.invalidArgument(operation: "KVM_SET_XCRS", reason: "\(xcrs.count) XCRs, KVM takes at most \(KVM_MAX_XCRS)")
+            throw KVMError.invalidArgument(
+                operation: "KVM_SET_XCRS", reason: "\(xcrs.count) XCRs, KVM takes at most \(KVM_MAX_XCRS)")
         }
         var c = kvm_xcrs()
         c.nr_xcrs = UInt32(xcrs.count)
         withUnsafeMutableBytes(of: &c.xcrs) { raw in
             for (i, x) in xcrs.enumerated() {
-                raw.storeBytes(of: kvm_xcr(xcr: x.index, reserved: 0, value: x.value),
-                               toByteOffset: i * MemoryLayout<kvm_xcr>.stride, as: kvm_xcr.self)
+                raw.storeBytes(
+                    of: kvm_xcr(xcr: x.index, reserved: 0, value: x.value),
+                    toByteOffset: i * MemoryLayout<kvm_xcr>.stride, as: kvm_xcr.self)
             }
         }
         try ioctl(CKVM_SET_XCRS, "KVM_SET_XCRS", &c)
@@ -68,7 +76,8 @@ extension VCPUIoctls {
     public func setLAPIC(_ bytes: [UInt8]) throws {
         var c = kvm_lapic_state()
         guard bytes.count == MemoryLayout.size(ofValue: c.regs) else {
-            throw KVMError.invalidArgument(operation: "KVM_SET_LAPIC", reason: "the APIC page is 1024 bytes, this is \(bytes.count)")
+            throw KVMError.invalidArgument(
+                operation: "KVM_SET_LAPIC", reason: "the APIC page is 1024 bytes, this is \(bytes.count)")
         }
         withUnsafeMutableBytes(of: &c.regs) { raw in bytes.withUnsafeBytes { raw.copyMemory(from: $0) } }
         try ioctl(CKVM_SET_LAPIC, "KVM_SET_LAPIC", &c)

@@ -42,15 +42,18 @@ public final class VirtualMachine: @unchecked Sendable {
     public func addMemory(at guestPhysicalAddress: UInt64, size: Int) throws -> MemoryRegion {
         let page = 4096
         guard size > 0, size % page == 0, guestPhysicalAddress % UInt64(page) == 0 else {
-            throw KVMError.invalidArgument(operation: "KVM_SET_USER_MEMORY_REGION",
-                                           reason: "address and size must be non-zero multiples of 4096")
+            throw KVMError.invalidArgument(
+                operation: "KVM_SET_USER_MEMORY_REGION",
+                reason: "address and size must be non-zero multiples of 4096")
         }
         let newEnd = guestPhysicalAddress + UInt64(size)
         if regions.contains(where: { guestPhysicalAddress < $0.end && $0.guestPhysicalAddress < newEnd }) {
-            throw KVMError.invalidArgument(operation: "KVM_SET_USER_MEMORY_REGION", reason: "region overlaps an existing slot")
+            throw KVMError.invalidArgument(
+                operation: "KVM_SET_USER_MEMORY_REGION", reason: "region overlaps an existing slot")
         }
         guard let host = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
-              host != MAP_FAILED else {
+            host != MAP_FAILED
+        else {
             throw KVMError.system(call: "mmap(guest memory)", errno: errno)
         }
         let slot = UInt32(regions.count)
@@ -74,14 +77,17 @@ public final class VirtualMachine: @unchecked Sendable {
     @discardableResult
     public func mapMemoryForSMM() throws -> Bool {
         guard try checkExtension(.multiAddressSpace) >= 2 else { return false }
-        for r in regions { try setUserMemoryRegion(r, slot: r.slot | 1 << 16, "KVM_SET_USER_MEMORY_REGION (SMM address space)") }
+        for r in regions {
+            try setUserMemoryRegion(r, slot: r.slot | 1 << 16, "KVM_SET_USER_MEMORY_REGION (SMM address space)")
+        }
         return true
     }
 
     /// `KVM_SET_USER_MEMORY_REGION`: `region`'s host memory at its guest-physical address, as `slot`.
     private func setUserMemoryRegion(_ region: MemoryRegion, slot: UInt32, _ name: String) throws {
-        var raw = kvm_userspace_memory_region(slot: slot, flags: 0, guest_phys_addr: region.guestPhysicalAddress,
-                                              memory_size: UInt64(region.size), userspace_addr: UInt64(UInt(bitPattern: region.host)))
+        var raw = kvm_userspace_memory_region(
+            slot: slot, flags: 0, guest_phys_addr: region.guestPhysicalAddress,
+            memory_size: UInt64(region.size), userspace_addr: UInt64(UInt(bitPattern: region.host)))
         try kvmIoctl(fd, CKVM_SET_USER_MEMORY_REGION, name, &raw)
     }
 
@@ -107,8 +113,10 @@ public final class VirtualMachine: @unchecked Sendable {
 
     /// Calls `body` for each piece of [address, address+length) in slot order;
     /// throws if any byte lies outside every slot.
-    private func forEachPiece(_ address: UInt64, _ length: Int,
-                              _ body: (UnsafeMutableRawPointer, _ offsetInRequest: Int, _ count: Int) -> Void) throws {
+    private func forEachPiece(
+        _ address: UInt64, _ length: Int,
+        _ body: (UnsafeMutableRawPointer, _ offsetInRequest: Int, _ count: Int) -> Void
+    ) throws {
         guard length >= 0, address.addingReportingOverflow(UInt64(length)).overflow == false else {
             throw KVMError.guestMemoryOutOfRange(address: address, length: length)
         }

@@ -1,6 +1,7 @@
 import CPerf
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A tracepoint to watch: which one, and whether its firing stops the thread.
@@ -41,14 +42,20 @@ public final class PerfTracepoints {
         do {
             for (i, request) in requests.enumerated() {
                 // One group: the counters come back in one read at every stop.
-                let fd = cperf_open_tracepoint(thread, formats[i].id, request.stops ? 1 : 0, UInt64(i), opened.first ?? -1)
-                if fd < 0 { throw TraceError.system(call: "perf_event_open(\(request.system):\(request.name), tid \(thread))", errno: -fd) }
+                let fd = cperf_open_tracepoint(
+                    thread, formats[i].id, request.stops ? 1 : 0, UInt64(i), opened.first ?? -1)
+                if fd < 0 {
+                    throw TraceError.system(
+                        call: "perf_event_open(\(request.system):\(request.name), tid \(thread))", errno: -fd)
+                }
                 opened.append(fd)
             }
             let page = Int(sysconf(Int32(_SC_PAGESIZE)))
             ringLength = page * (ringPages + 1)
             let mapped = mmap(nil, ringLength, PROT_READ | PROT_WRITE, MAP_SHARED, opened[0], 0)
-            if mapped == MAP_FAILED { throw TraceError.system(call: "mmap of the perf ring (\(ringPages) pages)", errno: errno) }
+            if mapped == MAP_FAILED {
+                throw TraceError.system(call: "mmap of the perf ring (\(ringPages) pages)", errno: errno)
+            }
             ring = mapped!
             for fd in opened.dropFirst() {
                 let r = cperf_set_output(fd, opened[0])
@@ -105,10 +112,11 @@ public final class PerfTracepoints {
         var values = [UInt64](repeating: 0, count: fds.count)
         let n = cperf_read_group(fds[0], &values, Int32(values.count))
         if n < 0 { throw TraceError.system(call: "read of the perf group's counters", errno: -n) }
-        guard Int(n) == fds.count else { throw TraceError.system(call: "read of the perf group's counters (\(n) of \(fds.count))", errno: EIO) }
+        guard Int(n) == fds.count else {
+            throw TraceError.system(call: "read of the perf group's counters (\(n) of \(fds.count))", errno: EIO)
+        }
         return values
     }
-
 
     /// Takes every record written since the last drain, oldest first.
     public func drain() -> [TraceRecord] {

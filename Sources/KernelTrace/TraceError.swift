@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Why KVM's tracepoints cannot be used here; each case names what is missing.

@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The kernel's tracing file system: where tracepoint ids and formats are read.
@@ -13,12 +13,15 @@ public struct Tracefs: Sendable {
     public static func locate(mountIfNeeded: Bool = true) throws -> Tracefs {
         let candidates = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
         if let found = candidates.first(where: { isTracefs($0) }) { return Tracefs(root: found) }
-        guard mountIfNeeded else { throw TraceError.tracefsUnavailable("not mounted at \(candidates.joined(separator: " or "))") }
+        guard mountIfNeeded else {
+            throw TraceError.tracefsUnavailable("not mounted at \(candidates.joined(separator: " or "))")
+        }
         let target = candidates[0]
         guard access(target, F_OK) == 0 else { throw TraceError.tracefsUnavailable("\(target) does not exist") }
         if mount("nodev", target, "tracefs", 0, nil) != 0 {
             let e = errno
-            throw TraceError.tracefsUnavailable("mount -t tracefs nodev \(target): \(String(cString: strerror(e))) (errno \(e))")
+            throw TraceError.tracefsUnavailable(
+                "mount -t tracefs nodev \(target): \(String(cString: strerror(e))) (errno \(e))")
         }
         guard isTracefs(target) else { throw TraceError.tracefsUnavailable("mounted at \(target) but has no events/") }
         return Tracefs(root: target)

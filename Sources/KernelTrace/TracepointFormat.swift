@@ -39,7 +39,8 @@ public struct TracepointFormat: Sendable, Equatable {
         /// This field as a string: `__data_loc char[]` or a fixed `char[N]`, up to its NUL.
         public func string(in bytes: [UInt8]) -> String? {
             guard offset + size <= bytes.count else { return nil }
-            var start = offset, length = size
+            var start = offset
+            var length = size
             if isDataLocation {
                 guard offset + 4 <= bytes.count else { return nil }
                 let loc = (0..<4).reduce(UInt32(0)) { $0 | UInt32(bytes[offset + $1]) << (8 * UInt32($1)) }
@@ -82,7 +83,8 @@ public struct TracepointFormat: Sendable, Equatable {
         for part in line.split(separator: ";") {
             let item = part.trimmingCharacters(in: .whitespaces)
             guard let colon = item.firstIndex(of: ":") else { continue }
-            let key = String(item[..<colon]), value = String(item[item.index(after: colon)...])
+            let key = String(item[..<colon])
+            let value = String(item[item.index(after: colon)...])
             if key == "field" { declaration = value } else { numbers[key] = Int(value) }
         }
         guard let declaration, let offset = numbers["offset"], let size = numbers["size"] else {
@@ -90,7 +92,9 @@ public struct TracepointFormat: Sendable, Equatable {
         }
         // The name is the declaration's last word, without an array suffix.
         var words = declaration.split(separator: " ").map(String.init)
-        guard var name = words.popLast() else { throw TraceError.malformedFormat(event: event, detail: "empty field in \"\(line)\"") }
+        guard var name = words.popLast() else {
+            throw TraceError.malformedFormat(event: event, detail: "empty field in \"\(line)\"")
+        }
         var type = words.joined(separator: " ")
         if let bracket = name.firstIndex(of: "[") {
             type += String(name[bracket...])

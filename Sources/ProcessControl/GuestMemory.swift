@@ -1,6 +1,7 @@
 import CProcess
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Guest-physical memory of a running QEMU, read and written in QEMU's
@@ -77,8 +78,9 @@ public struct GuestMemory: Sendable {
             }
             let offset = current - range.guestPhysicalAddress
             let length = Int(min(UInt64(count - done), range.size - offset))
-            pieces.append(Piece(
-                guestAddress: current, hostAddress: range.hostAddress + offset, bufferOffset: done, count: length))
+            pieces.append(
+                Piece(
+                    guestAddress: current, hostAddress: range.hostAddress + offset, bufferOffset: done, count: length))
             done += length
         }
         return pieces
@@ -95,7 +97,8 @@ public struct GuestMemory: Sendable {
             if result == -Int(EINTR) { continue }
             guard result > 0 else {
                 let guestAddress = piece.guestAddress + UInt64(done)
-                let call = "\(verb)(process \(pid), HVA 0x\(String(piece.hostAddress + UInt64(done), radix: 16)) "
+                let call =
+                    "\(verb)(process \(pid), HVA 0x\(String(piece.hostAddress + UInt64(done), radix: 16)) "
                     + "for GPA 0x\(String(guestAddress, radix: 16)), \(piece.count - done) bytes)"
                 // 0 bytes without an error: the next page is not there either.
                 throw .system(call: call, errno: result == 0 ? EFAULT : Int32(-result))

@@ -11,7 +11,8 @@ public struct GuestRAMRange: Sendable, Equatable {
     /// Where the range starts inside its block.
     public let blockOffset: UInt64
 
-    public init(guestPhysicalAddress: UInt64, size: UInt64, hostAddress: UInt64, blockName: String, blockOffset: UInt64) {
+    public init(guestPhysicalAddress: UInt64, size: UInt64, hostAddress: UInt64, blockName: String, blockOffset: UInt64)
+    {
         self.guestPhysicalAddress = guestPhysicalAddress
         self.size = size
         self.hostAddress = hostAddress
@@ -36,9 +37,10 @@ public struct GuestRAMRange: Sendable, Equatable {
         for range in flat where range.kind == .ram {
             let block = blocks.first { $0.isBlock(of: range.regionName) }
             if let block, range.offsetInRegion + range.size > block.usedLength {
-                throw .qmp("info mtree -f maps 0x\(String(range.size, radix: 16)) bytes of \(range.regionName) at offset "
-                    + "0x\(String(range.offsetInRegion, radix: 16)), past the end of RAM block \(block.name) "
-                    + "(0x\(String(block.usedLength, radix: 16)) bytes used)")
+                throw .qmp(
+                    "info mtree -f maps 0x\(String(range.size, radix: 16)) bytes of \(range.regionName) at offset "
+                        + "0x\(String(range.offsetInRegion, radix: 16)), past the end of RAM block \(block.name) "
+                        + "(0x\(String(block.usedLength, radix: 16)) bytes used)")
             }
             let host: UInt64
             if let base = block?.hostAddress {
@@ -46,9 +48,10 @@ public struct GuestRAMRange: Sendable, Equatable {
             } else {
                 host = try hostAddress(range)
             }
-            ranges.append(GuestRAMRange(
-                guestPhysicalAddress: range.start, size: range.size, hostAddress: host,
-                blockName: block?.name ?? range.regionName, blockOffset: range.offsetInRegion))
+            ranges.append(
+                GuestRAMRange(
+                    guestPhysicalAddress: range.start, size: range.size, hostAddress: host,
+                    blockName: block?.name ?? range.regionName, blockOffset: range.offsetInRegion))
         }
         return ranges.sorted { $0.guestPhysicalAddress < $1.guestPhysicalAddress }
     }
@@ -72,14 +75,17 @@ public struct GuestRAMRange: Sendable, Equatable {
         var ranges: [GuestRAMRange] = []
         let lowEnd = min(end, legacyHole.lowerBound)
         if lowEnd > 0 {
-            ranges.append(GuestRAMRange(
-                guestPhysicalAddress: 0, size: lowEnd, hostAddress: hostAddress, blockName: blockName, blockOffset: 0))
+            ranges.append(
+                GuestRAMRange(
+                    guestPhysicalAddress: 0, size: lowEnd, hostAddress: hostAddress, blockName: blockName,
+                    blockOffset: 0))
         }
         if end > legacyHole.upperBound {
             let start = legacyHole.upperBound
-            ranges.append(GuestRAMRange(
-                guestPhysicalAddress: start, size: end - start, hostAddress: hostAddress + start,
-                blockName: blockName, blockOffset: start))
+            ranges.append(
+                GuestRAMRange(
+                    guestPhysicalAddress: start, size: end - start, hostAddress: hostAddress + start,
+                    blockName: blockName, blockOffset: start))
         }
         return ranges
     }
@@ -97,7 +103,9 @@ public struct RAMBlock: Sendable, Equatable {
     /// Where QEMU maps the block, when the table has an HVA column (newer QEMUs; 7.2 has none).
     public let hostAddress: UInt64?
 
-    public init(name: String, pageSize: UInt64, offset: UInt64, usedLength: UInt64, maxLength: UInt64, hostAddress: UInt64?) {
+    public init(
+        name: String, pageSize: UInt64, offset: UInt64, usedLength: UInt64, maxLength: UInt64, hostAddress: UInt64?
+    ) {
         self.name = name
         self.pageSize = pageSize
         self.offset = offset
@@ -115,7 +123,8 @@ public struct RAMBlock: Sendable, Equatable {
     /// The rows of `info ramblock`'s output.
     public static func parseTable(_ text: String) throws(ProcessError) -> [RAMBlock] {
         let lines = text.split(whereSeparator: \.isNewline).map { $0.split(separator: " ").map(String.init) }
-        guard let header = lines.first, header.starts(with: ["Block", "Name", "PSize", "Offset", "Used", "Total"]) else {
+        guard let header = lines.first, header.starts(with: ["Block", "Name", "PSize", "Offset", "Used", "Total"])
+        else {
             throw .qmp("info ramblock: no table header in \"\(text.prefix(80))\"")
         }
         // "Block Name" and "4 KiB" are both two words: header and rows count words alike.
@@ -124,7 +133,7 @@ public struct RAMBlock: Sendable, Equatable {
         for row in lines.dropFirst() {
             // name, page size as "4 KiB", offset, used, total[, HVA[, RO]]
             guard row.count >= 6, let pageSize = parseSize(row[1], unit: row[2]),
-                  let offset = parseHex(row[3]), let used = parseHex(row[4]), let total = parseHex(row[5])
+                let offset = parseHex(row[3]), let used = parseHex(row[4]), let total = parseHex(row[5])
             else {
                 throw .qmp("info ramblock: unreadable row \"\(row.joined(separator: " "))\"")
             }
@@ -132,8 +141,10 @@ public struct RAMBlock: Sendable, Equatable {
             if let hvaColumn, hvaColumn < row.count {
                 host = parseHex(row[hvaColumn])
             }
-            blocks.append(RAMBlock(
-                name: row[0], pageSize: pageSize, offset: offset, usedLength: used, maxLength: total, hostAddress: host))
+            blocks.append(
+                RAMBlock(
+                    name: row[0], pageSize: pageSize, offset: offset, usedLength: used, maxLength: total,
+                    hostAddress: host))
         }
         return blocks
     }
@@ -224,12 +235,14 @@ public struct FlatRange: Sendable, Equatable {
     /// `START-END (prio P, KIND): NAME[ @OFFSET][ KVM]`, or nil for any other line.
     static func parseRange(_ line: String) -> FlatRange? {
         guard let dash = line.firstIndex(of: "-"), let open = line.firstIndex(of: "("),
-              let close = line.firstIndex(of: ")"), open < close,
-              let start = UInt64(line[..<dash], radix: 16),
-              let last = UInt64(line[line.index(after: dash)..<open].trimmingCharacters(in: .whitespaces), radix: 16),
-              last >= start
+            let close = line.firstIndex(of: ")"), open < close,
+            let start = UInt64(line[..<dash], radix: 16),
+            let last = UInt64(line[line.index(after: dash)..<open].trimmingCharacters(in: .whitespaces), radix: 16),
+            last >= start
         else { return nil }
-        let attributes = line[line.index(after: open)..<close].split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        let attributes = line[line.index(after: open)..<close].split(separator: ",").map {
+            $0.trimmingCharacters(in: .whitespaces)
+        }
         guard attributes.count == 2, attributes[0].hasPrefix("prio "), let priority = Int(attributes[0].dropFirst(5))
         else { return nil }
         // "nv-ram" is non-volatile RAM: RAM all the same for reading and writing.
@@ -245,7 +258,8 @@ public struct FlatRange: Sendable, Equatable {
             offset = value
         }
         return FlatRange(
-            start: start, size: last - start + 1, priority: priority, kind: kind, regionName: name, offsetInRegion: offset)
+            start: start, size: last - start + 1, priority: priority, kind: kind, regionName: name,
+            offsetInRegion: offset)
     }
 }
 
@@ -257,9 +271,9 @@ struct HostAddressAnswer: Equatable {
     static func parse(_ text: String, command: String) throws(ProcessError) -> HostAddressAnswer {
         let line = text.trimmingCharacters(in: .whitespacesAndNewlines)
         guard line.hasPrefix("Host virtual address for "),
-              let open = line.firstIndex(of: "("), let close = line.lastIndex(of: ")"), open < close,
-              let isRange = line.range(of: " is 0x", options: .backwards),
-              let address = UInt64(line[isRange.upperBound...], radix: 16)
+            let open = line.firstIndex(of: "("), let close = line.lastIndex(of: ")"), open < close,
+            let isRange = line.range(of: " is 0x", options: .backwards),
+            let address = UInt64(line[isRange.upperBound...], radix: 16)
         else {
             // "Memory at address 0xa0000 is not RAM", "No memory is mapped at address 0x10000000"
             throw .qmp("\(command): \(line)")

@@ -30,7 +30,8 @@ public enum QEMUCommandLine {
             case "-mon":
                 let parsed = options(value)
                 if parsed.contains(Option(key: "mode", value: "control")),
-                   let chardev = parsed.first(where: { $0.key == "chardev" })?.value {
+                    let chardev = parsed.first(where: { $0.key == "chardev" })?.value
+                {
                     controlMonitors.append(chardev)
                 }
             default:
@@ -40,7 +41,9 @@ public enum QEMUCommandLine {
             index += 2
         }
         for monitor in controlMonitors {
-            guard let chardev = chardevs.first(where: { $0.id == monitor }), chardev.backend == "socket" else { continue }
+            guard let chardev = chardevs.first(where: { $0.id == monitor }), chardev.backend == "socket" else {
+                continue
+            }
             if let path = chardev.path {
                 sources.append(.path(path))
             } else if let fd = chardev.descriptor {
@@ -94,7 +97,8 @@ public enum QEMUCommandLine {
 
         init(_ options: [Option]) {
             // The backend is the first bare word ("socket,id=…") or backend=….
-            backend = options.first.flatMap { $0.key.isEmpty ? $0.value : nil }
+            backend =
+                options.first.flatMap { $0.key.isEmpty ? $0.value : nil }
                 ?? options.first { $0.key == "backend" }?.value
             id = options.first { $0.key == "id" }?.value
             path = options.first { $0.key == "path" }?.value

@@ -1,6 +1,7 @@
 import CProcess
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A vCPU file descriptor of QEMU: `/proc/PID/fd/F -> anon_inode:kvm-vcpu:N`.
@@ -50,7 +51,7 @@ public enum ThreadSyscallState: Sendable, Equatable {
     /// The vCPU descriptor this thread is inside KVM_RUN on, if it is.
     var kvmRunDescriptor: Int32? {
         guard case let .syscall(number, arguments) = self, number == Int(CPROC_SYS_IOCTL),
-              arguments[1] == Self.kvmRun, let fd = Int32(exactly: arguments[0])
+            arguments[1] == Self.kvmRun, let fd = Int32(exactly: arguments[0])
         else { return nil }
         return fd
     }
@@ -86,9 +87,9 @@ public struct MemoryMapping: Sendable, Equatable {
             // START-END PERMS OFFSET DEV INODE [PATH, which may hold spaces]
             let fields = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
             guard fields.count >= 5, let dash = fields[0].firstIndex(of: "-"),
-                  let start = UInt64(fields[0][..<dash], radix: 16),
-                  let end = UInt64(fields[0][fields[0].index(after: dash)...], radix: 16),
-                  let offset = UInt64(fields[2], radix: 16)
+                let start = UInt64(fields[0][..<dash], radix: 16),
+                let end = UInt64(fields[0][fields[0].index(after: dash)...], radix: 16),
+                let offset = UInt64(fields[2], radix: 16)
             else { return nil }
             let permissions = Array(fields[1])
             guard permissions.count == 4 else { return nil }
@@ -116,7 +117,8 @@ public struct QEMUProcess: Sendable, Equatable {
             throw .noSuchProcess(pid: pid)
         }
         name = ProcFS.statusField("Name", in: status) ?? "?"
-        userID = ProcFS.statusField("Uid", in: status)?.split(whereSeparator: \.isWhitespace).first
+        userID =
+            ProcFS.statusField("Uid", in: status)?.split(whereSeparator: \.isWhitespace).first
             .flatMap { UInt32($0) } ?? 0
         // /proc also answers for a thread id that is no process: name the process.
         if let group = ProcFS.statusField("Tgid", in: status).flatMap({ Int32($0) }), group != pid {
@@ -180,8 +182,8 @@ public struct QEMUProcess: Sendable, Equatable {
         var found: [VCPUThread] = []
         for thread in try threadIDs() {
             guard let fd = try syscallState(ofThread: thread)?.kvmRunDescriptor,
-                  let vcpu = descriptors.vcpus.first(where: { $0.fileDescriptor == fd }),
-                  !found.contains(where: { $0.index == vcpu.index })
+                let vcpu = descriptors.vcpus.first(where: { $0.fileDescriptor == fd }),
+                !found.contains(where: { $0.index == vcpu.index })
             else { continue }
             found.append(VCPUThread(index: vcpu.index, threadID: thread))
         }
@@ -226,7 +228,7 @@ public struct QEMUProcess: Sendable, Equatable {
     /// even shows the KVM_RUN of the vCPU that started it in its syscall file.
     private func isKernelWorker(_ thread: Int32) -> Bool {
         guard case let .success(stat) = ProcFS.read("/proc/\(pid)/task/\(thread)/stat"),
-              let close = stat.lastIndex(of: ")")
+            let close = stat.lastIndex(of: ")")
         else { return false }
         // Fields after "(comm)": state is field 3, flags field 9.
         let fields = stat[stat.index(after: close)...].split(separator: " ")
@@ -258,7 +260,7 @@ public struct QEMUProcess: Sendable, Equatable {
     /// The path a listening Unix socket descriptor is bound to.
     private func boundPath(ofSocket fd: Int32) -> String? {
         guard let target = ProcFS.readLink("/proc/\(pid)/fd/\(fd)"), target.hasPrefix("socket:["),
-              case let .success(table) = ProcFS.read("/proc/net/unix")
+            case let .success(table) = ProcFS.read("/proc/net/unix")
         else { return nil }
         let inode = target.dropFirst(8).dropLast()
         // Num RefCount Protocol Flags Type St Inode Path
@@ -281,7 +283,7 @@ public struct QEMUProcess: Sendable, Equatable {
     public func fallbackGuestRAM() throws(ProcessError) -> [GuestRAMRange] {
         let candidates = try memoryMappings().filter { mapping in
             guard let path = mapping.path, mapping.isShared, mapping.isReadable, mapping.isWritable,
-                  mapping.fileOffset == 0
+                mapping.fileOffset == 0
             else { return false }
             // kvm_run pages, DRM buffers and the like are shared mappings too.
             let device = path.hasPrefix("/dev/") && !path.hasPrefix("/dev/shm/") && !path.hasPrefix("/dev/hugepages")
@@ -301,7 +303,7 @@ public struct QEMUProcess: Sendable, Equatable {
     public func tracer() throws(ProcessError) -> Tracer? {
         for thread in try threadIDs() {
             guard case let .success(status) = ProcFS.read("/proc/\(pid)/task/\(thread)/status"),
-                  let tracer = ProcFS.statusField("TracerPid", in: status).flatMap({ Int32($0) }), tracer != 0
+                let tracer = ProcFS.statusField("TracerPid", in: status).flatMap({ Int32($0) }), tracer != 0
             else { continue }
             // TracerPid is the tracing thread: name its process.
             let tracerStatus = try? ProcFS.read("/proc/\(tracer)/status").get()

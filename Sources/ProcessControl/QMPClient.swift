@@ -1,6 +1,7 @@
 import Foundation
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// What QEMU says when a client connects: its version and the capabilities it offers.
@@ -161,7 +162,8 @@ public final class QMPClient {
             let command = "gpa2hva 0x\(String(range.start, radix: 16))"
             let answer = try HostAddressAnswer.parse(try humanMonitorCommand(command), command: command)
             guard answer.regionName == range.regionName else {
-                throw .qmp("\(command): QEMU names region \(answer.regionName), info mtree -f names \(range.regionName)")
+                throw .qmp(
+                    "\(command): QEMU names region \(answer.regionName), info mtree -f names \(range.regionName)")
             }
             regionBases[range.regionName] = answer.hostAddress - range.offsetInRegion
             return answer.hostAddress
@@ -210,8 +212,9 @@ public final class QMPClient {
         } catch let error {
             if case .qmpTimeout = error {
                 // QEMU greets at once; silence means another client holds the monitor, or no QEMU at all.
-                throw .qmp("\(path) sent no QMP greeting within \(timeout): another client (libvirt?) may hold "
-                    + "QEMU's monitor, or it is not a QMP socket")
+                throw .qmp(
+                    "\(path) sent no QMP greeting within \(timeout): another client (libvirt?) may hold "
+                        + "QEMU's monitor, or it is not a QMP socket")
             }
             throw error
         }
@@ -227,7 +230,9 @@ public final class QMPClient {
     private func send(_ bytes: [UInt8], for command: String) throws(ProcessError) {
         var sent = 0
         while sent < bytes.count {
-            let count = bytes[sent...].withUnsafeBytes { Glibc.send(socket, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let count = bytes[sent...].withUnsafeBytes {
+                Glibc.send(socket, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+            }
             if count < 0 {
                 let error = errno
                 if error == EINTR { continue }
@@ -240,7 +245,8 @@ public final class QMPClient {
         }
     }
 
-    private func readLine(until deadline: ContinuousClock.Instant, waitingFor what: String) throws(ProcessError) -> Data {
+    private func readLine(until deadline: ContinuousClock.Instant, waitingFor what: String) throws(ProcessError) -> Data
+    {
         try Self.readLine(
             socket: socket, path: path, received: &received, until: deadline, timeout: timeout, waitingFor: what)
     }

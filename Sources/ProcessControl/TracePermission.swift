@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// What decides whether this process may ptrace another one: Yama's scope,
@@ -37,9 +37,11 @@ public struct TracePermission: Sendable, Equatable {
         let yama = try? ProcFS.read("/proc/sys/kernel/yama/ptrace_scope").get()
         let status = (try? ProcFS.read("/proc/self/status").get()) ?? ""
         return TracePermission(
-            yamaScope: yama.flatMap { Int($0.trimmingSuffix(while: \.isWhitespace)) }.flatMap(YamaScope.init(rawValue:)),
+            yamaScope: yama.flatMap { Int($0.trimmingSuffix(while: \.isWhitespace)) }.flatMap(
+                YamaScope.init(rawValue:)),
             isRoot: geteuid() == 0,
-            hasPtraceCapability: ProcFS.statusField("CapEff", in: status).map(Self.hasPtraceCapability(capEff:)) ?? false,
+            hasPtraceCapability: ProcFS.statusField("CapEff", in: status).map(Self.hasPtraceCapability(capEff:))
+                ?? false,
             userID: getuid())
     }
 

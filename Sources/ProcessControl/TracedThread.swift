@@ -1,6 +1,7 @@
 import CProcess
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The x86-64 registers of a traced thread (`struct user_regs_struct`).
@@ -18,7 +19,9 @@ public struct ThreadRegisters: Equatable, Sendable {
     /// The system call the thread was in when it stopped (-1: none).
     public var originalRAX: Int64 { Int64(bitPattern: words[Int(CPROC_ORIG_RAX)]) }
     /// The first three system call arguments (rdi, rsi, rdx).
-    public var arguments: (UInt64, UInt64, UInt64) { (words[Int(CPROC_RDI)], words[Int(CPROC_RSI)], words[Int(CPROC_RDX)]) }
+    public var arguments: (UInt64, UInt64, UInt64) {
+        (words[Int(CPROC_RDI)], words[Int(CPROC_RSI)], words[Int(CPROC_RDX)])
+    }
     /// The system call's result where the thread stopped on its way out of one.
     public var result: Int64 { Int64(bitPattern: rax) }
 
@@ -42,10 +45,10 @@ public struct ThreadRegisters: Equatable, Sendable {
         guard originalRAX >= 0 else { return self }
         var r = self
         switch result {
-        case -512, -513, -514:   // ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND: the same call again
+        case -512, -513, -514:  // ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND: the same call again
             r.words[Int(CPROC_RAX)] = UInt64(bitPattern: originalRAX)
             r.rip -= 2
-        case -516:               // ERESTART_RESTARTBLOCK: restart_syscall(2)
+        case -516:  // ERESTART_RESTARTBLOCK: restart_syscall(2)
             r.words[Int(CPROC_RAX)] = 219
             r.rip -= 2
         default:
@@ -113,7 +116,9 @@ public final class TracedThread {
     public static func seize(pid: Int32, tid: Int32) throws -> TracedThread {
         let r = cproc_seize(tid, UInt(CPROC_O_TRACESYSGOOD | CPROC_O_TRACEEXIT))
         if r == -ESRCH { throw ProcessError.noSuchProcess(pid: tid) }
-        if r == -EPERM { throw ProcessError.cannotTrace(pid: pid, reason: "ptrace(PTRACE_SEIZE) of thread \(tid): EPERM") }
+        if r == -EPERM {
+            throw ProcessError.cannotTrace(pid: pid, reason: "ptrace(PTRACE_SEIZE) of thread \(tid): EPERM")
+        }
         if r < 0 { throw ProcessError.system(call: "ptrace(PTRACE_SEIZE, \(tid))", errno: -r) }
         return TracedThread(pid: pid, tid: tid)
     }
@@ -163,7 +168,10 @@ public final class TracedThread {
             if signal == SIGTRAP | 0x80 {
                 stop = .syscall
             } else {
-                var signo: Int32 = 0, code: Int32 = 0, sender: Int32 = 0, value: UInt64 = 0
+                var signo: Int32 = 0
+                var code: Int32 = 0
+                var sender: Int32 = 0
+                var value: UInt64 = 0
                 try check(cproc_get_siginfo(tid, &signo, &code, &sender, &value), "ptrace(PTRACE_GETSIGINFO, \(tid))")
                 stop = .signal(SignalInfo(signal: signo, code: code, sender: sender, value: value))
             }
@@ -246,15 +254,27 @@ public final class TracedThread {
     public func readMemory(at address: UInt64, count: Int) throws -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: count)
         let n = bytes.withUnsafeMutableBytes { cproc_read_memory(pid, address, $0.baseAddress, count) }
-        if n < 0 { throw ProcessError.system(call: "process_vm_readv(\(pid), 0x\(String(address, radix: 16)), \(count))", errno: Int32(-n)) }
-        guard n == count else { throw ProcessError.unsuitable("process \(pid): only \(n) of \(count) bytes readable at 0x\(String(address, radix: 16))") }
+        if n < 0 {
+            throw ProcessError.system(
+                call: "process_vm_readv(\(pid), 0x\(String(address, radix: 16)), \(count))", errno: Int32(-n))
+        }
+        guard n == count else {
+            throw ProcessError.unsuitable(
+                "process \(pid): only \(n) of \(count) bytes readable at 0x\(String(address, radix: 16))")
+        }
         return bytes
     }
 
     public func writeMemory(_ bytes: [UInt8], at address: UInt64) throws {
         let n = bytes.withUnsafeBytes { cproc_write_memory(pid, address, $0.baseAddress, bytes.count) }
-        if n < 0 { throw ProcessError.system(call: "process_vm_writev(\(pid), 0x\(String(address, radix: 16)), \(bytes.count))", errno: Int32(-n)) }
-        guard n == bytes.count else { throw ProcessError.unsuitable("process \(pid): only \(n) of \(bytes.count) bytes writable at 0x\(String(address, radix: 16))") }
+        if n < 0 {
+            throw ProcessError.system(
+                call: "process_vm_writev(\(pid), 0x\(String(address, radix: 16)), \(bytes.count))", errno: Int32(-n))
+        }
+        guard n == bytes.count else {
+            throw ProcessError.unsuitable(
+                "process \(pid): only \(n) of \(bytes.count) bytes writable at 0x\(String(address, radix: 16))")
+        }
     }
 
     // MARK: system calls in the thread
@@ -282,9 +302,12 @@ public final class TracedThread {
     /// register as it was, so the thread resumes where it stopped. Signals
     /// that arrive meanwhile are kept for `resume`.
     public func syscall(_ number: Int, _ arguments: [UInt64]) throws -> Int64 {
-        guard currentStop != nil else { throw ProcessError.unexpectedStop("thread \(tid) is running: stop it before a system call") }
+        guard currentStop != nil else {
+            throw ProcessError.unexpectedStop("thread \(tid) is running: stop it before a system call")
+        }
         guard let instruction = syscallInstruction else {
-            throw ProcessError.unsuitable("thread \(tid): no syscall instruction known yet (it has not stopped inside a system call)")
+            throw ProcessError.unsuitable(
+                "thread \(tid): no syscall instruction known yet (it has not stopped inside a system call)")
         }
         let saved = try registers()
         // The thread's own call site where it has one: if the tracer dies

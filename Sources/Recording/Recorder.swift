@@ -45,20 +45,26 @@ public final class Recorder: StopRecorder, @unchecked Sendable {
                 try db.execute(sql: "PRAGMA synchronous = NORMAL")
             }
             queue = try DatabaseQueue(path: path, configuration: configuration)
-            let kvmAMD = JSON.object(session.kvmAMD.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) }).serialized()
+            let kvmAMD = JSON.object(session.kvmAMD.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })
+                .serialized()
             try queue.write { db in
                 for sql in Schema.tables + Schema.views { try db.execute(sql: sql) }
-                try db.execute(sql: "INSERT INTO meta (key, value) VALUES ('format', ?), ('schema_version', ?)",
-                               arguments: [Schema.format, String(Schema.version)])
+                try db.execute(
+                    sql: "INSERT INTO meta (key, value) VALUES ('format', ?), ('schema_version', ?)",
+                    arguments: [Schema.format, String(Schema.version)])
                 for (pos, name) in Schema.registerNames {
                     try db.execute(sql: "INSERT INTO register_names (pos, name) VALUES (?, ?)", arguments: [pos, name])
                 }
-                try db.execute(sql: """
-                    INSERT INTO session (id, nestdbg_version, started_at, command_line, kernel, kvm_amd, cpu_model, target,
-                                         image_sha256, stop_source)
-                    VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """, arguments: [session.nestdbgVersion, session.startedAt, session.commandLine, session.kernel, kvmAMD,
-                                     session.cpuModel, session.target, session.imageSHA256, session.stopSource])
+                try db.execute(
+                    sql: """
+                        INSERT INTO session (id, nestdbg_version, started_at, command_line, kernel, kvm_amd, cpu_model, target,
+                                             image_sha256, stop_source)
+                        VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        """,
+                    arguments: [
+                        session.nestdbgVersion, session.startedAt, session.commandLine, session.kernel, kvmAMD,
+                        session.cpuModel, session.target, session.imageSHA256, session.stopSource,
+                    ])
             }
         } catch {
             throw .cannotWrite(path, why: "\(error)")
@@ -102,7 +108,8 @@ public final class Recorder: StopRecorder, @unchecked Sendable {
         let lost = failure
         condition.unlock()
         if let lost {
-            FileHandle.standardError.write(Data("nestdbg: recording to \(path): the last stops were not stored: \(lost)\n".utf8))
+            FileHandle.standardError.write(
+                Data("nestdbg: recording to \(path): the last stops were not stored: \(lost)\n".utf8))
         }
         try? queue.writeWithoutTransaction { db in
             try db.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)")
@@ -150,11 +157,15 @@ public final class Recorder: StopRecorder, @unchecked Sendable {
         recentBlobs = Array((recentBlobs + added).suffix(Self.recentLimit))
     }
 
-    private func insert(_ stop: Stop, serial: [UInt8], _ db: Database, added: inout [(id: Int64, bytes: [UInt8])]) throws {
+    private func insert(_ stop: Stop, serial: [UInt8], _ db: Database, added: inout [(id: Int64, bytes: [UInt8])])
+        throws
+    {
         func blob(_ bytes: [UInt8]?) throws -> Int64? {
             guard let bytes else { return nil }
             // Array == returns at once for the same storage: a page carried from stop to stop is not compared byte by byte.
-            if let id = added.last(where: { $0.bytes == bytes })?.id ?? recentBlobs.last(where: { $0.bytes == bytes })?.id {
+            if let id = added.last(where: { $0.bytes == bytes })?.id
+                ?? recentBlobs.last(where: { $0.bytes == bytes })?.id
+            {
                 return id
             }
             // Stored without its trailing zero bytes (a VMCB's last ~2.4 KiB are zero): see Schema.
@@ -165,11 +176,14 @@ public final class Recorder: StopRecorder, @unchecked Sendable {
             return db.lastInsertedRowID
         }
         let vmcb = stop.vmcb12
-        let exitFields: [Int64?] = stop.exit == nil ? [nil, nil, nil, nil]
+        let exitFields: [Int64?] =
+            stop.exit == nil
+            ? [nil, nil, nil, nil]
             : [VMCBField.exitInfo1, .exitInfo2, .exitIntInfo, .nextRIP].map { vmcb?[integer: $0].stored }
         let kvm = stop.kvm
         let arguments: [(any DatabaseValueConvertible)?] = [
-            stop.index, Date().timeIntervalSince1970, stop.kind.rawValue, stop.level.rawValue, stop.reason, stop.kvmExit,
+            stop.index, Date().timeIntervalSince1970, stop.kind.rawValue, stop.level.rawValue, stop.reason,
+            stop.kvmExit,
             stop.exit?.code.stored, stop.exit?.name, exitFields[0], exitFields[1], exitFields[2], exitFields[3],
             stop.why?.description, try stop.why.map { String(decoding: try encoder.encode($0), as: UTF8.self) },
             stop.l1[.rip]?.stored, stop.l2?[.rip]?.stored, stop.vmcb12GPA?.stored, Int64(stop.nestedFlags.rawValue),
@@ -181,22 +195,30 @@ public final class Recorder: StopRecorder, @unchecked Sendable {
             kvm == nil ? 0 : 1, kvm?.handledByL0 == nil ? 0 : 1, Int64(kvm?.lost ?? 0),
             Self.strings(kvm?.problems), Self.strings(kvm?.notes), Self.strings(stop.kvmDisagreements),
         ]
-        try db.cachedStatement(sql: """
-            INSERT INTO stops (idx, recorded_at, kind, level, reason, kvm_exit, exit_code, exit_name, exit_info_1,
-                               exit_info_2, exit_int_info, next_rip, why, cause, l1_rip, l2_rip, vmcb12_gpa,
-                               nested_flags, exit_status, hit, l1_source, l1, l2_source, l2, vmcb12_before,
-                               vmcb12_after, cached_controls, nested_state, kvm, kvm_handled_known, kvm_lost,
-                               kvm_problems, kvm_notes, kvm_vs_vmcb12)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """).execute(arguments: StatementArguments(arguments))
+        try db.cachedStatement(
+            sql: """
+                INSERT INTO stops (idx, recorded_at, kind, level, reason, kvm_exit, exit_code, exit_name, exit_info_1,
+                                   exit_info_2, exit_int_info, next_rip, why, cause, l1_rip, l2_rip, vmcb12_gpa,
+                                   nested_flags, exit_status, hit, l1_source, l1, l2_source, l2, vmcb12_before,
+                                   vmcb12_after, cached_controls, nested_state, kvm, kvm_handled_known, kvm_lost,
+                                   kvm_problems, kvm_notes, kvm_vs_vmcb12)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """
+        ).execute(arguments: StatementArguments(arguments))
         for change in stop.synced {
-            try db.cachedStatement(sql: "INSERT INTO synced (idx, field, before, after, class, note) VALUES (?, ?, ?, ?, ?, ?)")
-                .execute(arguments: [stop.index, change.field.name, change.before.description, change.after.description,
-                                     change.sync.rawValue, change.note])
+            try db.cachedStatement(
+                sql: "INSERT INTO synced (idx, field, before, after, class, note) VALUES (?, ?, ?, ?, ?, ?)"
+            )
+            .execute(arguments: [
+                stop.index, change.field.name, change.before.description, change.after.description,
+                change.sync.rawValue, change.note,
+            ])
         }
         for v in stop.violations {
-            try db.cachedStatement(sql: "INSERT INTO violations (idx, rule, field, message, enforced_by) VALUES (?, ?, ?, ?, ?)")
-                .execute(arguments: [stop.index, v.rule, v.field, v.message, v.enforcedBy])
+            try db.cachedStatement(
+                sql: "INSERT INTO violations (idx, rule, field, message, enforced_by) VALUES (?, ?, ?, ?, ?)"
+            )
+            .execute(arguments: [stop.index, v.rule, v.field, v.message, v.enforcedBy])
         }
         for (seq, event) in (kvm?.events ?? []).enumerated() { try Self.insert(event, seq: seq, stop: stop.index, db) }
         for count in kvm?.handledByL0 ?? [] {
@@ -214,17 +236,22 @@ public final class Recorder: StopRecorder, @unchecked Sendable {
         var check: String?
         switch event {
         case let .vmexitInject(f), let .l2Exit(f):
-            exit = [f.code.stored, SVMExit.name(of: f.code), f.info1.stored, f.info2.stored, f.intInfo.stored, f.intInfoError.stored]
+            exit = [
+                f.code.stored, SVMExit.name(of: f.code), f.info1.stored, f.info2.stored, f.intInfo.stored,
+                f.intInfoError.stored,
+            ]
         case let .vmenter(rip, vmcb, l2RIP, intCtl, eventInj, npt):
             enter = [rip.stored, vmcb.stored, l2RIP.stored, intCtl.stored, eventInj.stored, npt ? 1 : 0]
         case let .vmenterFailed(failed):
             check = failed
         }
-        try db.cachedStatement(sql: """
-            INSERT INTO kvm_events (idx, seq, tracepoint, exit_code, exit_name, exit_info_1, exit_info_2, exit_int_info,
-                                    exit_int_info_err, l1_rip, vmcb12, l2_rip, int_ctl, event_inj, nested_paging, check_failed)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """).execute(arguments: StatementArguments([stop, seq, event.tracepoint] + exit + enter + [check]))
+        try db.cachedStatement(
+            sql: """
+                INSERT INTO kvm_events (idx, seq, tracepoint, exit_code, exit_name, exit_info_1, exit_info_2, exit_int_info,
+                                        exit_int_info_err, l1_rip, vmcb12, l2_rip, int_ctl, event_inj, nested_paging, check_failed)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """
+        ).execute(arguments: StatementArguments([stop, seq, event.tracepoint] + exit + enter + [check]))
     }
 
     /// A list of lines as a JSON array (rare: only when there is one).

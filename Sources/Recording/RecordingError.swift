@@ -16,10 +16,12 @@ public enum RecordingError: Error, Equatable, CustomStringConvertible {
         case let .notFound(path): return "\(path): no such file"
         case let .notRecording(path, why): return "\(path) is not a nestdbg recording: \(why)"
         case let .newerSchema(path, version, supported):
-            return "\(path) needs a newer nestdbg: its schema is version \(version), this nestdbg reads version \(supported) and older"
+            return
+                "\(path) needs a newer nestdbg: its schema is version \(version), this nestdbg reads version \(supported) and older"
         case let .damaged(path, why):
             return "\(path) is damaged: \(why) (sqlite3 \(path) .recover may save what is left)"
-        case let .exists(path): return "\(path) exists: a recording never overwrites a file (remove it or choose another name)"
+        case let .exists(path):
+            return "\(path) exists: a recording never overwrites a file (remove it or choose another name)"
         case let .cannotWrite(path, why): return "cannot record to \(path): \(why)"
         }
     }

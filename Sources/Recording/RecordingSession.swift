@@ -19,8 +19,10 @@ public struct RecordingSession: Equatable, Sendable {
     /// "tracepoint" or "patch".
     public var stopSource: String
 
-    public init(nestdbgVersion: String, startedAt: String, commandLine: String, kernel: String, kvmAMD: [String: String],
-                cpuModel: String, target: String, imageSHA256: String?, stopSource: String) {
+    public init(
+        nestdbgVersion: String, startedAt: String, commandLine: String, kernel: String, kvmAMD: [String: String],
+        cpuModel: String, target: String, imageSHA256: String?, stopSource: String
+    ) {
         self.nestdbgVersion = nestdbgVersion
         self.startedAt = startedAt
         self.commandLine = commandLine
@@ -33,7 +35,9 @@ public struct RecordingSession: Equatable, Sendable {
     }
 
     /// This host, now: the kernel, kvm_amd's parameters and the CPU read from /proc and /sys.
-    public static func here(nestdbgVersion: String, target: String, image: [UInt8]?, stopSource: String) -> RecordingSession {
+    public static func here(nestdbgVersion: String, target: String, image: [UInt8]?, stopSource: String)
+        -> RecordingSession
+    {
         let parameters = "/sys/module/kvm_amd/parameters"
         var kvmAMD: [String: String] = [:]
         for name in (try? FileManager.default.contentsOfDirectory(atPath: parameters)) ?? [] {
@@ -46,9 +50,10 @@ public struct RecordingSession: Equatable, Sendable {
             .map { $0.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "" }
         let kernel = (try? String(contentsOfFile: "/proc/sys/kernel/osrelease", encoding: .utf8))?
             .trimmingCharacters(in: .whitespacesAndNewlines)
-        return RecordingSession(nestdbgVersion: nestdbgVersion, startedAt: ISO8601DateFormatter().string(from: Date()),
-                                commandLine: CommandLine.arguments.joined(separator: " "), kernel: kernel ?? "unknown",
-                                kvmAMD: kvmAMD, cpuModel: model ?? "unknown", target: target,
-                                imageSHA256: image.map { SHA256.hex(of: $0) }, stopSource: stopSource)
+        return RecordingSession(
+            nestdbgVersion: nestdbgVersion, startedAt: ISO8601DateFormatter().string(from: Date()),
+            commandLine: CommandLine.arguments.joined(separator: " "), kernel: kernel ?? "unknown",
+            kvmAMD: kvmAMD, cpuModel: model ?? "unknown", target: target,
+            imageSHA256: image.map { SHA256.hex(of: $0) }, stopSource: stopSource)
     }
 }

@@ -3,8 +3,14 @@
 public struct BitName: Sendable {
     public let mask: UInt64
     public let name: String
-    init(_ bit: Int, _ name: String) { mask = 1 << UInt64(bit); self.name = name }
-    init(mask: UInt64, _ name: String) { self.mask = mask; self.name = name }
+    init(_ bit: Int, _ name: String) {
+        mask = 1 << UInt64(bit)
+        self.name = name
+    }
+    init(mask: UInt64, _ name: String) {
+        self.mask = mask
+        self.name = name
+    }
 }
 
 public enum Bits {
@@ -54,7 +60,8 @@ public enum Bits {
         .init(11, "AVIC"), .init(12, "CET"), .init(31, "SW"),
     ]
     public static let dr6: [BitName] = [
-        .init(0, "B0"), .init(1, "B1"), .init(2, "B2"), .init(3, "B3"), .init(13, "BD"), .init(14, "BS"), .init(15, "BT"),
+        .init(0, "B0"), .init(1, "B1"), .init(2, "B2"), .init(3, "B3"), .init(13, "BD"), .init(14, "BS"),
+        .init(15, "BT"),
     ]
     public static let pageFaultErrorCode: [BitName] = [
         .init(0, "P"), .init(1, "W"), .init(2, "U"), .init(3, "RSV"), .init(4, "ID"), .init(5, "PK"), .init(6, "SS"),
@@ -68,11 +75,14 @@ public enum Bits {
         "IRET", "INTn", "INVD", "PAUSE", "HLT", "INVLPG", "INVLPGA", "IOIO_PROT", "MSR_PROT", "TASK_SWITCH",
         "FERR_FREEZE", "SHUTDOWN",
     ]
-    public static let interceptWord4 = [
-        "VMRUN", "VMMCALL", "VMLOAD", "VMSAVE", "STGI", "CLGI", "SKINIT", "RDTSCP", "ICEBP", "WBINVD", "MONITOR",
-        "MWAIT", "MWAIT_COND", "XSETBV", "RDPRU", "EFER_WRITE_TRAP",
-    ] + (0..<16).map { "CR\($0)_WRITE_TRAP" }
-    public static let interceptWord5 = ["INVLPGB", "INVLPGB_ILLEGAL", "INVPCID", "MCOMMIT", "TLBSYNC", "BUSLOCK", "IDLE_HLT"]
+    public static let interceptWord4 =
+        [
+            "VMRUN", "VMMCALL", "VMLOAD", "VMSAVE", "STGI", "CLGI", "SKINIT", "RDTSCP", "ICEBP", "WBINVD", "MONITOR",
+            "MWAIT", "MWAIT_COND", "XSETBV", "RDPRU", "EFER_WRITE_TRAP",
+        ] + (0..<16).map { "CR\($0)_WRITE_TRAP" }
+    public static let interceptWord5 = [
+        "INVLPGB", "INVLPGB_ILLEGAL", "INVPCID", "MCOMMIT", "TLBSYNC", "BUSLOCK", "IDLE_HLT",
+    ]
 
     /// Exception mnemonics by vector.
     public static let exceptionNames: [Int: String] = [
@@ -120,12 +130,16 @@ public struct SegmentAttributes: Equatable, Sendable, CustomStringConvertible {
     public var typeName: String {
         if s {
             if type & 8 != 0 {
-                return "code" + (type & 2 != 0 ? " r" : "") + (type & 4 != 0 ? " conf" : "") + (type & 1 != 0 ? " a" : "")
+                return "code" + (type & 2 != 0 ? " r" : "") + (type & 4 != 0 ? " conf" : "")
+                    + (type & 1 != 0 ? " a" : "")
             }
-            return "data" + (type & 2 != 0 ? " w" : " ro") + (type & 4 != 0 ? " down" : "") + (type & 1 != 0 ? " a" : "")
+            return "data" + (type & 2 != 0 ? " w" : " ro") + (type & 4 != 0 ? " down" : "")
+                + (type & 1 != 0 ? " a" : "")
         }
-        let system = [1: "tss16 avail", 2: "ldt", 3: "tss16 busy", 9: "tss avail", 11: "tss busy", 12: "call gate",
-                      14: "int gate", 15: "trap gate"]
+        let system = [
+            1: "tss16 avail", 2: "ldt", 3: "tss16 busy", 9: "tss avail", 11: "tss busy", 12: "call gate",
+            14: "int gate", 15: "trap gate",
+        ]
         return system[type] ?? "sys type \(type)"
     }
 

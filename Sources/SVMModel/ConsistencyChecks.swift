@@ -30,7 +30,7 @@ public struct CheckEnvironment: Sendable {
 public enum ConsistencyChecks {
     private struct Rule: Sendable {
         let id: String, field: VMCBField, enforcedBy: String
-        let test: @Sendable (Inputs, CheckEnvironment) -> String?   // a message when violated
+        let test: @Sendable (Inputs, CheckEnvironment) -> String?  // a message when violated
     }
 
     /// The fields the rules read, read once per check (the checks run at every VMRUN stop).
@@ -132,11 +132,13 @@ public enum ConsistencyChecks {
         },
         Rule(id: "msrpm.range", field: .msrpmBasePA, enforcedBy: "APM, KVM 6.0+") { v, env in
             let base = v.msrpm & ~0xFFF
-            return legalGPA(base + 0x2000 - 1, env) ? nil : "the 8 KiB MSR permission map at \(hex(base)) extends beyond MAXPHYADDR"
+            return legalGPA(base + 0x2000 - 1, env)
+                ? nil : "the 8 KiB MSR permission map at \(hex(base)) extends beyond MAXPHYADDR"
         },
         Rule(id: "iopm.range", field: .iopmBasePA, enforcedBy: "APM, KVM 6.0+") { v, env in
             let base = v.iopm & ~0xFFF
-            return legalGPA(base + 0x3000 - 1, env) ? nil : "the 12 KiB I/O permission map at \(hex(base)) extends beyond MAXPHYADDR"
+            return legalGPA(base + 0x3000 - 1, env)
+                ? nil : "the 12 KiB I/O permission map at \(hex(base)) extends beyond MAXPHYADDR"
         },
         Rule(id: "event_inj.type", field: .eventInj, enforcedBy: "APM, KVM latest") { v, _ in
             let e = EventInjection(v.eventInj)
@@ -148,7 +150,9 @@ public enum ConsistencyChecks {
             return nil
         },
         Rule(id: "tlb_ctl.value", field: .tlbCtl, enforcedBy: "KVM 6.0–6.x") { v, _ in
-            v.tlbCtl > 1 ? "TLB_CONTROL \(v.tlbCtl) (\(Bits.tlbControl[v.tlbCtl] ?? "invalid")): nested KVM accepts only 0 and 1" : nil
+            v.tlbCtl > 1
+                ? "TLB_CONTROL \(v.tlbCtl) (\(Bits.tlbControl[v.tlbCtl] ?? "invalid")): nested KVM accepts only 0 and 1"
+                : nil
         },
         Rule(id: "nested_cr3.legal", field: .nestedCR3, enforcedBy: "KVM latest") { v, env in
             v.miscCtl & 1 != 0 && !legalGPA(v.nestedCR3 & ~0xFFF, env)
@@ -167,7 +171,9 @@ public enum ConsistencyChecks {
     public static func check(_ vmcb: VMCB, environment: CheckEnvironment = CheckEnvironment()) -> [Violation] {
         let inputs = Inputs(vmcb)
         return rules.compactMap { r in
-            r.test(inputs, environment).map { Violation(rule: r.id, field: r.field.name, message: $0, enforcedBy: r.enforcedBy) }
+            r.test(inputs, environment).map {
+                Violation(rule: r.id, field: r.field.name, message: $0, enforcedBy: r.enforcedBy)
+            }
         }
     }
 }

@@ -40,7 +40,9 @@ public struct InterceptBit: Hashable, Sendable, Codable, CustomStringConvertible
     public static let msrProtection = InterceptBit(word: 3, bit: 28)
     public static let shutdown = InterceptBit(word: 3, bit: 31)
 
-    static let words: [VMCBField] = [.intercepts0, .intercepts1, .intercepts2, .intercepts3, .intercepts4, .intercepts5]
+    static let words: [VMCBField] = [
+        .intercepts0, .intercepts1, .intercepts2, .intercepts3, .intercepts4, .intercepts5,
+    ]
 
     /// The vmcb12 field holding the bit.
     public var field: VMCBField { InterceptBit.words[word] }
@@ -103,7 +105,9 @@ public struct IOPermissionCheck: Hashable, Sendable, Codable, CustomStringConver
 
     /// "IOPM port 0x80 (1 byte): 0x100010 bit 0 set".
     public var description: String {
-        let ports = size > 1 ? "ports \(hex(UInt64(port)))-\(hex(UInt64(port) + UInt64(size) - 1))" : "port \(hex(UInt64(port)))"
+        let ports =
+            size > 1
+            ? "ports \(hex(UInt64(port)))-\(hex(UInt64(port) + UInt64(size) - 1))" : "port \(hex(UInt64(port)))"
         return "IOPM \(ports) (\(size) byte\(size == 1 ? "" : "s")): " + bits.map(\.description).joined(separator: ", ")
     }
 }
@@ -134,7 +138,9 @@ public struct MSRPermissionCheck: Hashable, Sendable, Codable, CustomStringConve
     }
 
     /// The MSRPM's three ranges: first MSR and the byte they start at (APM vol. 2 §15.11).
-    public static let ranges: [(first: UInt32, byteOffset: Int)] = [(0, 0), (0xC000_0000, 0x800), (0xC001_0000, 0x1000)]
+    public static let ranges: [(first: UInt32, byteOffset: Int)] = [
+        (0, 0), (0xC000_0000, 0x800), (0xC001_0000, 0x1000),
+    ]
     public static let msrsPerRange: UInt32 = 0x2000
 
     /// The map bit of `msr`'s read permission (write is the next one); nil outside the ranges
@@ -149,7 +155,8 @@ public struct MSRPermissionCheck: Hashable, Sendable, Codable, CustomStringConve
 
 /// Which permission map.
 public enum PermissionMap: String, Sendable, Codable {
-    case iopm = "IOPM", msrpm = "MSRPM"
+    case iopm = "IOPM"
+    case msrpm = "MSRPM"
 }
 
 /// A vmcb12 control L1 could set to ask for an exit.
@@ -263,21 +270,27 @@ public enum ExitCause: Hashable, Sendable, Codable, CustomStringConvertible {
             return "\(isWrite ? "WRMSR" : "RDMSR") \(hex(UInt64(msr))) is outside the MSRPM's ranges:"
                 + " under MSR_PROT it always exits (APM) and KVM reflects it"
         case let .nestedPaging(nestedCR3, faultGPA):
-            return "L1 enabled nested paging (nCR3 \(hex(nestedCR3))): L2 GPA \(hex(faultGPA)) faulted in L1's nested page tables"
+            return
+                "L1 enabled nested paging (nCR3 \(hex(nestedCR3))): L2 GPA \(hex(faultGPA)) faulted in L1's nested page tables"
         case .synthesizedByKVM(.vmrunFailed):
             return "KVM failed the VMRUN (consistency checks or loading L2): VMEXIT_INVALID, L1 cannot prevent it"
         case .synthesizedByKVM(.shutdown):
-            return "L2 shut down and L1 does not intercept SHUTDOWN: older KVM reflects it regardless (newer KVM shuts L1 down)"
+            return
+                "L2 shut down and L1 does not intercept SHUTDOWN: older KVM reflects it regardless (newer KVM shuts L1 down)"
         case .synthesizedByKVM(.smmEntry):
-            return "SVM_EXIT_SW: KVM entered SMM while L2 ran and saved L2 into vmcb12; no #VMEXIT to L1 (RSM re-enters L2)"
+            return
+                "SVM_EXIT_SW: KVM entered SMM while L2 ran and saved L2 into vmcb12; no #VMEXIT to L1 (RSM re-enters L2)"
         case let .notRequestedByL1(control):
             // Permission checks name their bits' states themselves.
             switch control {
-            case .intercept, .nestedPaging: return "!! NOT REQUESTED BY L1: \(control) is clear, yet the exit reached L1"
-            case .ioPermission, .msrPermission, .none: return "!! NOT REQUESTED BY L1: \(control), yet the exit reached L1"
+            case .intercept, .nestedPaging:
+                return "!! NOT REQUESTED BY L1: \(control) is clear, yet the exit reached L1"
+            case .ioPermission, .msrPermission, .none:
+                return "!! NOT REQUESTED BY L1: \(control), yet the exit reached L1"
             }
         case let .permissionMapUnreadable(map, gpa):
-            return "L1's \(map.rawValue) at \(hex(gpa)) could not be read; KVM reflects the exit when its own read fails"
+            return
+                "L1's \(map.rawValue) at \(hex(gpa)) could not be read; KVM reflects the exit when its own read fails"
         case .msrIndexUnknown:
             return "MSR exit with L2's RCX unknown: the MSRPM bit cannot be named"
         }
@@ -289,8 +302,10 @@ extension ExitCause {
     /// prepared it at VMRUN (KVM decides from its VMRUN-time copy of the
     /// controls); `msr` is L2's ECX for MSR exits; `readL1` reads L1's
     /// permission maps, as KVM does at the exit.
-    public init(code: UInt64, exitInfo1: UInt64, exitInfo2: UInt64 = 0, msr: UInt32? = nil, controls: VMCB,
-                readL1: L1MemoryReader) {
+    public init(
+        code: UInt64, exitInfo1: UInt64, exitInfo2: UInt64 = 0, msr: UInt32? = nil, controls: VMCB,
+        readL1: L1MemoryReader
+    ) {
         if SVMExit.isInvalid(code) {
             self = .synthesizedByKVM(.vmrunFailed)
             return
@@ -308,7 +323,8 @@ extension ExitCause {
             self = bit.isSet(in: controls) ? .exceptionIntercept(vector: vector) : .notRequestedByL1(.intercept(bit))
         case SVMExit.npf:
             // Hardware NPFs are L0's own (nested_svm_exit_special); L1 gets one only from its own tables.
-            self = controls[integer: .miscCtl] & 1 != 0
+            self =
+                controls[integer: .miscCtl] & 1 != 0
                 ? .nestedPaging(nestedCR3: controls[integer: .nestedCR3], faultGPA: exitInfo2)
                 : .notRequestedByL1(.nestedPaging)
         case SVMExit.shutdown:
@@ -325,7 +341,9 @@ extension ExitCause {
     /// `nested_svm_exit_handled_msr`: MSR_PROT clear keeps the exit in L0; an MSR
     /// outside the ranges or an unreadable map reflects; else the map bit decides.
     private static func msrCause(write: Bool, msr: UInt32?, controls: VMCB, readL1: L1MemoryReader) -> ExitCause {
-        guard InterceptBit.msrProtection.isSet(in: controls) else { return .notRequestedByL1(.intercept(.msrProtection)) }
+        guard InterceptBit.msrProtection.isSet(in: controls) else {
+            return .notRequestedByL1(.intercept(.msrProtection))
+        }
         guard let msr else { return .msrIndexUnknown }
         guard let readBit = MSRPermissionCheck.readBitNumber(of: msr) else {
             return .msrOutsidePermissionMap(msr: msr, isWrite: write)
@@ -333,7 +351,9 @@ extension ExitCause {
         let base = controls[integer: .msrpmBasePA] & ~0xFFF
         let bitNumber = readBit + (write ? 1 : 0)
         let gpa = base + UInt64(bitNumber / 8)
-        guard let bytes = readL1(gpa, 1), let byte = bytes.first else { return .permissionMapUnreadable(.msrpm, gpa: gpa) }
+        guard let bytes = readL1(gpa, 1), let byte = bytes.first else {
+            return .permissionMapUnreadable(.msrpm, gpa: gpa)
+        }
         let bit = PermissionBit(gpa: gpa, bit: bitNumber % 8, isSet: byte >> UInt8(bitNumber % 8) & 1 == 1)
         let check = MSRPermissionCheck(msr: msr, isWrite: write, base: base, offset: bitNumber / 8, bit: bit)
         return bit.isSet ? .msrPermission(check) : .notRequestedByL1(.msrPermission(check))
@@ -342,13 +362,17 @@ extension ExitCause {
     /// `nested_svm_intercept_ioio`: IOIO_PROT clear keeps the exit in L0; else
     /// the bits of every byte of the access (one or two map bytes) decide.
     private static func ioCause(_ io: IOIOInfo, controls: VMCB, readL1: L1MemoryReader) -> ExitCause {
-        guard InterceptBit.ioioProtection.isSet(in: controls) else { return .notRequestedByL1(.intercept(.ioioProtection)) }
+        guard InterceptBit.ioioProtection.isSet(in: controls) else {
+            return .notRequestedByL1(.intercept(.ioioProtection))
+        }
         let base = controls[integer: .iopmBasePA] & ~0xFFF
         let port = Int(io.port)
         let gpa = base + UInt64(port / 8)
         let firstBit = port % 8
         let length = firstBit + io.size > 8 ? 2 : 1
-        guard let bytes = readL1(gpa, length), bytes.count >= length else { return .permissionMapUnreadable(.iopm, gpa: gpa) }
+        guard let bytes = readL1(gpa, length), bytes.count >= length else {
+            return .permissionMapUnreadable(.iopm, gpa: gpa)
+        }
         let bits = (0..<io.size).map { i -> PermissionBit in
             let n = firstBit + i
             return PermissionBit(gpa: gpa + UInt64(n / 8), bit: n % 8, isSet: bytes[n / 8] >> UInt8(n % 8) & 1 == 1)

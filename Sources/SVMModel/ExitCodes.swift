@@ -78,7 +78,9 @@ public enum SVMExit {
             "invalid_guest_state": "ERR",
         ]
         if let n = special[name] { return code(named: n) }
-        if name.hasPrefix("write_cr"), name.hasSuffix("_trap") { return code(named: "CR" + name.dropFirst(8).dropLast(5) + "_WRITE_TRAP") }
+        if name.hasPrefix("write_cr"), name.hasSuffix("_trap") {
+            return code(named: "CR" + name.dropFirst(8).dropLast(5) + "_WRITE_TRAP")
+        }
         return code(named: name)
     }
 }
@@ -95,7 +97,10 @@ public struct DecodedExit: Equatable, Sendable {
     public struct Detail: Equatable, Sendable {
         public let label: String
         public let value: String
-        public init(label: String, value: String) { self.label = label; self.value = value }
+        public init(label: String, value: String) {
+            self.label = label
+            self.value = value
+        }
     }
 }
 
@@ -106,13 +111,17 @@ public struct ExitContext: Sendable {
     public var l2RAX: UInt64?
     public var l2RDX: UInt64?
     public init(l2RCX: UInt64? = nil, l2RAX: UInt64? = nil, l2RDX: UInt64? = nil) {
-        self.l2RCX = l2RCX; self.l2RAX = l2RAX; self.l2RDX = l2RDX
+        self.l2RCX = l2RCX
+        self.l2RAX = l2RAX
+        self.l2RDX = l2RDX
     }
 }
 
 extension DecodedExit {
     /// Decodes EXITCODE with EXITINFO1/2 (and EXITINTINFO) as the APM defines them.
-    public init(code: UInt64, info1: UInt64, info2: UInt64, exitIntInfo: UInt64 = 0, context: ExitContext = ExitContext()) {
+    public init(
+        code: UInt64, info1: UInt64, info2: UInt64, exitIntInfo: UInt64 = 0, context: ExitContext = ExitContext()
+    ) {
         self.code = code
         let name = SVMExit.name(of: code) ?? "UNKNOWN_0x\(String(code, radix: 16))"
         self.name = name
@@ -166,8 +175,12 @@ extension DecodedExit {
             }
             if vector == 14 {
                 let e = info1 & 0xFFFF_FFFF
-                let words = [e & 1 != 0 ? "protection" : "not present", e & 2 != 0 ? "write" : e & 16 != 0 ? "fetch" : "read",
-                             e & 4 != 0 ? "user" : "supervisor"] + (e & 8 != 0 ? ["reserved bit"] : [])
+                let words =
+                    [
+                        e & 1 != 0 ? "protection" : "not present",
+                        e & 2 != 0 ? "write" : e & 16 != 0 ? "fetch" : "read",
+                        e & 4 != 0 ? "user" : "supervisor",
+                    ] + (e & 8 != 0 ? ["reserved bit"] : [])
                 summary += " (\(words.joined(separator: ", "))) at \(hex(info2))"
                 add("fault address", hex(info2))
             }
@@ -176,8 +189,10 @@ extension DecodedExit {
             let isWrite = (code & 0x10) != 0
             let reg = "\(isCR ? "CR" : "DR")\(code & 0xF)"
             summary = "\(isWrite ? "write" : "read") \(reg)"
-            if info1 != 0 {   // decode assists present
-                if isCR, info1 & (1 << 63) == 0 { summary += " (LMSW/CLTS/SMSW)" } else {
+            if info1 != 0 {  // decode assists present
+                if isCR, info1 & (1 << 63) == 0 {
+                    summary += " (LMSW/CLTS/SMSW)"
+                } else {
                     summary += isWrite ? " from \(gprName(Int(info1 & 0xF)))" : " into \(gprName(Int(info1 & 0xF)))"
                 }
                 add("gpr", gprName(Int(info1 & 0xF)))
@@ -208,8 +223,9 @@ extension DecodedExit {
 
     /// Decodes the exit recorded in a VMCB.
     public init(vmcb: VMCB, context: ExitContext = ExitContext()) {
-        self.init(code: vmcb.exitCode, info1: vmcb[integer: .exitInfo1], info2: vmcb[integer: .exitInfo2],
-                  exitIntInfo: vmcb[integer: .exitIntInfo], context: context)
+        self.init(
+            code: vmcb.exitCode, info1: vmcb[integer: .exitInfo1], info2: vmcb[integer: .exitInfo2],
+            exitIntInfo: vmcb[integer: .exitIntInfo], context: context)
     }
 }
 
@@ -234,5 +250,6 @@ public struct IOIOInfo: Equatable, Sendable {
 }
 
 func gprName(_ n: Int) -> String {
-    ["rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"][n & 15]
+    ["rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"][
+        n & 15]
 }

@@ -158,11 +158,12 @@ extension VMCB {
     /// Reserved fields appear only when non-zero; with `onlyNonZero`, zero fields are left out.
     public func json(onlyNonZero: Bool = false) -> JSON {
         func area(_ a: VMCBArea) -> JSON {
-            .object((a == .control ? VMCB.controlFields : VMCB.saveFields).compactMap { f in
-                let v = self[f]
-                if (f.isReserved || onlyNonZero) && v.isZero { return nil }
-                return (f.shortName, v.json)
-            })
+            .object(
+                (a == .control ? VMCB.controlFields : VMCB.saveFields).compactMap { f in
+                    let v = self[f]
+                    if (f.isReserved || onlyNonZero) && v.isZero { return nil }
+                    return (f.shortName, v.json)
+                })
         }
         return .object([("control", area(.control)), ("save", area(.save))])
     }
@@ -170,15 +171,19 @@ extension VMCB {
 
 extension DecodedExit {
     public var json: JSON {
-        .object([("code", .hex(code)), ("name", .string(name)), ("summary", .string(summary)),
-                 ("details", .object(details.map { ($0.label, .string($0.value)) }))])
+        .object([
+            ("code", .hex(code)), ("name", .string(name)), ("summary", .string(summary)),
+            ("details", .object(details.map { ($0.label, .string($0.value)) })),
+        ])
     }
 }
 
 extension FieldChange {
     public var json: JSON {
-        var o: [(String, JSON)] = [("field", .string(field.name)), ("before", before.json), ("after", after.json),
-                                   ("class", .string(sync.rawValue))]
+        var o: [(String, JSON)] = [
+            ("field", .string(field.name)), ("before", before.json), ("after", after.json),
+            ("class", .string(sync.rawValue)),
+        ]
         if let note { o.append(("note", .string(note))) }
         return .object(o)
     }
@@ -205,15 +210,19 @@ extension FieldWrite {
 extension ExitCause {
     /// `{"kind", "control": TEXT | null, "detail", "alarm": BOOL}`.
     public var json: JSON {
-        .object([("kind", .string(kind)), ("control", control.map(JSON.string) ?? .null),
-                 ("detail", .string(description)), ("alarm", .bool(isAlarming))])
+        .object([
+            ("kind", .string(kind)), ("control", control.map(JSON.string) ?? .null),
+            ("detail", .string(description)), ("alarm", .bool(isAlarming)),
+        ])
     }
 }
 
 extension Violation {
     public var json: JSON {
-        .object([("rule", .string(rule)), ("field", .string(field)), ("message", .string(message)),
-                 ("enforced_by", .string(enforcedBy))])
+        .object([
+            ("rule", .string(rule)), ("field", .string(field)), ("message", .string(message)),
+            ("enforced_by", .string(enforcedBy)),
+        ])
     }
 }
 

@@ -16,17 +16,21 @@ extension VMCBField {
             let r = meaning == .interceptCR ? "CR" : "DR"
             let reads = (0..<16).filter { v & (1 << UInt64($0)) != 0 }.map { "\(r)\($0)" }
             let writes = (0..<16).filter { v & (1 << UInt64($0 + 16)) != 0 }.map { "\(r)\($0)" }
-            return [reads.isEmpty ? nil : "read " + reads.joined(separator: ","),
-                    writes.isEmpty ? nil : "write " + writes.joined(separator: ",")]
-                .compactMap { $0 }.joined(separator: "; ")
+            return [
+                reads.isEmpty ? nil : "read " + reads.joined(separator: ","),
+                writes.isEmpty ? nil : "write " + writes.joined(separator: ","),
+            ]
+            .compactMap { $0 }.joined(separator: "; ")
         case .interceptExceptions:
             return (0..<32).filter { v & (1 << UInt64($0)) != 0 }.map { Bits.exceptionName($0) }.joined(separator: " ")
         case let .interceptMisc(word):
-            return Bits.names(v, perBit: word == 3 ? Bits.interceptWord3 : word == 4 ? Bits.interceptWord4 : Bits.interceptWord5)
+            return Bits.names(
+                v, perBit: word == 3 ? Bits.interceptWord3 : word == 4 ? Bits.interceptWord4 : Bits.interceptWord5)
         case .tlbControl: return Bits.tlbControl[v] ?? "invalid \(v)"
         case .erapControl: return Bits.names(v, Bits.erapCtl)
         case .intControl:
-            let tpr = v & 0xF, prio = v >> 16 & 0xF
+            let tpr = v & 0xF
+            let prio = v >> 16 & 0xF
             var parts = ["V_TPR=\(tpr)"]
             if prio != 0 { parts.append("V_INTR_PRIO=\(prio)") }
             let flags = Bits.names(v & ~0xF_000F, Bits.intCtl)

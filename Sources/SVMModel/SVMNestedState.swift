@@ -8,7 +8,8 @@ public enum NestedStateError: Error, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case let .tooShort(n): return "a nested-state blob has a 128-byte header; this is \(n) bytes"
-        case let .notSVM(format): return "nested-state format \(format) is not SVM (1)\(format == 0 ? "; 0 is VMX" : "")"
+        case let .notSVM(format):
+            return "nested-state format \(format) is not SVM (1)\(format == 0 ? "; 0 is VMX" : "")"
         case let .sizeMismatch(h, a): return "the header says \(h) bytes, the blob has \(a)"
         case let .missingData(flags): return "flags \(flags) say GUEST_MODE but the blob has no 4096-byte VMCB data"
         }
@@ -56,7 +57,8 @@ public struct SVMNestedState: Equatable, Sendable {
             (0..<count).reversed().reduce(UInt64(0)) { ($0 << 8) | UInt64(bytes[offset + $1]) }
         }
         guard bytes.count >= SVMNestedState.headerSize else { throw NestedStateError.tooShort(bytes.count) }
-        let format = UInt16(load(2, 2)), size = UInt32(load(4, 4))
+        let format = UInt16(load(2, 2))
+        let size = UInt32(load(4, 4))
         flags = NestedStateFlags(rawValue: UInt16(load(0, 2)))
         vmcbPA = load(8, 8)
         guard format == SVMNestedState.formatSVM else { throw NestedStateError.notSVM(format: format) }
@@ -80,7 +82,9 @@ public struct SVMNestedState: Equatable, Sendable {
     /// Builds a blob (for tests and for editing state before KVM_SET_NESTED_STATE).
     public static func make(flags: NestedStateFlags, vmcbPA: UInt64, data: VMCB?) -> [UInt8] {
         var b = [UInt8](repeating: 0, count: headerSize)
-        func put(_ v: UInt64, _ off: Int, _ n: Int) { for i in 0..<n { b[off + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(i))) } }
+        func put(_ v: UInt64, _ off: Int, _ n: Int) {
+            for i in 0..<n { b[off + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(i))) }
+        }
         let size = headerSize + (data == nil ? 0 : dataSize)
         put(UInt64(flags.rawValue), 0, 2)
         put(UInt64(formatSVM), 2, 2)
@@ -122,31 +126,41 @@ extension SVMNestedState {
     public func differences(from other: SVMNestedState) -> [NestedStateDifference] {
         var out: [NestedStateDifference] = []
         if flags != other.flags {
-            out.append(NestedStateDifference(field: "flags", first: "0x\(String(flags.rawValue, radix: 16)) (\(flags))",
-                                             second: "0x\(String(other.flags.rawValue, radix: 16)) (\(other.flags))",
-                                             meaning: "KVM_STATE_NESTED_*: guest mode, VMRUN pending, GIF"))
+            out.append(
+                NestedStateDifference(
+                    field: "flags", first: "0x\(String(flags.rawValue, radix: 16)) (\(flags))",
+                    second: "0x\(String(other.flags.rawValue, radix: 16)) (\(other.flags))",
+                    meaning: "KVM_STATE_NESTED_*: guest mode, VMRUN pending, GIF"))
         }
         if vmcbPA != other.vmcbPA {
-            out.append(NestedStateDifference(field: "vmcb_pa", first: "0x\(String(vmcbPA, radix: 16))",
-                                             second: "0x\(String(other.vmcbPA, radix: 16))", meaning: "vmcb12's address in L1"))
+            out.append(
+                NestedStateDifference(
+                    field: "vmcb_pa", first: "0x\(String(vmcbPA, radix: 16))",
+                    second: "0x\(String(other.vmcbPA, radix: 16))", meaning: "vmcb12's address in L1"))
         }
         if bytes.count != other.bytes.count {
-            out.append(NestedStateDifference(field: "size", first: "\(bytes.count)", second: "\(other.bytes.count)",
-                                             meaning: "header + data (4096 bytes in guest mode)"))
+            out.append(
+                NestedStateDifference(
+                    field: "size", first: "\(bytes.count)", second: "\(other.bytes.count)",
+                    meaning: "header + data (4096 bytes in guest mode)"))
         }
         switch (data, other.data) {
         case let (a?, b?):
             for field in a.differingFields(from: b) {
                 let half = field.area == .control ? SVMNestedState.controlMeaning : SVMNestedState.saveMeaning
-                out.append(NestedStateDifference(field: field.name, first: a.shown(field), second: b.shown(field),
-                                                 meaning: "\(field.summary); \(half)"))
+                out.append(
+                    NestedStateDifference(
+                        field: field.name, first: a.shown(field), second: b.shown(field),
+                        meaning: "\(field.summary); \(half)"))
             }
         case (nil, nil):
             break
         case (let a, _):
-            out.append(NestedStateDifference(field: "data", first: a == nil ? "none" : "4096 bytes",
-                                             second: a == nil ? "4096 bytes" : "none",
-                                             meaning: "the VMCB page KVM keeps only in guest mode"))
+            out.append(
+                NestedStateDifference(
+                    field: "data", first: a == nil ? "none" : "4096 bytes",
+                    second: a == nil ? "4096 bytes" : "none",
+                    meaning: "the VMCB page KVM keeps only in guest mode"))
         }
         return out
     }

@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// What the sync diff says about a changed VMCB12 field.
@@ -40,35 +40,48 @@ public struct SyncRule: Sendable {
     public let writableBits: UInt64?
     public let note: String
 
-    init(_ fields: [VMCBField], _ sync: SyncClass, _ condition: Condition = .always, bits: UInt64? = nil, _ note: String = "") {
-        self.fields = fields; self.sync = sync; self.condition = condition; self.writableBits = bits; self.note = note
+    init(
+        _ fields: [VMCBField], _ sync: SyncClass, _ condition: Condition = .always, bits: UInt64? = nil,
+        _ note: String = ""
+    ) {
+        self.fields = fields
+        self.sync = sync
+        self.condition = condition
+        self.writableBits = bits
+        self.note = note
     }
-
 
     /// Reference §4.3 and §4.4 (KVM 6.1–6.x, with the older and latest variations KVM
     /// developers still meet noted).
     public static let kvm: [SyncRule] = [
         SyncRule([.exitCode, .exitInfo1, .exitInfo2], .exitInformation),
-        SyncRule([.exitIntInfo, .exitIntInfoErr], .exitInformation, .unlessVMRUNFailed,
-                 "synthesised from the event KVM was injecting into L2"),
-        SyncRule([.saveESSelector, .saveESAttrib, .saveESLimit, .saveESBase,
-                  .saveCSSelector, .saveCSAttrib, .saveCSLimit, .saveCSBase,
-                  .saveSSSelector, .saveSSAttrib, .saveSSLimit, .saveSSBase,
-                  .saveDSSelector, .saveDSAttrib, .saveDSLimit, .saveDSBase,
-                  .saveGDTRSelector, .saveGDTRAttrib, .saveGDTRLimit, .saveGDTRBase,
-                  .saveIDTRSelector, .saveIDTRAttrib, .saveIDTRLimit, .saveIDTRBase,
-                  .saveEFER, .saveCR0, .saveCR3, .saveCR2, .saveCR4, .saveRFLAGS, .saveRIP,
-                  .saveRSP, .saveRAX, .saveDR7, .saveDR6, .saveCPL],
-                 .l2StateSynced, .unlessVMRUNFailed),
-        SyncRule([.saveDbgctl, .saveBrFrom, .saveBrTo, .saveLastExcpFrom, .saveLastExcpTo],
-                 .l2StateSynced, .lbrVirtualization, "only with LBR virtualization enabled in vmcb12"),
+        SyncRule(
+            [.exitIntInfo, .exitIntInfoErr], .exitInformation, .unlessVMRUNFailed,
+            "synthesised from the event KVM was injecting into L2"),
+        SyncRule(
+            [
+                .saveESSelector, .saveESAttrib, .saveESLimit, .saveESBase,
+                .saveCSSelector, .saveCSAttrib, .saveCSLimit, .saveCSBase,
+                .saveSSSelector, .saveSSAttrib, .saveSSLimit, .saveSSBase,
+                .saveDSSelector, .saveDSAttrib, .saveDSLimit, .saveDSBase,
+                .saveGDTRSelector, .saveGDTRAttrib, .saveGDTRLimit, .saveGDTRBase,
+                .saveIDTRSelector, .saveIDTRAttrib, .saveIDTRLimit, .saveIDTRBase,
+                .saveEFER, .saveCR0, .saveCR3, .saveCR2, .saveCR4, .saveRFLAGS, .saveRIP,
+                .saveRSP, .saveRAX, .saveDR7, .saveDR6, .saveCPL,
+            ],
+            .l2StateSynced, .unlessVMRUNFailed),
+        SyncRule(
+            [.saveDbgctl, .saveBrFrom, .saveBrTo, .saveLastExcpFrom, .saveLastExcpTo],
+            .l2StateSynced, .lbrVirtualization, "only with LBR virtualization enabled in vmcb12"),
         SyncRule([.intState], .controlWriteBack, .unlessVMRUNFailed),
-        SyncRule([.intCtl], .controlWriteBack, .unlessVMRUNFailed,
-                 bits: 0xF | 1 << 8 | 1 << 9 | 1 << 11 | 1 << 12,
-                 "V_TPR and V_IRQ; V_GIF with nested vGIF; V_NMI_* with nested vNMI"),
+        SyncRule(
+            [.intCtl], .controlWriteBack, .unlessVMRUNFailed,
+            bits: 0xF | 1 << 8 | 1 << 9 | 1 << 11 | 1 << 12,
+            "V_TPR and V_IRQ; V_GIF with nested vGIF; V_NMI_* with nested vNMI"),
         SyncRule([.nextRIP], .controlWriteBack, .unlessVMRUNFailed, "only when NRIPS is exposed to L1"),
-        SyncRule([.eventInj, .eventInjErr], .controlWriteBack, .always,
-                 "an injection that did not complete (latest KVM writes 0)"),
+        SyncRule(
+            [.eventInj, .eventInjErr], .controlWriteBack, .always,
+            "an injection that did not complete (latest KVM writes 0)"),
         SyncRule([.tlbCtl], .controlWriteBack, .unlessVMRUNFailed, "written back by KVM up to 6.0"),
     ]
 }
@@ -118,9 +131,11 @@ public enum SyncDiff {
         // KVM's own rules are laid out once (this runs at every stop); other rule sets per call.
         let candidates = rules.count == SyncRule.kvm.count ? kvmRulesInLayoutOrder : rulesInLayoutOrder(rules)
         return candidates.compactMap { field, fieldRules in
-            guard let rule = fieldRules.first(where: { $0.applies(vmrunFailed: vmrunFailed, lbrVirtualization: lbrv) }) else { return nil }
-            return FieldWrite(field: field, before: before[field], after: after[field], sync: rule.sync,
-                              note: rule.note.isEmpty ? nil : rule.note)
+            guard let rule = fieldRules.first(where: { $0.applies(vmrunFailed: vmrunFailed, lbrVirtualization: lbrv) })
+            else { return nil }
+            return FieldWrite(
+                field: field, before: before[field], after: after[field], sync: rule.sync,
+                note: rule.note.isEmpty ? nil : rule.note)
         }
     }
 
@@ -139,7 +154,9 @@ public enum SyncDiff {
     /// VMRUN) and as KVM left it (`after`, at the nested #VMEXIT), classed by
     /// KVM's write rules. In layout order.
     public static func changes(before: VMCB, after: VMCB, rules: [SyncRule] = SyncRule.kvm) -> [FieldChange] {
-        let lookup = rules.count == SyncRule.kvm.count ? ruleByField
+        let lookup =
+            rules.count == SyncRule.kvm.count
+            ? ruleByField
             : Dictionary(rules.flatMap { r in r.fields.map { ($0, r) } }, uniquingKeysWith: { a, _ in a })
         let vmrunFailed = SVMExit.isInvalid(after.exitCode)
         let lbrv = before[integer: .miscCtl2] & 1 != 0
@@ -150,9 +167,12 @@ public enum SyncDiff {
         var any = false
         before.bytes.withUnsafeBytes { b in
             after.bytes.withUnsafeBytes { a in
-                for block in 0..<(VMCBLayout.size / 64) where memcmp(b.baseAddress! + block * 64, a.baseAddress! + block * 64, 64) != 0 {
-                    for w in (block * 8)..<(block * 8 + 8) where b.load(fromByteOffset: w * 8, as: UInt64.self)
-                        != a.load(fromByteOffset: w * 8, as: UInt64.self) {
+                for block in 0..<(VMCBLayout.size / 64)
+                where memcmp(b.baseAddress! + block * 64, a.baseAddress! + block * 64, 64) != 0 {
+                    for w in (block * 8)..<(block * 8 + 8)
+                    where b.load(fromByteOffset: w * 8, as: UInt64.self)
+                        != a.load(fromByteOffset: w * 8, as: UInt64.self)
+                    {
                         changed[w >> 6] |= 1 << UInt64(w & 63)
                         any = true
                     }
@@ -168,13 +188,15 @@ public enum SyncDiff {
                 w += 1
             }
             guard touched else { continue }
-            let old = before[field], new = after[field]
+            let old = before[field]
+            let new = after[field]
             guard old != new else { continue }
             var sync = SyncClass.unexpected
             var note: String? = nil
             if let rule = lookup[field] {
                 let applies = rule.applies(vmrunFailed: vmrunFailed, lbrVirtualization: lbrv)
-                if applies, let bits = rule.writableBits, let o = old.integer, let n = new.integer, (o ^ n) & ~bits != 0 {
+                if applies, let bits = rule.writableBits, let o = old.integer, let n = new.integer, (o ^ n) & ~bits != 0
+                {
                     sync = .unexpected
                     note = "bits outside \(hex(bits)) changed"
                 } else if applies {

@@ -62,7 +62,9 @@ public struct VMCB: Equatable, Hashable, Sendable {
         set {
             switch newValue {
             case let .integer(v):
-                for i in 0..<min(field.width, 8) { bytes[field.offset + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(i))) }
+                for i in 0..<min(field.width, 8) {
+                    bytes[field.offset + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(i)))
+                }
             case let .bytes(b):
                 for i in 0..<field.width { bytes[field.offset + i] = i < b.count ? b[i] : 0 }
             }

@@ -30,21 +30,21 @@ public enum VMCBArea: String, Sendable, CaseIterable {
 
 /// How a field's value is read and what it means.
 public enum FieldMeaning: Sendable, Equatable {
-    case plain                 // a number with no further structure
-    case address               // a physical or linear address
+    case plain  // a number with no further structure
+    case address  // a physical or linear address
     case interceptCR, interceptDR, interceptExceptions
-    case interceptMisc(word: Int)   // intercepts[3], [4], [5]
+    case interceptMisc(word: Int)  // intercepts[3], [4], [5]
     case tlbControl, erapControl, intControl, intVector, intState
     case exitCode, exitInfo1, exitInfo2
-    case eventInjection        // EVENTINJ / EXITINTINFO low half
-    case miscControl           // misc_ctl (formerly nested_ctl)
-    case miscControl2          // misc_ctl2 (formerly virt_ext)
+    case eventInjection  // EVENTINJ / EXITINTINFO low half
+    case miscControl  // misc_ctl (formerly nested_ctl)
+    case miscControl2  // misc_ctl2 (formerly virt_ext)
     case cleanBits
-    case sevFeatures           // allowed_sev_features, guest_sev_features
+    case sevFeatures  // allowed_sev_features, guest_sev_features
     case cr0, cr3, cr4, efer, rflags, dr6, dr7
     case segmentSelector, segmentAttributes
-    case bytes                 // an opaque byte run (instruction bytes)
-    case reserved              // must be zero / unused by this layout
+    case bytes  // an opaque byte run (instruction bytes)
+    case reserved  // must be zero / unused by this layout
 }
 
 /// One VMCB field: Linux's name, where it lives, how wide it is, what it means.
@@ -92,16 +92,22 @@ public final class VMCBField: Sendable, Hashable {
 // MARK: - The fields, each declared once
 
 extension VMCBField {
-    private static func control(_ offset: Int, _ width: Int, _ name: String, _ meaning: FieldMeaning,
-                                _ summary: String) -> VMCBField {
-        VMCBField(name: "control." + name, offset: offset, width: width, area: .control, meaning: meaning, summary: summary)
+    private static func control(
+        _ offset: Int, _ width: Int, _ name: String, _ meaning: FieldMeaning,
+        _ summary: String
+    ) -> VMCBField {
+        VMCBField(
+            name: "control." + name, offset: offset, width: width, area: .control, meaning: meaning, summary: summary)
     }
 
     /// A save-area field; `rel` is the offset inside `struct vmcb_save_area`.
-    private static func save(_ rel: Int, _ width: Int, _ name: String, _ meaning: FieldMeaning,
-                             _ summary: String) -> VMCBField {
-        VMCBField(name: "save." + name, offset: VMCBLayout.saveAreaOffset + rel, width: width, area: .save,
-                  meaning: meaning, summary: summary)
+    private static func save(
+        _ rel: Int, _ width: Int, _ name: String, _ meaning: FieldMeaning,
+        _ summary: String
+    ) -> VMCBField {
+        VMCBField(
+            name: "save." + name, offset: VMCBLayout.saveAreaOffset + rel, width: width, area: .save,
+            meaning: meaning, summary: summary)
     }
 
     // The four parts of a `struct vmcb_seg` (16 bytes at `rel`).
@@ -119,18 +125,24 @@ extension VMCBField {
     }
 
     // MARK: control area (struct vmcb_control_area, 0x000-0x3FF)
-    public static let intercepts0 = control(0x000, 4, "intercepts[0]", .interceptCR,
-                                            "CR read (bits 0-15) / write (16-31) intercepts")
-    public static let intercepts1 = control(0x004, 4, "intercepts[1]", .interceptDR,
-                                            "DR read (bits 0-15) / write (16-31) intercepts")
-    public static let intercepts2 = control(0x008, 4, "intercepts[2]", .interceptExceptions,
-                                            "exception intercepts, bit n = vector n")
-    public static let intercepts3 = control(0x00C, 4, "intercepts[3]", .interceptMisc(word: 3),
-                                            "instruction/event intercepts (INTR..SHUTDOWN)")
-    public static let intercepts4 = control(0x010, 4, "intercepts[4]", .interceptMisc(word: 4),
-                                            "instruction intercepts (VMRUN..CR write traps)")
-    public static let intercepts5 = control(0x014, 4, "intercepts[5]", .interceptMisc(word: 5),
-                                            "instruction intercepts (INVLPGB..IDLE_HLT)")
+    public static let intercepts0 = control(
+        0x000, 4, "intercepts[0]", .interceptCR,
+        "CR read (bits 0-15) / write (16-31) intercepts")
+    public static let intercepts1 = control(
+        0x004, 4, "intercepts[1]", .interceptDR,
+        "DR read (bits 0-15) / write (16-31) intercepts")
+    public static let intercepts2 = control(
+        0x008, 4, "intercepts[2]", .interceptExceptions,
+        "exception intercepts, bit n = vector n")
+    public static let intercepts3 = control(
+        0x00C, 4, "intercepts[3]", .interceptMisc(word: 3),
+        "instruction/event intercepts (INTR..SHUTDOWN)")
+    public static let intercepts4 = control(
+        0x010, 4, "intercepts[4]", .interceptMisc(word: 4),
+        "instruction intercepts (VMRUN..CR write traps)")
+    public static let intercepts5 = control(
+        0x014, 4, "intercepts[5]", .interceptMisc(word: 5),
+        "instruction intercepts (INVLPGB..IDLE_HLT)")
     public static let reserved1 = control(0x018, 36, "reserved_1", .reserved, "reserved")
     public static let pauseFilterThresh = control(0x03C, 2, "pause_filter_thresh", .plain, "PAUSE filter threshold")
     public static let pauseFilterCount = control(0x03E, 2, "pause_filter_count", .plain, "PAUSE filter count")
@@ -139,8 +151,9 @@ extension VMCBField {
     public static let tscOffset = control(0x050, 8, "tsc_offset", .plain, "TSC offset while the guest runs")
     public static let asid = control(0x058, 4, "asid", .plain, "guest ASID (0 is illegal)")
     public static let tlbCtl = control(0x05C, 1, "tlb_ctl", .tlbControl, "TLB control")
-    public static let erapCtl = control(0x05D, 1, "erap_ctl", .erapControl,
-                                        "ERAPS control: ALLOW_LARGER_RAP, CLEAR_RAP")
+    public static let erapCtl = control(
+        0x05D, 1, "erap_ctl", .erapControl,
+        "ERAPS control: ALLOW_LARGER_RAP, CLEAR_RAP")
     public static let reserved2 = control(0x05E, 2, "reserved_2", .reserved, "reserved")
     public static let intCtl = control(0x060, 4, "int_ctl", .intControl, "virtual interrupt control")
     public static let intVector = control(0x064, 4, "int_vector", .intVector, "virtual interrupt vector (bits 7:0)")
@@ -149,18 +162,21 @@ extension VMCBField {
     public static let exitCode = control(0x070, 8, "exit_code", .exitCode, "EXITCODE (64 bits; VMEXIT_INVALID is -1)")
     public static let exitInfo1 = control(0x078, 8, "exit_info_1", .exitInfo1, "EXITINFO1")
     public static let exitInfo2 = control(0x080, 8, "exit_info_2", .exitInfo2, "EXITINFO2")
-    public static let exitIntInfo = control(0x088, 4, "exit_int_info", .eventInjection,
-                                            "EXITINTINFO: event being delivered at the exit")
+    public static let exitIntInfo = control(
+        0x088, 4, "exit_int_info", .eventInjection,
+        "EXITINTINFO: event being delivered at the exit")
     public static let exitIntInfoErr = control(0x08C, 4, "exit_int_info_err", .plain, "EXITINTINFO error code")
-    public static let miscCtl = control(0x090, 8, "misc_ctl", .miscControl,
-                                        "NP_ENABLE, SEV, SEV-ES, GMET (formerly nested_ctl)")
+    public static let miscCtl = control(
+        0x090, 8, "misc_ctl", .miscControl,
+        "NP_ENABLE, SEV, SEV-ES, GMET (formerly nested_ctl)")
     public static let avicVAPICBar = control(0x098, 8, "avic_vapic_bar", .address, "AVIC APIC BAR")
     public static let ghcbGPA = control(0x0A0, 8, "ghcb_gpa", .address, "SEV-ES GHCB")
     public static let eventInj = control(0x0A8, 4, "event_inj", .eventInjection, "EVENTINJ: event to inject at VMRUN")
     public static let eventInjErr = control(0x0AC, 4, "event_inj_err", .plain, "EVENTINJ error code")
     public static let nestedCR3 = control(0x0B0, 8, "nested_cr3", .address, "nested page table root (nCR3)")
-    public static let miscCtl2 = control(0x0B8, 8, "misc_ctl2", .miscControl2,
-                                         "LBR virtualization, virtual VMLOAD/VMSAVE (formerly virt_ext)")
+    public static let miscCtl2 = control(
+        0x0B8, 8, "misc_ctl2", .miscControl2,
+        "LBR virtualization, virtual VMLOAD/VMSAVE (formerly virt_ext)")
     public static let clean = control(0x0C0, 4, "clean", .cleanBits, "VMCB clean bits")
     public static let reserved5 = control(0x0C4, 4, "reserved_5", .reserved, "reserved")
     public static let nextRIP = control(0x0C8, 8, "next_rip", .address, "nRIP: next sequential instruction")
@@ -173,16 +189,20 @@ extension VMCBField {
     public static let reserved7 = control(0x100, 8, "reserved_7", .reserved, "reserved")
     public static let vmsaPA = control(0x108, 8, "vmsa_pa", .address, "SEV-ES VMSA")
     public static let reserved8 = control(0x110, 16, "reserved_8", .reserved, "reserved")
-    public static let busLockCounter = control(0x120, 2, "bus_lock_counter", .plain,
-                                               "bus lock threshold counter (BUSLOCK intercept)")
+    public static let busLockCounter = control(
+        0x120, 2, "bus_lock_counter", .plain,
+        "bus lock threshold counter (BUSLOCK intercept)")
     public static let reserved9 = control(0x122, 22, "reserved_9", .reserved, "reserved")
-    public static let allowedSEVFeatures = control(0x138, 8, "allowed_sev_features", .sevFeatures,
-                                                   "SEV_FEATURES the guest may enable (bit 63: the mask is valid)")
-    public static let guestSEVFeatures = control(0x140, 8, "guest_sev_features", .sevFeatures,
-                                                 "the guest's SEV_FEATURES (SEV-SNP)")
+    public static let allowedSEVFeatures = control(
+        0x138, 8, "allowed_sev_features", .sevFeatures,
+        "SEV_FEATURES the guest may enable (bit 63: the mask is valid)")
+    public static let guestSEVFeatures = control(
+        0x140, 8, "guest_sev_features", .sevFeatures,
+        "the guest's SEV_FEATURES (SEV-SNP)")
     public static let reserved10 = control(0x148, 0x298, "reserved_10", .reserved, "reserved")
-    public static let reservedSW = control(0x3E0, 32, "reserved_sw", .reserved,
-                                           "reserved for hypervisor software (Hyper-V enlightenments)")
+    public static let reservedSW = control(
+        0x3E0, 32, "reserved_sw", .reserved,
+        "reserved for hypervisor software (Hyper-V enlightenments)")
 
     // MARK: save area (struct vmcb_save_area at 0x400; offsets relative to it)
     public static let saveESSelector = selector(0x000, "es", "VMRUN")
@@ -263,8 +283,9 @@ extension VMCBField {
     public static let saveReserved0x298 = save(0x298, 72, "reserved_0x298", .reserved, "reserved")
     public static let saveSpecCtrl = save(0x2E0, 8, "spec_ctrl", .plain, "guest SPEC_CTRL (V_SPEC_CTRL)")
     /// From the end of `struct vmcb_save_area` (744 bytes) to the end of the page.
-    public static let saveReserved0x2E8 = save(0x2E8, VMCBLayout.size - VMCBLayout.saveAreaOffset - 0x2E8,
-                                               "reserved_0x2e8", .reserved, "reserved (beyond the save area)")
+    public static let saveReserved0x2E8 = save(
+        0x2E8, VMCBLayout.size - VMCBLayout.saveAreaOffset - 0x2E8,
+        "reserved_0x2e8", .reserved, "reserved (beyond the save area)")
 }
 
 public enum VMCBLayout {

@@ -48,7 +48,7 @@ public final class App {
             terminal.stop()
             quit?.ended()
         }
-        collectEvents(waitingUpTo: .seconds(5))   // the start stop: L1 as loaded
+        collectEvents(waitingUpTo: .seconds(5))  // the start stop: L1 as loaded
         if let watch { startWatch(hz: watch) }
         redraw()
         while quit?.isRequested != true {
@@ -71,12 +71,16 @@ public final class App {
     /// The guest's COM1 output so far, its last lines in a panel.
     private func showSerial() {
         guard let bytes = session.serialOutput else {
-            say("no serial output here: an attached QEMU's COM1 is QEMU's; a recording keeps it in its serial table", error: true)
+            say(
+                "no serial output here: an attached QEMU's COM1 is QEMU's; a recording keeps it in its serial table",
+                error: true)
             return
         }
         let lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
         let shown = lines.suffix(max(1, terminal.height - 6)).map(String.init)
-        view.panel = (title: "serial (COM1): \(bytes.count) bytes, the last \(shown.count) lines (any key closes)", lines: shown)
+        view.panel = (
+            title: "serial (COM1): \(bytes.count) bytes, the last \(shown.count) lines (any key closes)", lines: shown
+        )
     }
 
     private func say(_ text: String, error: Bool = false) {
@@ -88,11 +92,23 @@ public final class App {
 
     /// Handles one key; false quits.
     private func handle(_ key: Terminal.Key) -> Bool {
-        if view.commandLine != nil { editCommand(key); return true }
-        if view.editingSearch { editSearch(key); return true }
+        if view.commandLine != nil {
+            editCommand(key)
+            return true
+        }
+        if view.editingSearch {
+            editSearch(key)
+            return true
+        }
         view.message = nil
-        if view.showHelp, key != .resize { view.showHelp = false; if key == .char("?") { return true } }
-        if view.panel != nil, key != .resize { view.panel = nil; return true }
+        if view.showHelp, key != .resize {
+            view.showHelp = false
+            if key == .char("?") { return true }
+        }
+        if view.panel != nil, key != .resize {
+            view.panel = nil
+            return true
+        }
         switch key {
         case .char("q"): return false
         case .char("n"): command("next")
@@ -142,8 +158,13 @@ public final class App {
             view.search = nil
             do { try send(.search(text)) } catch { say("\(error)", error: true) }
             return
-        case .enter: view.editingSearch = false; return
-        case .escape: view.editingSearch = false; view.search = nil; return
+        case .enter:
+            view.editingSearch = false
+            return
+        case .escape:
+            view.editingSearch = false
+            view.search = nil
+            return
         case .backspace: if !text.isEmpty { text.removeLast() }
         case let .char(c): text.append(c)
         default: break
@@ -154,13 +175,20 @@ public final class App {
     private func editCommand(_ key: Terminal.Key) {
         guard var line = view.commandLine else { return }
         switch key {
-        case .enter: view.commandLine = nil; command(line); return
-        case .escape: view.commandLine = nil; return
+        case .enter:
+            view.commandLine = nil
+            command(line)
+            return
+        case .escape:
+            view.commandLine = nil
+            return
         case .backspace: if !line.isEmpty { line.removeLast() }
         case .tab:
             let (completed, candidates) = Completion.complete(line)
             line = completed
-            if candidates.count > 1 { say(candidates.prefix(8).joined(separator: " ") + (candidates.count > 8 ? " ..." : "")) }
+            if candidates.count > 1 {
+                say(candidates.prefix(8).joined(separator: " ") + (candidates.count > 8 ? " ..." : ""))
+            }
         case let .char(c): line.append(c)
         default: break
         }
@@ -187,7 +215,11 @@ public final class App {
             case "watch" where words.count == 2 && VMCBLayout.field(named: words[1]) != nil:
                 try send(.addBreakpoint(.watch(VMCBLayout.field(named: words[1])!)))
             case "watch", "w":
-                if watchHz != nil { try send(.stopWatch) } else { startWatch(hz: words.count > 1 ? Double(words[1]) ?? 10 : 10) }
+                if watchHz != nil {
+                    try send(.stopWatch)
+                } else {
+                    startWatch(hz: words.count > 1 ? Double(words[1]) ?? 10 : 10)
+                }
             case "break", "b":
                 guard let breakpoint = Self.breakpoint(words) else {
                     say("break exit NAME | break l2-rip ADDR | break l1-rip ADDR", error: true)
@@ -197,16 +229,23 @@ public final class App {
             case "delete":
                 try send(.deleteBreakpoints(words.count > 1 ? Int(words[1]) : nil))
             case "goto" where isReplay:
-                guard words.count > 1, let n = Int(words[1]) else { say("goto N: N is a stop number", error: true); return }
+                guard words.count > 1, let n = Int(words[1]) else {
+                    say("goto N: N is a stop number", error: true)
+                    return
+                }
                 try send(.goto(n))
             case "goto":
-                guard words.count > 1, let n = Int(words[1]), let i = view.stops.firstIndex(where: { $0.index == n }) else {
+                guard words.count > 1, let n = Int(words[1]), let i = view.stops.firstIndex(where: { $0.index == n })
+                else {
                     say("goto N: N is a stop number in the history", error: true)
                     return
                 }
                 view.selected = i == view.stops.count - 1 ? nil : i
             case "theme":
-                guard words.count > 1 else { say("theme NAME|PATH", error: true); return }
+                guard words.count > 1 else {
+                    say("theme NAME|PATH", error: true)
+                    return
+                }
                 let theme = try Theme.load(words[1])
                 terminal.apply(ProcessInfo.processInfo.environment["NO_COLOR"] != nil ? theme.monochrome : theme)
             case "migrate": migrate(Array(words.dropFirst()))
@@ -229,23 +268,40 @@ public final class App {
     /// the front end's own event loop steps aside until it is done.
     private func migrate(_ words: [String]) {
         guard session.capabilities.contains(.savesVCPU) else {
-            say("migrate needs a live vCPU nestdbg can save (its own VM), not a recording or another process's vCPU", error: true)
+            say(
+                "migrate needs a live vCPU nestdbg can save (its own VM), not a recording or another process's vCPU",
+                error: true)
             return
         }
-        guard session.state == .stopped else { say("migrate needs the guest stopped", error: true); return }
+        guard session.state == .stopped else {
+            say("migrate needs the guest stopped", error: true)
+            return
+        }
         guard let at = view.stops.last else { return }
         var plan = MigrationPlan()
         var rest = words[...]
         while let key = rest.popFirst() {
-            guard let value = rest.popFirst() else { say("migrate [order NAME] [omit PART] [exits N]", error: true); return }
+            guard let value = rest.popFirst() else {
+                say("migrate [order NAME] [omit PART] [exits N]", error: true)
+                return
+            }
             switch key {
             case "order":
-                do { plan.order = try RestoreOrder.parse(value) } catch { say("\(error)", error: true); return }
+                do { plan.order = try RestoreOrder.parse(value) } catch {
+                    say("\(error)", error: true)
+                    return
+                }
             case "omit":
-                guard let omission = Omission(value) else { say("omit: one of \(Omission.help)", error: true); return }
+                guard let omission = Omission(value) else {
+                    say("omit: one of \(Omission.help)", error: true)
+                    return
+                }
                 plan.omitting.insert(omission)
             case "exits":
-                guard let n = Int(value), n > 0 else { say("exits N: a positive number", error: true); return }
+                guard let n = Int(value), n > 0 else {
+                    say("exits N: a positive number", error: true)
+                    return
+                }
                 plan.exits = n
             default:
                 say("migrate [order NAME] [omit PART] [exits N]", error: true)
@@ -259,7 +315,8 @@ public final class App {
             if !report.originalHistory.isEmpty { view.stops = report.originalHistory }
             view.selected = nil
             view.panel = (title: "migrate: \(report.verdict.rawValue) (any key closes)", lines: report.lines)
-            say("migration check: \(report.verdict.rawValue); the original ran on to stop #\(view.stops.last?.index ?? at.index)",
+            say(
+                "migration check: \(report.verdict.rawValue); the original ran on to stop #\(view.stops.last?.index ?? at.index)",
                 error: report.verdict != .same)
         } catch {
             say("migrate: \(error)", error: true)
@@ -279,7 +336,9 @@ public final class App {
             try send(.record(nil))
             return
         }
-        guard let recorderFactory else { throw CommandRefusal(description: "this session cannot record (a replay is a recording already)") }
+        guard let recorderFactory else {
+            throw CommandRefusal(description: "this session cannot record (a replay is a recording already)")
+        }
         let stamp = ISO8601DateFormatter().string(from: Date()).replacingOccurrences(of: ":", with: "")
         let path = argument ?? "nestdbg-\(stamp).nestdbg"
         let recorder = try recorderFactory(path)
@@ -326,8 +385,11 @@ public final class App {
         lastCounts = [:]
         counts = [:]
         lastSample = .now
-        view.runState = trace != nil ? "watching \(Int(rate)) Hz, free-running" : "watching \(Int(rate)) Hz, stopping at each exit"
-        if let whyStepping { say("live watch stops at every exit: KVM's tracepoint could not be opened (\(whyStepping))") }
+        view.runState =
+            trace != nil ? "watching \(Int(rate)) Hz, free-running" : "watching \(Int(rate)) Hz, stopping at each exit"
+        if let whyStepping {
+            say("live watch stops at every exit: KVM's tracepoint could not be opened (\(whyStepping))")
+        }
     }
 
     private var stoppedState: String { session.stoppedDescription }
@@ -342,7 +404,11 @@ public final class App {
                 view.runState = stoppedState
                 view.stops = Array(history)
                 view.selected = nil
-                if let hit = stop.hit { say("breakpoint \(hit): \(stop.reason)") } else { say(stop.reason, error: stop.kind == .fault) }
+                if let hit = stop.hit {
+                    say("breakpoint \(hit): \(stop.reason)")
+                } else {
+                    say(stop.reason, error: stop.kind == .fault)
+                }
             case let .sample(stop, sampledCounts):
                 view.stops = [stop]
                 view.selected = nil
@@ -368,7 +434,9 @@ public final class App {
         }
         guard let watchHz else { return }
         if let trace {
-            for (code, n) in trace.drain() { counts[SVMExit.name(of: code) ?? "0x" + String(code, radix: 16), default: 0] += n }
+            for (code, n) in trace.drain() {
+                counts[SVMExit.name(of: code) ?? "0x" + String(code, radix: 16), default: 0] += n
+            }
             // A sample of QEMU's vCPU holds it for its injected ioctls: twice a
             // second leaves the guest most of its speed; the counts stay exact.
             if !session.isAttached || ContinuousClock.now - lastSampleRequest >= .milliseconds(500) {
@@ -380,8 +448,10 @@ public final class App {
         let elapsed = now - lastSample
         guard elapsed >= .milliseconds(Int64(1000 / watchHz / 2)) else { return }
         let dt = max(1e-3, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
-        view.rates = counts.map { (name: $0.key, perSecond: Double($0.value - (lastCounts[$0.key] ?? 0)) / dt, total: $0.value) }
-            .sorted { $0.total > $1.total }
+        view.rates = counts.map {
+            (name: $0.key, perSecond: Double($0.value - (lastCounts[$0.key] ?? 0)) / dt, total: $0.value)
+        }
+        .sorted { $0.total > $1.total }
         lastCounts = counts
         lastSample = now
     }

@@ -3,7 +3,10 @@ import SVMModel
 /// Tab completion on the command line: exit names after `break exit`, VMCB
 /// fields after `watch`, command names first.
 public enum Completion {
-    public static let commands = ["step", "next", "vmrun", "continue", "pause", "watch", "break", "delete", "goto", "theme", "migrate", "help", "quit"]
+    public static let commands = [
+        "step", "next", "vmrun", "continue", "pause", "watch", "break", "delete", "goto", "theme", "migrate", "help",
+        "quit",
+    ]
 
     /// The line with its last word completed as far as it is unambiguous, and the candidates.
     public static func complete(_ line: String) -> (line: String, candidates: [String]) {

@@ -15,17 +15,27 @@ public enum Renderer {
         banner(v, &s)
         let paneHeight = max(10, (s.height - 3) * 11 / 20)
         let half = s.width / 2
-        let stop = v.current, prev = v.previous
-        registerPane(title: "L1" + (stop?.level == .l1 ? " (live)" : ""), set: stop?.l1, previous: prev?.l1,
-                     row: 1, col: 0, width: half, height: paneHeight, focused: v.focus == .l1, v: v, &s)
-        registerPane(title: "L2" + (stop?.level == .l2 ? " (live)" : ""), set: stop?.l2, previous: prev?.l2,
-                     row: 1, col: half, width: s.width - half, height: paneHeight, focused: v.focus == .l2, v: v, &s)
-        let lowerRow = 1 + paneHeight, lowerHeight = s.height - lowerRow - 1
+        let stop = v.current
+        let prev = v.previous
+        registerPane(
+            title: "L1" + (stop?.level == .l1 ? " (live)" : ""), set: stop?.l1, previous: prev?.l1,
+            row: 1, col: 0, width: half, height: paneHeight, focused: v.focus == .l1, v: v, &s)
+        registerPane(
+            title: "L2" + (stop?.level == .l2 ? " (live)" : ""), set: stop?.l2, previous: prev?.l2,
+            row: 1, col: half, width: s.width - half, height: paneHeight, focused: v.focus == .l2, v: v, &s)
+        let lowerRow = 1 + paneHeight
+        let lowerHeight = s.height - lowerRow - 1
         let syncWidth = s.width * 3 / 5
-        if v.fullVMCB { fullVMCBPane(v, row: lowerRow, col: 0, width: syncWidth, height: lowerHeight, &s) }
-        else { syncPane(v, row: lowerRow, col: 0, width: syncWidth, height: lowerHeight, &s) }
-        if v.rates.isEmpty { historyPane(v, row: lowerRow, col: syncWidth, width: s.width - syncWidth, height: lowerHeight, &s) }
-        else { ratePane(v, row: lowerRow, col: syncWidth, width: s.width - syncWidth, height: lowerHeight, &s) }
+        if v.fullVMCB {
+            fullVMCBPane(v, row: lowerRow, col: 0, width: syncWidth, height: lowerHeight, &s)
+        } else {
+            syncPane(v, row: lowerRow, col: 0, width: syncWidth, height: lowerHeight, &s)
+        }
+        if v.rates.isEmpty {
+            historyPane(v, row: lowerRow, col: syncWidth, width: s.width - syncWidth, height: lowerHeight, &s)
+        } else {
+            ratePane(v, row: lowerRow, col: syncWidth, width: s.width - syncWidth, height: lowerHeight, &s)
+        }
         statusLine(v, &s)
         if v.showHelp { help(v, &s) }
         if let panel = v.panel { self.panel(panel.title, panel.lines, v, &s) }
@@ -44,20 +54,27 @@ public enum Renderer {
             col += text.count
         }
         part(" nestdbg | \(v.target) | \(v.runState)")
-        if let recording = v.recording { part(" | REC \(recording.split(separator: "/").last.map(String.init) ?? recording)") }
+        if let recording = v.recording {
+            part(" | REC \(recording.split(separator: "/").last.map(String.init) ?? recording)")
+        }
         if let stop = v.current {
             part(": \(stop.kind.rawValue) | ")
             part(" live: \(stop.level.rawValue) ", .live)
             let f = stop.nestedFlags
-            part(" GUEST_MODE\(f.contains(.guestMode) ? "+" : "-") RUN_PENDING\(f.contains(.runPending) ? "+" : "-") GIF\(f.contains(.gifSet) ? "+" : "-")")
+            part(
+                " GUEST_MODE\(f.contains(.guestMode) ? "+" : "-") RUN_PENDING\(f.contains(.runPending) ? "+" : "-") GIF\(f.contains(.gifSet) ? "+" : "-")"
+            )
             part(" | stop #\(stop.index)")
             if let exit = stop.exit { part(" | exit \(exit.name)") }
         }
     }
 
-    static func registerPane(title: String, set: RegisterSet?, previous: RegisterSet?, row: Int, col: Int, width: Int,
-                             height: Int, focused: Bool, v: SessionView, _ s: inout ScreenBuffer) {
-        s.box(row: row, col: col, width: width, height: height, title: title + (focused ? " *" : ""), unicode: v.unicode)
+    static func registerPane(
+        title: String, set: RegisterSet?, previous: RegisterSet?, row: Int, col: Int, width: Int,
+        height: Int, focused: Bool, v: SessionView, _ s: inout ScreenBuffer
+    ) {
+        s.box(
+            row: row, col: col, width: width, height: height, title: title + (focused ? " *" : ""), unicode: v.unicode)
         let inner = width - 2
         guard let set else {
             s.put("not known at this stop", row: row + 1, col: col + 1, style: .unknown, maxWidth: inner)
@@ -66,7 +83,8 @@ public enum Renderer {
         s.put(set.source, row: row + 1, col: col + 1, style: .dim, maxWidth: inner)
         let rows = PaneModel.rows(set, previous: previous)
         // GPRs in two columns when they fit, the rest one per line with notes.
-        let gprs = rows.prefix(16), rest = rows.dropFirst(16)
+        let gprs = rows.prefix(16)
+        let rest = rows.dropFirst(16)
         var r = row + 2
         let cellWidth = 22
         let perLine = max(1, inner / cellWidth)
@@ -98,9 +116,12 @@ public enum Renderer {
             let parts = [seg.selector, seg.base, seg.limit, seg.attrib].compactMap { byRegister[$0] }
             let changed = parts.contains { $0.changed }
             s.put(seg.label.padding(toLength: 5, withPad: " ", startingAt: 0), row: r, col: col + 1, style: .label)
-            let text = "\(hexOrUnknown(sel, 4)) base \(hexOrUnknown(byRegister[seg.base], 16))"
+            let text =
+                "\(hexOrUnknown(sel, 4)) base \(hexOrUnknown(byRegister[seg.base], 16))"
                 + " lim \(hexOrUnknown(byRegister[seg.limit], 8)) \(byRegister[seg.attrib]?.note ?? "")"
-            s.put(text, row: r, col: col + 6, style: sel.value == nil ? .unknown : (changed ? .changed : .value), maxWidth: inner - 5)
+            s.put(
+                text, row: r, col: col + 6, style: sel.value == nil ? .unknown : (changed ? .changed : .value),
+                maxWidth: inner - 5)
             r += 1
         }
         for table in PaneModel.tables where r < row + height - 1 {
@@ -108,26 +129,38 @@ public enum Renderer {
             let limit = byRegister[table.limit]
             s.put(table.label.padding(toLength: 5, withPad: " ", startingAt: 0), row: r, col: col + 1, style: .label)
             let text = base.value.map { "base \(hex16($0)) lim \(String(limit?.value ?? 0, radix: 16))" } ?? "unknown"
-            s.put(text, row: r, col: col + 6, style: base.value == nil ? .unknown : (base.changed || limit?.changed == true ? .changed : .value), maxWidth: inner - 5)
+            s.put(
+                text, row: r, col: col + 6,
+                style: base.value == nil ? .unknown : (base.changed || limit?.changed == true ? .changed : .value),
+                maxWidth: inner - 5)
             r += 1
         }
     }
 
-    private static func cell(_ item: RegisterRow, row: Int, col: Int, width: Int, labelWidth: Int = 4, _ s: inout ScreenBuffer) {
+    private static func cell(
+        _ item: RegisterRow, row: Int, col: Int, width: Int, labelWidth: Int = 4, _ s: inout ScreenBuffer
+    ) {
         let label = item.name.padding(toLength: max(labelWidth, item.name.count), withPad: " ", startingAt: 0)
         s.put(label, row: row, col: col, style: .label)
         let valueCol = col + label.count + 1
         if let v = item.value {
-            s.put(hex16(v), row: row, col: valueCol, style: item.changed ? .changed : .value, maxWidth: width - (valueCol - col))
+            s.put(
+                hex16(v), row: row, col: valueCol, style: item.changed ? .changed : .value,
+                maxWidth: width - (valueCol - col))
         } else {
             s.put("????????????????", row: row, col: valueCol, style: .unknown, maxWidth: width - (valueCol - col))
         }
     }
 
     static func syncPane(_ v: SessionView, row: Int, col: Int, width: Int, height: Int, _ s: inout ScreenBuffer) {
-        s.box(row: row, col: col, width: width, height: height, title: "VMCB12 sync" + (v.focus == .vmcb12 ? " *" : ""), unicode: v.unicode)
+        s.box(
+            row: row, col: col, width: width, height: height, title: "VMCB12 sync" + (v.focus == .vmcb12 ? " *" : ""),
+            unicode: v.unicode)
         let inner = width - 2
-        guard let stop = v.current else { s.put("no stop yet: n steps to the next nested exit", row: row + 1, col: col + 1, style: .dim); return }
+        guard let stop = v.current else {
+            s.put("no stop yet: n steps to the next nested exit", row: row + 1, col: col + 1, style: .dim)
+            return
+        }
         var r = row + 1
         if let exit = stop.exit {
             s.put("\(exit.name): \(exit.summary)", row: r, col: col + 1, style: .title, maxWidth: inner)
@@ -145,9 +178,13 @@ public enum Renderer {
         }
         if let kvm = stop.kvm, stop.kind == .nestedExit {
             // KVM's own word on this exit (tracepoint stops): agreement with vmcb12, and the exits L1 never saw.
-            let times = v.unicode ? "×" : "x"   // the sandbox's serial console is not UTF-8
-            let l0 = kvm.handledByL0.map { $0.isEmpty ? "none" : $0.map { "\($0.name)\(times)\($0.count)" }.joined(separator: " ") } ?? "unknown"
-            let agreement = stop.kvmDisagreements.isEmpty ? (kvm.injectedExit == nil ? "" : "KVM agrees with vmcb12; ") : ""
+            let times = v.unicode ? "×" : "x"  // the sandbox's serial console is not UTF-8
+            let l0 =
+                kvm.handledByL0.map {
+                    $0.isEmpty ? "none" : $0.map { "\($0.name)\(times)\($0.count)" }.joined(separator: " ")
+                } ?? "unknown"
+            let agreement =
+                stop.kvmDisagreements.isEmpty ? (kvm.injectedExit == nil ? "" : "KVM agrees with vmcb12; ") : ""
             if r < last {
                 s.put("\(agreement)L0 handled: \(l0)", row: r, col: col + 1, style: .dim, maxWidth: inner)
                 r += 1
@@ -164,29 +201,38 @@ public enum Renderer {
             }
         }
         if stop.kind != .nestedExit {
-            s.put(stop.kind == .vmrun ? "vmcb12 as L1 prepared it; v shows every field" : "no nested exit at this stop", row: r, col: col + 1, style: .dim, maxWidth: inner)
+            s.put(
+                stop.kind == .vmrun ? "vmcb12 as L1 prepared it; v shows every field" : "no nested exit at this stop",
+                row: r, col: col + 1, style: .dim, maxWidth: inner)
             return
         }
         if stop.vmcb12AtVMRUN == nil {
             // Live watch ran over the VMRUN: there is no page as L1 prepared it to diff against.
-            s.put("VMRUN not seen (live watch): no before page to diff", row: r, col: col + 1, style: .dim, maxWidth: inner)
+            s.put(
+                "VMRUN not seen (live watch): no before page to diff", row: r, col: col + 1, style: .dim,
+                maxWidth: inner)
         } else if stop.synced.isEmpty {
             s.put("no vmcb12 field changed", row: r, col: col + 1, style: .dim)
         }
         let wrote = stop.kvmWrote
         let rewritten = wrote.filter { $0.outcome == .rewritten }
         if !wrote.isEmpty && r < last {
-            s.put("KVM wrote \(wrote.count) fields: \(wrote.count - rewritten.count) changed (below), \(rewritten.count) rewritten",
-                  row: r, col: col + 1, style: .dim, maxWidth: inner)
+            s.put(
+                "KVM wrote \(wrote.count) fields: \(wrote.count - rewritten.count) changed (below), \(rewritten.count) rewritten",
+                row: r, col: col + 1, style: .dim, maxWidth: inner)
             r += 1
         }
-        let nameWidth = 22, valueWidth = max(20, inner - nameWidth - 20)
+        let nameWidth = 22
+        let valueWidth = max(20, inner - nameWidth - 20)
         for c in stop.synced where r < row + height - 1 {
             let unexpected = c.sync == .unexpected
             s.put(c.field.name, row: r, col: col + 1, style: unexpected ? .unexpected : .label, maxWidth: nameWidth)
-            s.put("\(c.before) -> \(c.after)", row: r, col: col + 1 + nameWidth, style: unexpected ? .unexpected : .changed, maxWidth: valueWidth)
-            s.put(unexpected ? "!! UNEXPECTED" : c.sync.rawValue, row: r, col: col + 1 + nameWidth + valueWidth + 1,
-                  style: unexpected ? .unexpected : .dim, maxWidth: inner - nameWidth - valueWidth - 1)
+            s.put(
+                "\(c.before) -> \(c.after)", row: r, col: col + 1 + nameWidth,
+                style: unexpected ? .unexpected : .changed, maxWidth: valueWidth)
+            s.put(
+                unexpected ? "!! UNEXPECTED" : c.sync.rawValue, row: r, col: col + 1 + nameWidth + valueWidth + 1,
+                style: unexpected ? .unexpected : .dim, maxWidth: inner - nameWidth - valueWidth - 1)
             r += 1
         }
         guard !rewritten.isEmpty, r < last else { return }
@@ -194,7 +240,9 @@ public enum Renderer {
         let lines = wrap("rewritten: " + compactNames(rewritten.map(\.field)).joined(separator: " "), width: inner)
         for (i, line) in lines.enumerated() where r < last {
             let more = i < lines.count - 1 && r == last - 1
-            s.put(more ? String(line.prefix(inner - 1)) + (v.unicode ? "…" : "+") : line, row: r, col: col + 1, style: .dim, maxWidth: inner)
+            s.put(
+                more ? String(line.prefix(inner - 1)) + (v.unicode ? "…" : "+") : line, row: r, col: col + 1,
+                style: .dim, maxWidth: inner)
             r += 1
         }
     }
@@ -239,30 +287,42 @@ public enum Renderer {
     }
 
     static func fullVMCBPane(_ v: SessionView, row: Int, col: Int, width: Int, height: Int, _ s: inout ScreenBuffer) {
-        s.box(row: row, col: col, width: width, height: height,
-              title: "VMCB12 (full, v returns)" + (v.search.map { ", fields matching \"\($0)\"" } ?? ""), unicode: v.unicode)
+        s.box(
+            row: row, col: col, width: width, height: height,
+            title: "VMCB12 (full, v returns)" + (v.search.map { ", fields matching \"\($0)\"" } ?? ""),
+            unicode: v.unicode)
         guard let stop = v.current, let vmcb = stop.vmcb12 else {
             s.put("no vmcb12 at this stop", row: row + 1, col: col + 1, style: .dim)
             return
         }
-        let verdict = stop.violations.isEmpty ? "consistency check at VMRUN: passes" : "consistency check at VMRUN: \(stop.violations.count) violation(s)"
-        s.put(verdict, row: row + 1, col: col + 1, style: stop.violations.isEmpty ? .dim : .unexpected, maxWidth: width - 2)
+        let verdict =
+            stop.violations.isEmpty
+            ? "consistency check at VMRUN: passes" : "consistency check at VMRUN: \(stop.violations.count) violation(s)"
+        s.put(
+            verdict, row: row + 1, col: col + 1, style: stop.violations.isEmpty ? .dim : .unexpected,
+            maxWidth: width - 2)
         let changed = Set(stop.synced.map(\.field.name))
         var r = row + 2
         for f in VMCBLayout.fields where r < row + height - 1 {
             let value = vmcb[f]
             if let q = v.search, !q.isEmpty {
                 if !f.name.localizedCaseInsensitiveContains(q) { continue }
-            } else if value.isZero { continue }
+            } else if value.isZero {
+                continue
+            }
             s.put(f.name, row: r, col: col + 1, style: .label, maxWidth: 24)
-            s.put(value.description, row: r, col: col + 26, style: changed.contains(f.name) ? .changed : .value, maxWidth: 18)
+            s.put(
+                value.description, row: r, col: col + 26, style: changed.contains(f.name) ? .changed : .value,
+                maxWidth: 18)
             s.put(f.meaning(of: value, in: vmcb), row: r, col: col + 45, style: .dim, maxWidth: width - 46)
             r += 1
         }
     }
 
     static func historyPane(_ v: SessionView, row: Int, col: Int, width: Int, height: Int, _ s: inout ScreenBuffer) {
-        s.box(row: row, col: col, width: width, height: height, title: "exits" + (v.focus == .history ? " *" : ""), unicode: v.unicode)
+        s.box(
+            row: row, col: col, width: width, height: height, title: "exits" + (v.focus == .history ? " *" : ""),
+            unicode: v.unicode)
         let visible = height - 2
         guard visible > 0, !v.stops.isEmpty else { return }
         let sel = min(v.selected ?? v.stops.count - 1, v.stops.count - 1)
@@ -271,16 +331,22 @@ public enum Renderer {
             let st = v.stops[i]
             let name = st.exit?.name ?? st.kind.rawValue
             let l2rip = st.l2?[.rip].map { String($0, radix: 16) } ?? "-"
-            let text = "#\(st.index) \(name.padding(toLength: 10, withPad: " ", startingAt: 0)) \(l2rip.padding(toLength: 8, withPad: " ", startingAt: 0)) \(st.exit?.summary ?? st.reason)"
-            s.put(text.padding(toLength: width - 2, withPad: " ", startingAt: 0), row: row + 1 + k, col: col + 1,
-                  style: i == sel ? .selected : (st.synced.contains { $0.sync == .unexpected } || st.why?.isAlarming == true ? .unexpected : .normal), maxWidth: width - 2)
+            let text =
+                "#\(st.index) \(name.padding(toLength: 10, withPad: " ", startingAt: 0)) \(l2rip.padding(toLength: 8, withPad: " ", startingAt: 0)) \(st.exit?.summary ?? st.reason)"
+            s.put(
+                text.padding(toLength: width - 2, withPad: " ", startingAt: 0), row: row + 1 + k, col: col + 1,
+                style: i == sel
+                    ? .selected
+                    : (st.synced.contains { $0.sync == .unexpected } || st.why?.isAlarming == true
+                        ? .unexpected : .normal), maxWidth: width - 2)
         }
     }
 
     static func ratePane(_ v: SessionView, row: Int, col: Int, width: Int, height: Int, _ s: inout ScreenBuffer) {
         s.box(row: row, col: col, width: width, height: height, title: "nested exits / s", unicode: v.unicode)
         for (k, r) in v.rates.prefix(height - 2).enumerated() {
-            let line = "\(r.name.padding(toLength: 14, withPad: " ", startingAt: 0)) \(String(format: "%9.1f", r.perSecond)) \(String(format: "%9d", r.total))"
+            let line =
+                "\(r.name.padding(toLength: 14, withPad: " ", startingAt: 0)) \(String(format: "%9.1f", r.perSecond)) \(String(format: "%9d", r.total))"
             s.put(line, row: row + 1 + k, col: col + 1, style: k == 0 ? .changed : .normal, maxWidth: width - 2)
         }
     }
@@ -295,8 +361,10 @@ public enum Renderer {
             s.put(message, row: row, col: 0, style: v.messageIsError ? .error : .normal)
         } else {
             var col = 0
-            for (key, what) in [("n", "next exit"), ("e", "VMRUN"), ("s", "step"), ("c", "continue"), ("p", "pause"), ("w", "watch"),
-                                ("[ ]", "history"), ("v", "VMCB12"), (":", "command"), ("?", "help"), ("q", "quit")] {
+            for (key, what) in [
+                ("n", "next exit"), ("e", "VMRUN"), ("s", "step"), ("c", "continue"), ("p", "pause"), ("w", "watch"),
+                ("[ ]", "history"), ("v", "VMCB12"), (":", "command"), ("?", "help"), ("q", "quit"),
+            ] {
                 s.put(key, row: row, col: col, style: .key)
                 s.put(" " + what + "  ", row: row, col: col + key.count, style: .help)
                 col += key.count + what.count + 3
@@ -326,18 +394,26 @@ public enum Renderer {
 
     /// A boxed report over the panes, as wide as the screen allows; long lines are cut.
     static func panel(_ title: String, _ lines: [String], _ v: SessionView, _ s: inout ScreenBuffer) {
-        let w = max(20, s.width - 4), h = min(lines.count + 2, max(3, s.height - 2))
-        let row = max(1, (s.height - h) / 2), col = max(0, (s.width - w) / 2)
+        let w = max(20, s.width - 4)
+        let h = min(lines.count + 2, max(3, s.height - 2))
+        let row = max(1, (s.height - h) / 2)
+        let col = max(0, (s.width - w) / 2)
         for r in row..<(row + h) { s.put(String(repeating: " ", count: w), row: r, col: col) }
         s.box(row: row, col: col, width: w, height: h, title: title, unicode: v.unicode)
-        for (i, line) in lines.prefix(h - 2).enumerated() { s.put(line, row: row + 1 + i, col: col + 2, style: .help, maxWidth: w - 4) }
+        for (i, line) in lines.prefix(h - 2).enumerated() {
+            s.put(line, row: row + 1 + i, col: col + 2, style: .help, maxWidth: w - 4)
+        }
     }
 
     static func help(_ v: SessionView, _ s: inout ScreenBuffer) {
-        let w = 62, h = helpLines.count + 2
-        let row = max(1, (s.height - h) / 2), col = max(0, (s.width - w) / 2)
+        let w = 62
+        let h = helpLines.count + 2
+        let row = max(1, (s.height - h) / 2)
+        let col = max(0, (s.width - w) / 2)
         for r in row..<(row + h) { s.put(String(repeating: " ", count: w), row: r, col: col) }
         s.box(row: row, col: col, width: w, height: h, title: "keys", unicode: v.unicode)
-        for (i, line) in helpLines.enumerated() { s.put(line, row: row + 1 + i, col: col + 2, style: .help, maxWidth: w - 4) }
+        for (i, line) in helpLines.enumerated() {
+            s.put(line, row: row + 1 + i, col: col + 2, style: .help, maxWidth: w - 4)
+        }
     }
 }

@@ -1,6 +1,7 @@
 /// What a cell means; the theme decides how it looks.
 public enum Style: String, CaseIterable, Sendable {
-    case normal, border, title, label, value, changed, unknown, unexpected, dim, banner, live, selected, error, help, key
+    case normal, border, title, label, value, changed, unknown, unexpected, dim, banner, live, selected, error, help,
+        key
 }
 
 /// An in-memory screen: the renderer draws here, the terminal copies it out,
@@ -11,7 +12,8 @@ public struct ScreenBuffer: Sendable {
     public private(set) var styles: [Style]
 
     public init(width: Int, height: Int) {
-        self.width = max(0, width); self.height = max(0, height)
+        self.width = max(0, width)
+        self.height = max(0, height)
         chars = Array(repeating: " ", count: self.width * self.height)
         styles = Array(repeating: .normal, count: self.width * self.height)
     }
@@ -23,7 +25,10 @@ public struct ScreenBuffer: Sendable {
         let limit = maxWidth >= width ? width : min(width, col + max(0, maxWidth))
         for ch in text {
             if c >= limit { break }
-            if c >= 0 { chars[row * width + c] = ch; styles[row * width + c] = style }
+            if c >= 0 {
+                chars[row * width + c] = ch
+                styles[row * width + c] = style
+            }
             c += 1
         }
     }
@@ -39,7 +44,9 @@ public struct ScreenBuffer: Sendable {
     /// Where `needle` starts on screen, if anywhere.
     public func find(_ needle: String) -> (row: Int, col: Int)? {
         for r in 0..<height {
-            if let range = line(r).range(of: needle) { return (r, line(r).distance(from: line(r).startIndex, to: range.lowerBound)) }
+            if let range = line(r).range(of: needle) {
+                return (r, line(r).distance(from: line(r).startIndex, to: range.lowerBound))
+            }
         }
         return nil
     }
@@ -59,7 +66,9 @@ public struct ScreenBuffer: Sendable {
     }
 
     /// A box with a title; `unicode` false draws it in ASCII.
-    public mutating func box(row: Int, col: Int, width w: Int, height h: Int, title: String, unicode: Bool, style: Style = .border) {
+    public mutating func box(
+        row: Int, col: Int, width w: Int, height h: Int, title: String, unicode: Bool, style: Style = .border
+    ) {
         guard w >= 2, h >= 2 else { return }
         let (hz, vt, tl, tr, bl, br) = unicode ? ("─", "│", "┌", "┐", "└", "┘") : ("-", "|", "+", "+", "+", "+")
         put(tl + String(repeating: hz, count: w - 2) + tr, row: row, col: col, style: style)

@@ -33,7 +33,9 @@ public struct SessionView: Sendable {
     public var editingSearch = false
 
     public init(target: String, runState: String = "stopped", stops: [Stop] = []) {
-        self.target = target; self.runState = runState; self.stops = stops
+        self.target = target
+        self.runState = runState
+        self.stops = stops
     }
 
     public var current: Stop? {
@@ -68,7 +70,9 @@ public enum PaneModel {
         ("fs", .fsSelector, .fsBase, .fsLimit, .fsAttrib), ("gs", .gsSelector, .gsBase, .gsLimit, .gsAttrib),
         ("tr", .trSelector, .trBase, .trLimit, .trAttrib), ("ldtr", .ldtrSelector, .ldtrBase, .ldtrLimit, .ldtrAttrib),
     ]
-    static let tables: [(label: String, base: Register, limit: Register)] = [("gdtr", .gdtrBase, .gdtrLimit), ("idtr", .idtrBase, .idtrLimit)]
+    static let tables: [(label: String, base: Register, limit: Register)] = [
+        ("gdtr", .gdtrBase, .gdtrLimit), ("idtr", .idtrBase, .idtrLimit),
+    ]
 
     /// The rows of a register pane, in the pane's order; `previous` marks changes.
     public static func rows(_ set: RegisterSet, previous: RegisterSet?) -> [RegisterRow] {
@@ -76,8 +80,9 @@ public enum PaneModel {
             guard set.entry(register) != nil else { return nil }
             let v = set[register]
             let old = previous?[register]
-            return RegisterRow(register: register, value: v, changed: v != nil && old != nil && v != old,
-                               note: v.map { note(register, $0) } ?? "")
+            return RegisterRow(
+                register: register, value: v, changed: v != nil && old != nil && v != old,
+                note: v.map { note(register, $0) } ?? "")
         }
     }
 

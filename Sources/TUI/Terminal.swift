@@ -21,12 +21,17 @@ public final class Terminal {
         Terminal.installRestoreHandlers()
         _ = initscr()
         Terminal.active = true
-        cbreak(); noecho(); nonl()
+        cbreak()
+        noecho()
+        nonl()
         keypad(cnc_stdscr(), true)
         curs_set(0)
         set_escdelay(25)
         colorsAvailable = has_colors() && ProcessInfo.processInfo.environment["NO_COLOR"] == nil
-        if colorsAvailable { start_color(); use_default_colors() }
+        if colorsAvailable {
+            start_color()
+            use_default_colors()
+        }
         apply(theme)
         updateSize()
     }
@@ -35,7 +40,10 @@ public final class Terminal {
 
     /// Puts the terminal back as it was (idempotent).
     public func stop() {
-        if Terminal.active { endwin(); Terminal.active = false }
+        if Terminal.active {
+            endwin()
+            Terminal.active = false
+        }
     }
 
     public func apply(_ theme: Theme) {
@@ -48,7 +56,7 @@ public final class Terminal {
             func number(_ c: ThemeColor) -> Int16 {
                 switch c {
                 case .default: return -1
-                case let .ansi(n): return Int16(n < Int(cnc_colors()) ? n : n % 8)   // 8-colour terminals: bright → base
+                case let .ansi(n): return Int16(n < Int(cnc_colors()) ? n : n % 8)  // 8-colour terminals: bright → base
                 }
             }
             init_pair(Int16(next), number(spec.foreground), number(spec.background))
@@ -66,14 +74,17 @@ public final class Terminal {
         if spec.reverse { a |= cnc_attr_reverse() }
         if spec.dim { a |= cnc_attr_dim() }
         // Without colour, a few styles still need to stand out.
-        if colorPairs.isEmpty, [.changed, .unexpected, .banner, .live, .selected].contains(style), !spec.reverse, !spec.bold, !spec.underline {
+        if colorPairs.isEmpty, [.changed, .unexpected, .banner, .live, .selected].contains(style), !spec.reverse,
+            !spec.bold, !spec.underline
+        {
             a |= style == .changed ? cnc_attr_bold() : cnc_attr_reverse()
         }
         return a
     }
 
     public func updateSize() {
-        width = Int(getmaxx(cnc_stdscr())); height = Int(getmaxy(cnc_stdscr()))
+        width = Int(getmaxx(cnc_stdscr()))
+        height = Int(getmaxy(cnc_stdscr()))
     }
 
     /// Copies a screen to the terminal: one ncurses call per run of equal style.
@@ -83,7 +94,8 @@ public final class Terminal {
             for run in screen.runs(row: row) {
                 let a = attributes(run.style)
                 attrset(a)
-                let text = run.col + run.text.count >= width && row == height - 1 ? String(run.text.dropLast()) : run.text
+                let text =
+                    run.col + run.text.count >= width && row == height - 1 ? String(run.text.dropLast()) : run.text
                 mvaddstr(Int32(row), Int32(run.col), text)
             }
         }
@@ -92,7 +104,8 @@ public final class Terminal {
     }
 
     public enum Key: Equatable {
-        case char(Character), left, right, up, down, tab, enter, backspace, escape, resize, none
+        case char(Character)
+        case left, right, up, down, tab, enter, backspace, escape, resize, none
     }
 
     /// The next key, waiting at most `timeoutMs` (negative: forever).
@@ -101,7 +114,9 @@ public final class Terminal {
         let k = getch()
         switch k {
         case ERR: return .none
-        case cnc_key_resize(): updateSize(); return .resize
+        case cnc_key_resize():
+            updateSize()
+            return .resize
         case cnc_key_left(): return .left
         case cnc_key_right(): return .right
         case cnc_key_up(): return .up
@@ -126,7 +141,7 @@ public final class Terminal {
         for sig in [SIGINT, SIGTERM, SIGHUP, SIGSEGV, SIGBUS, SIGILL, SIGABRT, SIGFPE, SIGTRAP] {
             signal(sig) { s in
                 endwin()
-                signal(s, SIG_DFL)   // then die the way the signal means
+                signal(s, SIG_DFL)  // then die the way the signal means
                 raise(s)
             }
         }

@@ -4,7 +4,7 @@ import Foundation
 /// the terminal's default.
 public enum ThemeColor: Equatable, Sendable {
     case `default`
-    case ansi(Int)   // 0…15
+    case ansi(Int)  // 0…15
 
     static let names = ["black", "red", "green", "yellow", "blue", "magenta", "cyan", "white"]
 
@@ -45,29 +45,46 @@ public struct Theme: Equatable, Sendable {
         var theme = Theme(name: source, specs: [:], usesColor: true)
         for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let n = i + 1
-            let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init)?
+            let line =
+                raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init)?
                 .trimmingCharacters(in: .whitespaces) ?? ""
             if line.isEmpty { continue }
             let parts = line.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
-            guard parts.count == 2, !parts[0].isEmpty else { throw ThemeError(source: source, line: n, message: "expected `style = colour [on colour] [, attribute…]`") }
-            let key = parts[0], value = parts[1].lowercased()
-            if key == "name" { theme.name = parts[1]; continue }
+            guard parts.count == 2, !parts[0].isEmpty else {
+                throw ThemeError(
+                    source: source, line: n, message: "expected `style = colour [on colour] [, attribute…]`")
+            }
+            let key = parts[0]
+            let value = parts[1].lowercased()
+            if key == "name" {
+                theme.name = parts[1]
+                continue
+            }
             if key == "colors" {
-                guard ["none", "ansi"].contains(value) else { throw ThemeError(source: source, line: n, message: "colors is `none` or `ansi`") }
+                guard ["none", "ansi"].contains(value) else {
+                    throw ThemeError(source: source, line: n, message: "colors is `none` or `ansi`")
+                }
                 theme.usesColor = value == "ansi"
                 continue
             }
             guard let style = Style(rawValue: key) else {
-                throw ThemeError(source: source, line: n, message: "unknown style `\(key)` (styles: \(Style.allCases.map(\.rawValue).joined(separator: ", ")))")
+                throw ThemeError(
+                    source: source, line: n,
+                    message:
+                        "unknown style `\(key)` (styles: \(Style.allCases.map(\.rawValue).joined(separator: ", ")))")
             }
             var spec = StyleSpec()
             let pieces = value.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
             let colours = pieces.first?.split(separator: " ").map(String.init) ?? []
             if !colours.isEmpty && colours != ["none"] {
-                guard let fg = ThemeColor.parse(colours[0]) else { throw ThemeError(source: source, line: n, message: "unknown colour `\(colours[0])`") }
+                guard let fg = ThemeColor.parse(colours[0]) else {
+                    throw ThemeError(source: source, line: n, message: "unknown colour `\(colours[0])`")
+                }
                 spec.foreground = fg
                 if colours.count == 3, colours[1] == "on" {
-                    guard let bg = ThemeColor.parse(colours[2]) else { throw ThemeError(source: source, line: n, message: "unknown colour `\(colours[2])`") }
+                    guard let bg = ThemeColor.parse(colours[2]) else {
+                        throw ThemeError(source: source, line: n, message: "unknown colour `\(colours[2])`")
+                    }
                     spec.background = bg
                 } else if colours.count != 1 {
                     throw ThemeError(source: source, line: n, message: "expected `colour` or `colour on colour`")
@@ -79,7 +96,9 @@ public struct Theme: Equatable, Sendable {
                 case "underline": spec.underline = true
                 case "reverse": spec.reverse = true
                 case "dim": spec.dim = true
-                default: throw ThemeError(source: source, line: n, message: "unknown attribute `\(attr)` (bold, underline, reverse, dim)")
+                default:
+                    throw ThemeError(
+                        source: source, line: n, message: "unknown attribute `\(attr)` (bold, underline, reverse, dim)")
                 }
             }
             theme.specs[style] = spec
@@ -93,9 +112,14 @@ public struct Theme: Equatable, Sendable {
         let fm = FileManager.default
         var candidates = [nameOrPath]
         if !nameOrPath.contains("/") {
-            var dirs = [ProcessInfo.processInfo.environment["NESTDBG_THEMES"], fm.currentDirectoryPath + "/Themes"].compactMap { $0 }
-            let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
-            dirs += [exe.appendingPathComponent("Themes").path, exe.appendingPathComponent("../../../Themes").standardized.path]
+            var dirs = [ProcessInfo.processInfo.environment["NESTDBG_THEMES"], fm.currentDirectoryPath + "/Themes"]
+                .compactMap { $0 }
+            let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+                .deletingLastPathComponent()
+            dirs += [
+                exe.appendingPathComponent("Themes").path,
+                exe.appendingPathComponent("../../../Themes").standardized.path,
+            ]
             candidates = dirs.map { "\($0)/\(nameOrPath).theme" } + candidates
         }
         for path in candidates {
@@ -104,7 +128,8 @@ public struct Theme: Equatable, Sendable {
             }
         }
         if nameOrPath == "default" { return .builtIn }
-        throw ThemeError(source: nameOrPath, line: 0, message: "no such theme (looked in \(candidates.joined(separator: ", ")))")
+        throw ThemeError(
+            source: nameOrPath, line: 0, message: "no such theme (looked in \(candidates.joined(separator: ", ")))")
     }
 
     /// Used when no Themes folder is found: the default dark theme's essentials.

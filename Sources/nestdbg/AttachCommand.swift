@@ -1,8 +1,8 @@
 import ArgumentParser
 import DebuggerEngine
 import Foundation
-import KernelTrace
 import KVMControl
+import KernelTrace
 import ProcessControl
 import SVMModel
 import TUI
@@ -12,7 +12,8 @@ import TUI
 struct AttachCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "attach",
-        abstract: "Attach to a vCPU of a running QEMU (-accel kvm) and stop at every nested VMRUN and #VMEXIT of its L1.",
+        abstract:
+            "Attach to a vCPU of a running QEMU (-accel kvm) and stop at every nested VMRUN and #VMEXIT of its L1.",
         discussion: """
             nestdbg traces QEMU's vCPU thread (ptrace), stops it with KVM's own tracepoints, and runs the \
             vCPU ioctls it needs inside that thread; QEMU treats each stop like one of its own kicks. \
@@ -24,10 +25,11 @@ struct AttachCommand: ParsableCommand {
 
     @Argument(help: "QEMU's process id.") var pid: Int32
     @Option(help: "The vCPU (QEMU's cpu-index).") var vcpu = 0
-    @Option(help: """
-        QEMU's QMP socket: the vCPU's thread, the guest's RAM, and `cont` for a QEMU started with -S \
-        (so its first VMRUN is seen). Default: the socket on QEMU's command line (-qmp unix:PATH,server=on,wait=off).
-        """)
+    @Option(
+        help: """
+            QEMU's QMP socket: the vCPU's thread, the guest's RAM, and `cont` for a QEMU started with -S \
+            (so its first VMRUN is seen). Default: the socket on QEMU's command line (-qmp unix:PATH,server=on,wait=off).
+            """)
     var qmp: String?
     @Flag(help: "Run without the front end, printing every stop.") var batch = false
     @Option(help: "Stop after this many nested exits, then detach (batch).") var exits = 100
@@ -35,11 +37,15 @@ struct AttachCommand: ParsableCommand {
     @Option(name: .customLong("break"), help: "Exit code or name to stop at (batch: stops the run there). Repeatable.")
     var breakAt: [String] = []
     @Option(help: "Batch: give up when no stop comes within this many seconds.") var timeout = 30.0
-    @Option(help: "Live watch without the front end for this many seconds (the guest runs freely, KVM's tracepoint counts its nested exits), then detach.")
+    @Option(
+        help:
+            "Live watch without the front end for this many seconds (the guest runs freely, KVM's tracepoint counts its nested exits), then detach."
+    )
     var watch: Double?
     @Option(help: "L1's MAXPHYADDR for the VMRUN consistency checks.") var physBits = 40
     @Option(help: "Theme name (Themes/NAME.theme) or path, for the front end.") var theme = "default"
-    @Option(help: "Record every stop into this new file (SQLite; nestdbg replay FILE, SQL with sqlite3).") var record: String?
+    @Option(help: "Record every stop into this new file (SQLite; nestdbg replay FILE, SQL with sqlite3).") var record:
+        String?
 
     func run() throws {
         let batchRun = try BatchRun(exits: exits, json: json, timeout: timeout, breakAt: breakAt)
@@ -53,7 +59,9 @@ struct AttachCommand: ParsableCommand {
             t = nil
         } else {
             do { t = try Theme.load(theme) } catch let error as ThemeError { throw fail(error.description, status: 2) }
-            guard isatty(0) == 1, isatty(1) == 1 else { throw fail("the front end needs a terminal; use attach --batch", status: 2) }
+            guard isatty(0) == 1, isatty(1) == 1 else {
+                throw fail("the front end needs a terminal; use attach --batch", status: 2)
+            }
         }
         let engine = try attachedEngine()
         try startRecording(to: record, engine: engine, image: nil)
@@ -82,7 +90,8 @@ struct AttachCommand: ParsableCommand {
             Self.reportEndFailure(session)
         }
         if let t {
-            App(session: session, theme: t, recorderFactory: recorderFactory(engine: engine, image: nil)).run(quit: quit)
+            App(session: session, theme: t, recorderFactory: recorderFactory(engine: engine, image: nil)).run(
+                quit: quit)
         } else if let watch {
             try liveWatch(session, seconds: watch)
         } else {
@@ -101,7 +110,8 @@ struct AttachCommand: ParsableCommand {
             let point = try AttachPoint.locate(pid: pid, vcpu: vcpu, qmpPath: qmp)
             let target = try AttachedVCPUTarget(point)
             let timings = StopTimings()
-            let engine = Engine(target: target, source: try TracepointStopSource(target: target, timings: timings), timings: timings)
+            let engine = Engine(
+                target: target, source: try TracepointStopSource(target: target, timings: timings), timings: timings)
             engine.checkEnvironment = CheckEnvironment(physicalAddressBits: physBits)
             return engine
         } catch let error as ProcessError {
@@ -149,16 +159,20 @@ struct AttachCommand: ParsableCommand {
             }
         }
         for (code, n) in trace.drain() { counts[code, default: 0] += n }
-        let elapsed = Double((ContinuousClock.now - start).components.attoseconds) / 1e18
+        let elapsed =
+            Double((ContinuousClock.now - start).components.attoseconds) / 1e18
             + Double((ContinuousClock.now - start).components.seconds)
         let total = counts.values.reduce(0, +)
         let byExit = counts.sorted { $0.key < $1.key }.map { (SVMExit.name(of: $0.key) ?? hex($0.key), $0.value) }
         if json {
             let fields = byExit.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",")
-            print("{\"watch_seconds\":\(String(format: "%.3f", elapsed)),\"nested_exits\":\(total),\"per_second\":\(String(format: "%.1f", Double(total) / elapsed)),\"samples\":\(samples),\"by_exit\":{\(fields)},\"ended\":\"\(ended?.kind.rawValue ?? "none")\"}")
+            print(
+                "{\"watch_seconds\":\(String(format: "%.3f", elapsed)),\"nested_exits\":\(total),\"per_second\":\(String(format: "%.1f", Double(total) / elapsed)),\"samples\":\(samples),\"by_exit\":{\(fields)},\"ended\":\"\(ended?.kind.rawValue ?? "none")\"}"
+            )
         } else {
-            print("live watch \(String(format: "%.1f", elapsed)) s: \(total) nested exits (\(String(format: "%.0f", Double(total) / elapsed))/s), \(samples) samples: "
-                  + byExit.map { "\($0.0)×\($0.1)" }.joined(separator: " "))
+            print(
+                "live watch \(String(format: "%.1f", elapsed)) s: \(total) nested exits (\(String(format: "%.0f", Double(total) / elapsed))/s), \(samples) samples: "
+                    + byExit.map { "\($0.0)×\($0.1)" }.joined(separator: " "))
         }
         if let ended, ended.kind == .exited { throw ExitCode(ended.exitStatus ?? 0) }
         if let ended, ended.kind == .fault { throw fail("stopped: \(ended.reason)", status: 1) }

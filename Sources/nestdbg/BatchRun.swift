@@ -21,7 +21,9 @@ struct BatchRun {
         self.json = json
         self.timeout = timeout
         breakpoints = try breakAt.map { name in
-            guard let code = SVMExit.code(named: name) else { throw fail("unknown exit code or name: \(name)", status: 2) }
+            guard let code = SVMExit.code(named: name) else {
+                throw fail("unknown exit code or name: \(name)", status: 2)
+            }
             return .exit(code)
         }
     }
@@ -43,7 +45,7 @@ struct BatchRun {
                 refusal = error
             }
             if let refusal {
-                if session.capabilities.contains(.replaysRecording) { return }   // the recording holds no further stop
+                if session.capabilities.contains(.replaysRecording) { return }  // the recording holds no further stop
                 throw refusal
             }
             guard let stop = try awaitStop(session) else { continue }
@@ -67,7 +69,8 @@ struct BatchRun {
                 switch event {
                 case let .stopped(stop, _) where stop.kind != .start: return stop
                 case .breakpoints: return nil
-                case .stopped, .sample, .captured, .recording, .notice: continue   // the start stop; samples only come in live watch
+                // the start stop; samples only come in live watch
+                case .stopped, .sample, .captured, .recording, .notice: continue
                 case let .failed(message): throw fail(message, status: 1)
                 }
             }
@@ -78,14 +81,16 @@ struct BatchRun {
         }.last
         let rip = paused.flatMap { $0.level == .l2 ? $0.l2?[.rip] : $0.l1[.rip] }
         let at = paused.map { " (paused in \($0.level.rawValue) at rip 0x\(String(rip ?? 0, radix: 16)))" } ?? ""
-        throw fail("no stop within \(String(format: "%g", timeout)) s: the guest produced no nested exit or exit to the VMM\(at)",
-                   status: 1)
+        throw fail(
+            "no stop within \(String(format: "%g", timeout)) s: the guest produced no nested exit or exit to the VMM\(at)",
+            status: 1)
     }
 
     private func line(_ s: Stop) -> String {
         let l2rip = s.l2?[.rip].map { "0x" + String($0, radix: 16) } ?? "?"
         let unexpected = s.synced.filter { $0.sync == .unexpected }.count
         return "#\(s.index) \(s.kind.rawValue) [\(s.level.rawValue)] L2 rip \(l2rip): \(s.reason)"
-            + (s.synced.isEmpty ? "" : " (\(s.synced.count) synced\(unexpected > 0 ? ", \(unexpected) UNEXPECTED" : ""))")
+            + (s.synced.isEmpty
+                ? "" : " (\(s.synced.count) synced\(unexpected > 0 ? ", \(unexpected) UNEXPECTED" : ""))")
     }
 }

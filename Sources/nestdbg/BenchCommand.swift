@@ -11,7 +11,8 @@ import TUI
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Measure an L1's free-running cost per nested exit against stepping it with each stop source, and where a stop's time goes.",
+        abstract:
+            "Measure an L1's free-running cost per nested exit against stepping it with each stop source, and where a stop's time goes.",
         discussion: """
             Needs nested SVM: scripts/sandbox --release -- nestdbg bench [--scenario NAME | --image FILE]. \
             Nested exits are counted by KVM's kvm_nested_vmexit_inject (a counting perf event, no signal) \
@@ -21,8 +22,12 @@ struct BenchCommand: ParsableCommand {
     @OptionGroup var target: TargetOptions
     @Option(help: "Seconds per measurement (a run also ends when the guest does).") var seconds = 2.0
     @Flag(help: "Measure the front end's full redraw of a 200×60 screen instead (no KVM needed).") var render = false
-    @Flag(help: "Measure one stop's JSON line instead: building it and writing it out (no KVM needed).") var jsonLine = false
-    @Flag(help: "Measure recording the shipped demo recording's stops into a new file instead, against their JSON lines (no KVM needed).")
+    @Flag(help: "Measure one stop's JSON line instead: building it and writing it out (no KVM needed).") var jsonLine =
+        false
+    @Flag(
+        help:
+            "Measure recording the shipped demo recording's stops into a new file instead, against their JSON lines (no KVM needed)."
+    )
     var recording = false
 
     func run() throws {
@@ -69,8 +74,9 @@ struct BenchCommand: ParsableCommand {
         try PerfTracepoints.prepareCurrentThread()
         /// Counts the nested #VMEXITs KVM delivers to L1 on this thread, without stopping anything.
         func counter() throws -> PerfTracepoints {
-            let events = try PerfTracepoints([TracepointRequest("kvm", "kvm_nested_vmexit_inject", stops: false)],
-                                             thread: PerfTracepoints.currentThreadID(), tracefs: tracefs, ringPages: 1)
+            let events = try PerfTracepoints(
+                [TracepointRequest("kvm", "kvm_nested_vmexit_inject", stops: false)],
+                thread: PerfTracepoints.currentThreadID(), tracefs: tracefs, ringPages: 1)
             try events.enable()
             return events
         }
@@ -92,7 +98,8 @@ struct BenchCommand: ParsableCommand {
         //    and full capture with the JSON line written.
         var runs: [Run] = []
         let sink = FileHandle(forWritingAtPath: "/dev/null")
-        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("nestdbg-bench-\(getpid()).nestdbg").path
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("nestdbg-bench-\(getpid()).nestdbg")
+            .path
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         /// A fresh VM and an engine on it, recording into the scratch file when asked; nil where the
         /// source cannot run this target.
@@ -131,8 +138,9 @@ struct BenchCommand: ParsableCommand {
             }
             // The recording's last stops committed and the file finished: part of the run's time.
             engine.recorder = nil
-            var run = Run(label: label, exits: try count.counts()[0], elapsed: clock.now - start,
-                          timings: mode == .capture || mode == .record ? engine.timings : nil)
+            var run = Run(
+                label: label, exits: try count.counts()[0], elapsed: clock.now - start,
+                timings: mode == .capture || mode == .record ? engine.timings : nil)
             run.json = json
             run.mode = mode
             run.source = kind
@@ -148,7 +156,8 @@ struct BenchCommand: ParsableCommand {
             var ratios: [Double] = []
             for _ in 0..<3 {
                 guard let plain = try stepping(kind, .capture), let recorded = try stepping(kind, .record),
-                      plain.perExit > .zero else { break }
+                    plain.perExit > .zero
+                else { break }
                 ratios.append(recorded.perExit / plain.perExit)
             }
             if !ratios.isEmpty { pairs.append((kind, ratios)) }
@@ -176,14 +185,21 @@ struct BenchCommand: ParsableCommand {
         report(baseline, runs, recordingPairs: pairs, latencies: latencies)
     }
 
-    private func report(_ baseline: Run, _ runs: [Run], recordingPairs: [(StopSourceKind, [Double])],
-                        latencies: [(StopSourceKind, plain: Duration, recorded: Duration)]) {
+    private func report(
+        _ baseline: Run, _ runs: [Run], recordingPairs: [(StopSourceKind, [Double])],
+        latencies: [(StopSourceKind, plain: Duration, recorded: Duration)]
+    ) {
         func us(_ d: Duration) -> String { String(format: "%8.1f µs", d.seconds * 1e6) }
-        print("nestdbg bench (\(target.name), up to \(seconds) s per run; nested exits counted by kvm_nested_vmexit_inject)")
-        print("\(baseline.label.padding(toLength: 22, withPad: " ", startingAt: 0)) \(us(baseline.perExit)) per nested exit  (\(baseline.exits) exits in \(String(format: "%.2f", baseline.elapsed.seconds)) s)  1.0x")
+        print(
+            "nestdbg bench (\(target.name), up to \(seconds) s per run; nested exits counted by kvm_nested_vmexit_inject)"
+        )
+        print(
+            "\(baseline.label.padding(toLength: 22, withPad: " ", startingAt: 0)) \(us(baseline.perExit)) per nested exit  (\(baseline.exits) exits in \(String(format: "%.2f", baseline.elapsed.seconds)) s)  1.0x"
+        )
         for run in runs {
             let ratio = baseline.perExit > .zero ? run.perExit / baseline.perExit : 0
-            var line = "\(run.label.padding(toLength: 22, withPad: " ", startingAt: 0)) \(us(run.perExit)) per nested exit  (\(run.exits) exits in \(String(format: "%.2f", run.elapsed.seconds)) s)  \(String(format: "%.1f", ratio))x free-running"
+            var line =
+                "\(run.label.padding(toLength: 22, withPad: " ", startingAt: 0)) \(us(run.perExit)) per nested exit  (\(run.exits) exits in \(String(format: "%.2f", run.elapsed.seconds)) s)  \(String(format: "%.1f", ratio))x free-running"
             if run.json > .zero {
                 line += String(format: "; the JSON line is %.1f%% of a stop", run.json / run.elapsed * 100)
             }
@@ -193,31 +209,46 @@ struct BenchCommand: ParsableCommand {
         for (kind, ratios) in recordingPairs {
             let median = ratios.sorted()[ratios.count / 2]
             let each = ratios.map { String(format: "%+.1f%%", ($0 - 1) * 100) }.joined(separator: ", ")
-            print(String(format: "recording overhead (%@, every exit as fast as it comes, --record against the same capture, %d pairs): median %+.1f%% per nested exit (%@); target: under 10%%",
-                         kind.rawValue, ratios.count, (median - 1) * 100, each))
+            print(
+                String(
+                    format:
+                        "recording overhead (%@, every exit as fast as it comes, --record against the same capture, %d pairs): median %+.1f%% per nested exit (%@); target: under 10%%",
+                    kind.rawValue, ratios.count, (median - 1) * 100, each))
         }
         for (kind, plain, recorded) in latencies {
-            print(String(format: "recording overhead (%@, a user stepping: one n, 20 ms, the next; 60 each): median n %@ without, %@ with --record: %+.1f%%",
-                         kind.rawValue, us(plain).trimmingCharacters(in: .whitespaces), us(recorded).trimmingCharacters(in: .whitespaces),
-                         (recorded / plain - 1) * 100))
+            print(
+                String(
+                    format:
+                        "recording overhead (%@, a user stepping: one n, 20 ms, the next; 60 each): median n %@ without, %@ with --record: %+.1f%%",
+                    kind.rawValue, us(plain).trimmingCharacters(in: .whitespaces),
+                    us(recorded).trimmingCharacters(in: .whitespaces),
+                    (recorded / plain - 1) * 100))
         }
         print("where a stop's time goes (mean per nested exit, VMRUN stop included):")
         for run in runs {
             guard let t = run.timings, run.exits > 0 else { continue }
             let n = Int(run.exits)
             let parts: [(String, Duration)] = [
-                ("KVM_RUN (guest time included)", t.kvmRun), ("tracepoint ring + counters", t.tracepointReads), ("patching", t.patching),
+                ("KVM_RUN (guest time included)", t.kvmRun), ("tracepoint ring + counters", t.tracepointReads),
+                ("patching", t.patching),
                 ("the source's own work", t.stopSource - t.kvmRun - t.tracepointReads - t.patching),
-                ("registers", t.registerIoctls), ("KVM_GET_NESTED_STATE", t.nestedStateIoctls), ("vmcb12 reads", t.vmcb12Reads),
+                ("registers", t.registerIoctls), ("KVM_GET_NESTED_STATE", t.nestedStateIoctls),
+                ("vmcb12 reads", t.vmcb12Reads),
                 ("decode + diff + checks", t.decodeAndDiff),
-                ("building the stop", t.assembly - t.registerIoctls - t.nestedStateIoctls - t.vmcb12Reads - t.decodeAndDiff),
+                (
+                    "building the stop",
+                    t.assembly - t.registerIoctls - t.nestedStateIoctls - t.vmcb12Reads - t.decodeAndDiff
+                ),
                 ("recording", t.recording),
             ]
             let accounted = t.stopSource + t.assembly + t.recording
-            let shown = parts.filter { $0.1 > .zero }.map { "\($0.0) \(us($0.1 / n).trimmingCharacters(in: .whitespaces))" }
-            print("  \(run.label): " + shown.joined(separator: ", ")
-                  + ", outside the engine \(us((run.elapsed - accounted) / n).trimmingCharacters(in: .whitespaces)); "
-                  + String(format: "%.1f KVM_RUN round trips per exit", Double(t.kvmRoundTrips) / Double(n)))
+            let shown = parts.filter { $0.1 > .zero }.map {
+                "\($0.0) \(us($0.1 / n).trimmingCharacters(in: .whitespaces))"
+            }
+            print(
+                "  \(run.label): " + shown.joined(separator: ", ")
+                    + ", outside the engine \(us((run.elapsed - accounted) / n).trimmingCharacters(in: .whitespaces)); "
+                    + String(format: "%.1f KVM_RUN round trips per exit", Double(t.kvmRoundTrips) / Double(n)))
         }
     }
 }
@@ -248,7 +279,10 @@ extension BenchCommand {
         let frame = (clock.now - start) / n
         print("nestdbg bench --render (200×60, 300 stops of history)")
         print(String(format: "full redraw into the screen buffer: %8.1f µs", frame.seconds * 1e6))
-        print(String(format: "baseline (clearing the buffer):     %8.1f µs  (redraw = %.1f× baseline)", baseline.seconds * 1e6, frame / baseline))
+        print(
+            String(
+                format: "baseline (clearing the buffer):     %8.1f µs  (redraw = %.1f× baseline)",
+                baseline.seconds * 1e6, frame / baseline))
         print(String(format: "share of a 60 Hz frame (16.7 ms):   %8.2f %%", frame.seconds / (1.0 / 60) * 100))
     }
 }
@@ -266,7 +300,8 @@ extension BenchCommand {
         var after = before
         after[integer: .exitCode] = 0x72
         after[integer: .saveRIP] = 0x14F0
-        let regs = Dictionary(uniqueKeysWithValues: Register.allCases.map { ($0, RegisterValue.known(0xFFFF_8000_1234_5678)) })
+        let regs = Dictionary(
+            uniqueKeysWithValues: Register.allCases.map { ($0, RegisterValue.known(0xFFFF_8000_1234_5678)) })
         var stop = Stop.synthetic(index: 7, before: before, after: after, l1: regs, l2: regs)
         stop.why = ExitCause(code: 0x72, exitInfo1: 0, controls: before) { _, _ in nil }
         var evidence = KVMEvidence()
@@ -300,7 +335,8 @@ extension BenchCommand {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("nestdbg-bench-\(getpid())")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
-        let session = RecordingSession.here(nestdbgVersion: NestdbgVersion.string, target: "bench", image: nil, stopSource: "bench")
+        let session = RecordingSession.here(
+            nestdbgVersion: NestdbgVersion.string, target: "bench", image: nil, stopSource: "bench")
         var handedOver = Duration.zero
         var committed = Duration.zero
         for pass in 0..<passes {
@@ -320,10 +356,19 @@ extension BenchCommand {
         let json = clock.now - start
         let n = passes * stops.count
         print("nestdbg bench --recording (the demo recording's \(stops.count) stops, \(passes) times)")
-        print(String(format: "handing a stop to the recorder (what the engine waits): %8.1f µs", (handedOver / n).seconds * 1e6))
-        print(String(format: "a stop recorded and committed (the writer's pace):      %8.1f µs", (committed / n).seconds * 1e6))
-        print(String(format: "its JSON line, built and serialized (the baseline):     %8.1f µs  (committing = %.2f× the JSON line)",
-                     (json / n).seconds * 1e6, committed / json))
+        print(
+            String(
+                format: "handing a stop to the recorder (what the engine waits): %8.1f µs",
+                (handedOver / n).seconds * 1e6))
+        print(
+            String(
+                format: "a stop recorded and committed (the writer's pace):      %8.1f µs",
+                (committed / n).seconds * 1e6))
+        print(
+            String(
+                format:
+                    "its JSON line, built and serialized (the baseline):     %8.1f µs  (committing = %.2f× the JSON line)",
+                (json / n).seconds * 1e6, committed / json))
     }
 }
 

@@ -29,16 +29,20 @@ func readVMCB(_ path: String) throws -> VMCB {
 
 /// `name  value  meaning` rows with aligned columns.
 func table(_ rows: [(String, String, String)]) -> String {
-    let w0 = rows.map(\.0.count).max() ?? 0, w1 = rows.map(\.1.count).max() ?? 0
+    let w0 = rows.map(\.0.count).max() ?? 0
+    let w1 = rows.map(\.1.count).max() ?? 0
     return rows.map { r in
-        let line = r.0.padding(toLength: w0, withPad: " ", startingAt: 0) + "  "
+        let line =
+            r.0.padding(toLength: w0, withPad: " ", startingAt: 0) + "  "
             + r.1.padding(toLength: w1, withPad: " ", startingAt: 0) + (r.2.isEmpty ? "" : "  " + r.2)
         return line.trimmingCharacters(in: .whitespaces)
     }.joined(separator: "\n")
 }
 
 /// The rows of a VMCB: every field (zero ones only with `all`), value and meaning.
-func vmcbRows(_ vmcb: VMCB, all: Bool, fields: [VMCBField] = VMCBLayout.fields, nameOf: (VMCBField) -> String = \.name) -> [(String, String, String)] {
+func vmcbRows(_ vmcb: VMCB, all: Bool, fields: [VMCBField] = VMCBLayout.fields, nameOf: (VMCBField) -> String = \.name)
+    -> [(String, String, String)]
+{
     fields.compactMap { f in
         let v = vmcb[f]
         if v.isZero && (!all || f.isReserved) { return nil }

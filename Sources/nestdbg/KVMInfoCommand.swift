@@ -6,7 +6,9 @@ import KVMControl
 struct KVMInfoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kvm-info",
-        abstract: "Report the KVM capabilities nestdbg relies on (nested state, SREGS2, guest debug, SVM CPUID) and the stop sources this host supports.")
+        abstract:
+            "Report the KVM capabilities nestdbg relies on (nested state, SREGS2, guest debug, SVM CPUID) and the stop sources this host supports."
+    )
 
     @Option(help: "The KVM device.") var device = "/dev/kvm"
 
@@ -30,4 +32,3 @@ struct KVMInfoCommand: ParsableCommand {
         }
     }
 }
-

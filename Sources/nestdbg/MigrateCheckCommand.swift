@@ -10,7 +10,8 @@ import SVMModel
 struct MigrateCheckCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "migrate-check",
-        abstract: "Save the vCPU at a stop as a migrating VMM would, restore it into a fresh VM, compare, run both side by side.",
+        abstract:
+            "Save the vCPU at a stop as a migrating VMM would, restore it into a fresh VM, compare, run both side by side.",
         discussion: """
             Needs nested SVM and KVM's tracepoints (nothing is patched into guest memory): \
             scripts/sandbox -- nestdbg migrate-check --scenario demo --at-exit 1-20. \
@@ -20,8 +21,10 @@ struct MigrateCheckCommand: ParsableCommand {
             """)
 
     @OptionGroup var target: TargetOptions
-    @Option(help: "Check at these nested #VMEXITs: N, A-B or a comma list (L1 right after the exit, GIF clear).") var atExit: String?
-    @Option(help: "Check at these VMRUNs KVM emulated: N, A-B or a comma list (L2 about to run, RUN_PENDING).") var atVmrun: String?
+    @Option(help: "Check at these nested #VMEXITs: N, A-B or a comma list (L1 right after the exit, GIF clear).")
+    var atExit: String?
+    @Option(help: "Check at these VMRUNs KVM emulated: N, A-B or a comma list (L2 about to run, RUN_PENDING).")
+    var atVmrun: String?
     @Option(help: "Check at the first stop in this window (repeatable; 'all' for every one).") var window: [String] = []
     @Option(help: "Check at every Kth nested #VMEXIT, up to --until.") var every: Int?
     @Option(help: "The last exit --every goes to.") var until = 20
@@ -30,7 +33,10 @@ struct MigrateCheckCommand: ParsableCommand {
     @Option(help: "'all': try every named order and print a table.") var orders: String?
     @Option(help: "Leave a part out of the restore (repeatable): \(Omission.help).") var omit: [String] = []
     @Flag(help: "One JSON object per check (README: migrate-check JSON).") var json = false
-    @Option(help: "Write each check's nested-state blobs, as saved and as read back, into this folder (for nested-state diff).")
+    @Option(
+        help:
+            "Write each check's nested-state blobs, as saved and as read back, into this folder (for nested-state diff)."
+    )
     var saveBlobs: String?
     @Option(help: "Seconds the original or the clone may take to reach a stop.") var timeout = 20.0
 
@@ -38,11 +44,15 @@ struct MigrateCheckCommand: ParsableCommand {
         let points = try checkPoints()
         let plans = try makePlans()
         var isFolder: ObjCBool = false
-        if let saveBlobs, !FileManager.default.fileExists(atPath: saveBlobs, isDirectory: &isFolder) || !isFolder.boolValue {
+        if let saveBlobs,
+            !FileManager.default.fileExists(atPath: saveBlobs, isDirectory: &isFolder) || !isFolder.boolValue
+        {
             throw fail("--save-blobs \(saveBlobs): not a folder", status: 2)
         }
         if case let .unavailable(why) = StopSourceKind.tracepoint.availability {
-            throw fail("migrate-check stops on KVM's tracepoints (nothing patched into the guest), unavailable here: \(why)", status: 1)
+            throw fail(
+                "migrate-check stops on KVM's tracepoints (nothing patched into the guest), unavailable here: \(why)",
+                status: 1)
         }
         var reports: [MigrationReport] = []
         for point in points {
@@ -56,7 +66,11 @@ struct MigrateCheckCommand: ParsableCommand {
                 }
                 reports.append(report)
                 try writeBlobs(of: report)
-                if json { print(report.json.serialized()) } else if orders == nil { print(report.lines.joined(separator: "\n")) }
+                if json {
+                    print(report.json.serialized())
+                } else if orders == nil {
+                    print(report.lines.joined(separator: "\n"))
+                }
             }
         }
         if orders != nil, !json { print(orderTable(reports)) }
@@ -73,7 +87,8 @@ struct MigrateCheckCommand: ParsableCommand {
             _ = session.takeEvents()
             do {
                 // A window a scenario never opens is given up on sooner than a numbered exit.
-                _ = try MigrationCheck.run(session, to: point, timeout: timeout, maxStops: isWindow(point) ? 2000 : 20_000)
+                _ = try MigrationCheck.run(
+                    session, to: point, timeout: timeout, maxStops: isWindow(point) ? 2000 : 20_000)
             } catch let error as MigrationCheckError where isWindow(point) {
                 throw WindowNotReached(description: "\(point) (\(target.name)): \(error)")
             }
@@ -95,7 +110,9 @@ struct MigrateCheckCommand: ParsableCommand {
     /// DIR/POINT-ORDER.saved.nested and .restored.nested ("exit-3-qemu.saved.nested").
     private func writeBlobs(of report: MigrationReport) throws {
         guard let dir = saveBlobs else { return }
-        let stem = "\(report.point)-\(report.plan.order.name)".map { $0.isLetter || $0.isNumber || $0 == "-" ? $0 : "-" }
+        let stem = "\(report.point)-\(report.plan.order.name)".map {
+            $0.isLetter || $0.isNumber || $0 == "-" ? $0 : "-"
+        }
         for (suffix, blob) in [("saved", report.savedNestedState), ("restored", report.readBackNestedState)] {
             guard let blob else { continue }
             let path = "\(dir)/\(String(stem)).\(suffix).nested"
@@ -124,12 +141,16 @@ struct MigrateCheckCommand: ParsableCommand {
                 continue
             }
             guard let w = MigrationWindow(rawValue: name) else {
-                throw fail("--window \(name): one of \(MigrationWindow.allCases.map(\.rawValue).joined(separator: ", ")), all", status: 2)
+                throw fail(
+                    "--window \(name): one of \(MigrationWindow.allCases.map(\.rawValue).joined(separator: ", ")), all",
+                    status: 2)
             }
             points.append(.window(w, occurrence: 1))
         }
         if let every {
-            guard every > 0, until >= every else { throw fail("--every must be positive and at most --until", status: 2) }
+            guard every > 0, until >= every else {
+                throw fail("--every must be positive and at most --until", status: 2)
+            }
             points += stride(from: every, through: until, by: every).map { .nestedExit($0) }
         }
         return points.isEmpty ? [.nestedExit(1)] : points
@@ -141,8 +162,16 @@ struct MigrateCheckCommand: ParsableCommand {
         for item in text.split(separator: ",") {
             let bounds = item.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
             switch bounds.count {
-            case 1: if let n = bounds[0], n > 0 { out.append(n); continue }
-            case 2: if let a = bounds[0], let b = bounds[1], a > 0, a <= b, b - a < 10_000 { out += Array(a...b); continue }
+            case 1:
+                if let n = bounds[0], n > 0 {
+                    out.append(n)
+                    continue
+                }
+            case 2:
+                if let a = bounds[0], let b = bounds[1], a > 0, a <= b, b - a < 10_000 {
+                    out += Array(a...b)
+                    continue
+                }
             default: break
             }
             throw fail("\(option) \(text): a positive number, a range A-B or a comma list of them", status: 2)
@@ -175,18 +204,28 @@ struct MigrateCheckCommand: ParsableCommand {
         var rows = [("order", "restore", "read back", "run")]
         for r in reports {
             let restore = r.failedStep.map { "\($0.ioctl) failed: \(shortError($0.outcome))" } ?? "ok"
-            let readBack = r.failedStep != nil ? "-" : r.unexpectedReadBack.isEmpty ? "same"
-                : "\(r.unexpectedReadBack.count) differ (\(r.unexpectedReadBack.first.map { "\($0.part): \($0.field)" } ?? ""))"
-            let run = r.failedStep != nil ? "-" : r.divergence.map { d in
-                "diverged at stop \(d.stopNumber): " + (d.differences.first.map { "\($0.field) \($0.original) -> \($0.clone)" } ?? "")
-            } ?? "same for \(r.comparedExits) exits"
+            let readBack =
+                r.failedStep != nil
+                ? "-"
+                : r.unexpectedReadBack.isEmpty
+                    ? "same"
+                    : "\(r.unexpectedReadBack.count) differ (\(r.unexpectedReadBack.first.map { "\($0.part): \($0.field)" } ?? ""))"
+            let run =
+                r.failedStep != nil
+                ? "-"
+                : r.divergence.map { d in
+                    "diverged at stop \(d.stopNumber): "
+                        + (d.differences.first.map { "\($0.field) \($0.original) -> \($0.clone)" } ?? "")
+                } ?? "same for \(r.comparedExits) exits"
             let name = r.plan.order.name + (reports.contains { $0.point != r.point } ? " @\(r.point)" : "")
             rows.append((name, restore, readBack, run))
         }
         let widths = [rows.map(\.0.count).max() ?? 0, rows.map(\.1.count).max() ?? 0, rows.map(\.2.count).max() ?? 0]
         let pad = { (text: String, width: Int) in text.padding(toLength: width, withPad: " ", startingAt: 0) }
-        return rows.map { r in [pad(r.0, widths[0]), pad(r.1, widths[1]), pad(r.2, widths[2]), r.3].joined(separator: "  ") }
-            .joined(separator: "\n")
+        return rows.map { r in
+            [pad(r.0, widths[0]), pad(r.1, widths[1]), pad(r.2, widths[2]), r.3].joined(separator: "  ")
+        }
+        .joined(separator: "\n")
     }
 
     private func shortError(_ outcome: RestoreOutcome) -> String {

@@ -6,8 +6,11 @@ struct Nestdbg: ParsableCommand {
         commandName: "nestdbg",
         abstract: "A terminal debugger for nested AMD SVM on Linux KVM.",
         version: NestdbgVersion.string,
-        subcommands: [VersionCommand.self, RunCommand.self, AttachCommand.self, WatchCommand.self, BenchCommand.self, MigrateCheckCommand.self, ReplayCommand.self, ExportCommand.self, VMCBCommand.self,
-                      NestedStateCommand.self, KVMInfoCommand.self, WriteImageCommand.self])
+        subcommands: [
+            VersionCommand.self, RunCommand.self, AttachCommand.self, WatchCommand.self, BenchCommand.self,
+            MigrateCheckCommand.self, ReplayCommand.self, ExportCommand.self, VMCBCommand.self,
+            NestedStateCommand.self, KVMInfoCommand.self, WriteImageCommand.self,
+        ])
 }
 
 enum NestdbgVersion {

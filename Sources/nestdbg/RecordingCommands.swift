@@ -19,7 +19,8 @@ func refuseExistingRecording(_ path: String?) throws {
 
 /// The session row for a recording of this engine's target, here and now.
 private func recordingSession(_ engine: Engine, image: [UInt8]?) -> RecordingSession {
-    .here(nestdbgVersion: NestdbgVersion.string, target: engine.target.name, image: image, stopSource: engine.source.name)
+    .here(
+        nestdbgVersion: NestdbgVersion.string, target: engine.target.name, image: image, stopSource: engine.source.name)
 }
 
 /// A recorder for this engine's target, or one line saying why not (status 2: the file exists).
@@ -51,7 +52,8 @@ func openRecording(_ path: String) throws -> (RecordingFile, [Stop]) {
 struct ReplayCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "replay",
-        abstract: "Open a recording (run/attach --record) in the front end, without KVM; step it forwards and backwards.",
+        abstract:
+            "Open a recording (run/attach --record) in the front end, without KVM; step it forwards and backwards.",
         discussion: """
             n e c go forwards as in a live session; N (previous nested exit), E (previous VMRUN), S (previous stop) \
             and C (reverse-continue to a breakpoint) go backwards; goto N jumps; / searches the whole recording \
@@ -64,7 +66,8 @@ struct ReplayCommand: ParsableCommand {
     @Flag(help: "Print the stops instead of opening the front end.") var batch = false
     @Flag(help: "One JSON object per stop (the README's schema).") var json = false
     @Option(help: "Batch: stop after this many nested exits.") var exits = Int.max
-    @Option(name: .customLong("break"), help: "Exit code or name to stop at (batch). Repeatable.") var breakAt: [String] = []
+    @Option(name: .customLong("break"), help: "Exit code or name to stop at (batch). Repeatable.") var breakAt:
+        [String] = []
     @Flag(help: "Print who recorded it, where and with what (the session row), and how many stops.") var info = false
     @Option(help: "Theme name (Themes/NAME.theme) or path, for the front end.") var theme = "default"
 
@@ -86,7 +89,9 @@ struct ReplayCommand: ParsableCommand {
         }
         let t: Theme
         do { t = try Theme.load(theme) } catch let error as ThemeError { throw fail(error.description, status: 2) }
-        guard isatty(0) == 1, isatty(1) == 1 else { throw fail("the front end needs a terminal; use replay --batch", status: 2) }
+        guard isatty(0) == 1, isatty(1) == 1 else {
+            throw fail("the front end needs a terminal; use replay --batch", status: 2)
+        }
         App(session: session, theme: t).run()
     }
 
@@ -110,7 +115,8 @@ struct ReplayCommand: ParsableCommand {
 struct ExportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "export",
-        abstract: "Print a recording as JSON lines: every stop (the start and VMRUN stops too) in the README's stop schema.")
+        abstract:
+            "Print a recording as JSON lines: every stop (the start and VMRUN stops too) in the README's stop schema.")
 
     @Argument(help: "The recording.") var file: String
     @Flag(help: "One JSON object per stop, one per line (the only format).") var jsonl = false
@@ -129,7 +135,9 @@ func recordingPath(_ file: String?, demo: Bool) throws -> String {
     case (nil, true):
         let sources = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         let path = sources.appendingPathComponent("Recordings/demo.nestdbg").path
-        guard FileManager.default.fileExists(atPath: path) else { throw fail("the demo recording is not at \(path)", status: 2) }
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw fail("the demo recording is not at \(path)", status: 2)
+        }
         return path
     default: throw fail("give a recording FILE or --demo", status: 2)
     }

@@ -1,10 +1,10 @@
 import ArgumentParser
 import DebuggerEngine
 import Foundation
-import TUI
 import KVMControl
 import KernelTrace
 import SVMModel
+import TUI
 
 /// `nestdbg run`: run an L1 hypervisor and stop at its nested exits.
 struct RunCommand: ParsableCommand {
@@ -24,11 +24,18 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customLong("break"), help: "Exit code or name to stop at (batch: stops the run there). Repeatable.")
     var breakAt: [String] = []
     @Option(help: "Save what the guest writes to COM1 (port 0x3F8) in this file.") var serial: String?
-    @Option(help: "Record every stop into this new file (SQLite; nestdbg replay FILE, SQL with sqlite3).") var record: String?
+    @Option(help: "Record every stop into this new file (SQLite; nestdbg replay FILE, SQL with sqlite3).") var record:
+        String?
 
-    @Option(help: "Batch: give up when no stop comes within this many seconds (a guest that never exits); with --free, when the guest has not ended within them.")
+    @Option(
+        help:
+            "Batch: give up when no stop comes within this many seconds (a guest that never exits); with --free, when the guest has not ended within them."
+    )
     var timeout = 30.0
-    @Flag(help: "Batch without any stop: run the L1 to its end, print its serial output, end with its status (the baseline for stepping).")
+    @Flag(
+        help:
+            "Batch without any stop: run the L1 to its end, print its serial output, end with its status (the baseline for stepping)."
+    )
     var free = false
 
     func run() throws {
@@ -51,7 +58,9 @@ struct RunCommand: ParsableCommand {
 
     /// `--free`: no stop source, no engine; the VMM alone. Exits with the guest's status.
     private func runFree() throws {
-        guard record == nil, breakAt.isEmpty, !json else { throw fail("--free takes no --record, --break or --json: it stops nowhere", status: 2) }
+        guard record == nil, breakAt.isEmpty, !json else {
+            throw fail("--free takes no --record, --break or --json: it stops nowhere", status: 2)
+        }
         let target = try self.target.makeTarget()
         let out = FileHandle.standardOutput
         let summary = try self.target.reportingErrors {
@@ -59,13 +68,17 @@ struct RunCommand: ParsableCommand {
         }
         if let serial { _ = FileManager.default.createFile(atPath: serial, contents: Data(target.serialOutput ?? [])) }
         let seconds = Double(summary.elapsed.components.seconds) + Double(summary.elapsed.components.attoseconds) / 1e18
-        var report = String(format: "free run of %@ ended after %.2f s, %d exits to nestdbg", target.name, seconds,
-                            summary.vmmExits)
+        var report = String(
+            format: "free run of %@ ended after %.2f s, %d exits to nestdbg", target.name, seconds,
+            summary.vmmExits)
         if summary.unclaimedPorts > 0 { report += ", \(summary.unclaimedPorts) to unclaimed ports" }
-        if summary.smmEntries > 0 { report += ", \(summary.smmEntries) SMI\(summary.smmEntries == 1 ? "" : "s") into the SMM stub" }
+        if summary.smmEntries > 0 {
+            report += ", \(summary.smmEntries) SMI\(summary.smmEntries == 1 ? "" : "s") into the SMM stub"
+        }
         switch summary.end {
         case let .exited(status):
-            FileHandle.standardError.write(Data(("nestdbg: " + report + ": the guest exited with status \(status)\n").utf8))
+            FileHandle.standardError.write(
+                Data(("nestdbg: " + report + ": the guest exited with status \(status)\n").utf8))
             throw ExitCode(status)
         case let .fault(description):
             throw fail(report + ": \(description)", status: 1)
@@ -101,27 +114,37 @@ struct WatchCommand: ParsableCommand {
 /// Which L1 to run, shared by run, watch and the front end.
 struct TargetOptions: ParsableArguments {
     @Option(help: "L1's MAXPHYADDR for the VMRUN consistency checks.") var physBits = 40
-    @Option(help: """
-        demo (64-bit L1, nested paging); pse / pae: a 32-bit L1 with that paging, L2 without nested paging; \
-        selfcheck: a 64-bit L1 whose VMRUN is generated at run time and that checks its own code; \
-        events: a 64-bit L1 injecting #UD into L2 and leaving a virtual interrupt pending; \
-        timer: a 64-bit L1 whose APIC timer interrupts its L2 (INTR exits; the in-kernel irqchip, so tracepoint stops only).
-        """)
+    @Option(
+        help: """
+            demo (64-bit L1, nested paging); pse / pae: a 32-bit L1 with that paging, L2 without nested paging; \
+            selfcheck: a 64-bit L1 whose VMRUN is generated at run time and that checks its own code; \
+            events: a 64-bit L1 injecting #UD into L2 and leaving a virtual interrupt pending; \
+            timer: a 64-bit L1 whose APIC timer interrupts its L2 (INTR exits; the in-kernel irqchip, so tracepoint stops only).
+            """)
     var scenario = "demo"
     @Option(help: "An L1 image of your own: a Multiboot v1 ELF, or a flat binary with --load-at.") var image: String?
     @Option(help: "Load a flat binary at this guest-physical address (hex).") var loadAt: String?
     @Option(help: "Entry point of a flat binary (hex; default: the load address).") var entry: String?
-    @Option(help: "A VMRUN site in the image (hex), instead of its symbols or a scan. Repeatable.") var vmrunAt: [String] = []
+    @Option(help: "A VMRUN site in the image (hex), instead of its symbols or a scan. Repeatable.") var vmrunAt:
+        [String] = []
     // Taken whatever it looks like: kvm-unit-tests' selections start with "-" ("-pause_filter_test").
     @Option(parsing: .unconditional, help: "The image's command line after its name, as QEMU's -append (Multiboot).")
     var append: String?
-    @Option(help: "A Multiboot module (e.g. an environ file), placed after the image. Repeatable.") var module: [String] = []
+    @Option(help: "A Multiboot module (e.g. an environ file), placed after the image. Repeatable.") var module:
+        [String] = []
     @Option(help: "Guest RAM in MiB for --image (4 to 3072).") var memory = MachineConfig.defaultMemoryMiB
-    @Option(help: "vCPUs for --image (1 to 8): one thread each; the debugger follows vCPU 0, all stop together.") var smp = 1
-    @Flag(name: .customLong("no-irqchip"), help: "--image without the in-kernel LAPIC, IOAPIC and PIC (HLT then exits to nestdbg, as --stops patch needs).")
+    @Option(help: "vCPUs for --image (1 to 8): one thread each; the debugger follows vCPU 0, all stop together.")
+    var smp = 1
+    @Flag(
+        name: .customLong("no-irqchip"),
+        help: "--image without the in-kernel LAPIC, IOAPIC and PIC (HLT then exits to nestdbg, as --stops patch needs)."
+    )
     var noIRQChip = false
     @Option(help: "Theme name (Themes/NAME.theme) or path, for the front end.") var theme = "default"
-    @Option(help: "How to stop at nested exits: tracepoint (KVM's own events; the default where root, perf and tracefs allow) or patch (HLT over VMRUN).")
+    @Option(
+        help:
+            "How to stop at nested exits: tracepoint (KVM's own events; the default where root, perf and tracefs allow) or patch (HLT over VMRUN)."
+    )
     var stops: String?
 
     var name: String { image.map { "image \(URL(fileURLWithPath: $0).lastPathComponent)" } ?? scenario }
@@ -129,9 +152,13 @@ struct TargetOptions: ParsableArguments {
     func interactive(engine: Engine, watch: Double?) throws {
         let t: Theme
         do { t = try Theme.load(theme) } catch let error as ThemeError { throw fail(error.description, status: 2) }
-        guard isatty(0) == 1, isatty(1) == 1 else { throw fail("the front end needs a terminal; use run --batch", status: 2) }
-        App(session: EngineSession(engine: engine), theme: t,
-            recorderFactory: recorderFactory(engine: engine, image: try imageBytes())).run(watch: watch)
+        guard isatty(0) == 1, isatty(1) == 1 else {
+            throw fail("the front end needs a terminal; use run --batch", status: 2)
+        }
+        App(
+            session: EngineSession(engine: engine), theme: t,
+            recorderFactory: recorderFactory(engine: engine, image: try imageBytes())
+        ).run(watch: watch)
     }
 
     /// The L1 image file's bytes (for the recording's hash); nil for the built-in scenarios.
@@ -152,14 +179,17 @@ struct TargetOptions: ParsableArguments {
         try reportingErrors {
             let kvm = try KVM()
             if let image {
-                let machine = MachineConfig(memoryMiB: memory, vcpuCount: smp, irqchip: !noIRQChip, arguments: append,
-                                            modules: try module.map { BootModule(path: $0, bytes: try readInput($0)) })
-                return try OwnVMTarget.image(kvm: kvm, image: try loadImage(image), machine: machine, imageName: image,
-                                             vmrunSites: try sites(), name: name)
+                let machine = MachineConfig(
+                    memoryMiB: memory, vcpuCount: smp, irqchip: !noIRQChip, arguments: append,
+                    modules: try module.map { BootModule(path: $0, bytes: try readInput($0)) })
+                return try OwnVMTarget.image(
+                    kvm: kvm, image: try loadImage(image), machine: machine, imageName: image,
+                    vmrunSites: try sites(), name: name)
             }
             guard append == nil, module.isEmpty, memory == MachineConfig.defaultMemoryMiB, smp == 1, !noIRQChip else {
-                throw fail("--append, --module, --memory, --smp and --no-irqchip describe the machine for --image; "
-                           + "the built-in scenarios have their own", status: 2)
+                throw fail(
+                    "--append, --module, --memory, --smp and --no-irqchip describe the machine for --image; "
+                        + "the built-in scenarios have their own", status: 2)
             }
             switch scenario {
             case "demo": return try OwnVMTarget.demo(kvm: kvm)
@@ -196,22 +226,29 @@ struct TargetOptions: ParsableArguments {
     /// the patch source, saying why on stderr).
     private func stopSource() throws -> StopSourceKind {
         if let stops {
-            guard let kind = StopSourceKind(rawValue: stops) else { throw fail("--stops \(stops): tracepoint or patch", status: 2) }
+            guard let kind = StopSourceKind(rawValue: stops) else {
+                throw fail("--stops \(stops): tracepoint or patch", status: 2)
+            }
             if case let .unavailable(why) = kind.availability {
                 throw fail("--stops \(stops) is not available here: \(why)", status: 1)
             }
             return kind
         }
         guard case let .unavailable(why) = StopSourceKind.tracepoint.availability else { return .tracepoint }
-        FileHandle.standardError.write(Data("nestdbg: tracepoint stops unavailable (\(why)); using the patch source\n".utf8))
+        FileHandle.standardError.write(
+            Data("nestdbg: tracepoint stops unavailable (\(why)); using the patch source\n".utf8))
         return .patch
     }
 
     private func loadImage(_ path: String) throws -> GuestImage {
         let bytes = try readInput(path)
         if let loadAt {
-            guard let load = parseAddress(loadAt) else { throw fail("--load-at \(loadAt) is not an address", status: 2) }
-            guard let start = entry.map(parseAddress) ?? load else { throw fail("--entry \(entry ?? "") is not an address", status: 2) }
+            guard let load = parseAddress(loadAt) else {
+                throw fail("--load-at \(loadAt) is not an address", status: 2)
+            }
+            guard let start = entry.map(parseAddress) ?? load else {
+                throw fail("--entry \(entry ?? "") is not an address", status: 2)
+            }
             return try GuestImage.flat(bytes, loadAddress: load, entry: start)
         }
         return try GuestImage.multiboot(bytes)

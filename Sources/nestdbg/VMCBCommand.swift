@@ -39,12 +39,17 @@ struct VMCBCommand: ParsableCommand {
             guard (32...64).contains(physBits) else { throw fail("--phys-bits must be between 32 and 64") }
             let violations = ConsistencyChecks.check(vmcb, environment: CheckEnvironment(physicalAddressBits: physBits))
             if json {
-                print(JSON.object([("accepted", .bool(violations.isEmpty)),
-                                   ("violations", .array(violations.map(\.json)))]).serialized())
+                print(
+                    JSON.object([
+                        ("accepted", .bool(violations.isEmpty)),
+                        ("violations", .array(violations.map(\.json))),
+                    ]).serialized())
             } else if violations.isEmpty {
                 print("VMRUN would accept this VMCB (\(ConsistencyChecks.ruleIDs.count) rules checked)")
             } else {
-                print("VMRUN would fail with VMEXIT_INVALID: \(violations.count) violation\(violations.count == 1 ? "" : "s")")
+                print(
+                    "VMRUN would fail with VMEXIT_INVALID: \(violations.count) violation\(violations.count == 1 ? "" : "s")"
+                )
                 for v in violations { print("  \(v)") }
             }
             if !violations.isEmpty { throw ExitCode(1) }
@@ -53,13 +58,16 @@ struct VMCBCommand: ParsableCommand {
 
     struct Diff: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "The sync diff: what changed in vmcb12 between VMRUN and the nested #VMEXIT, classed by KVM's write rules.")
+            abstract:
+                "The sync diff: what changed in vmcb12 between VMRUN and the nested #VMEXIT, classed by KVM's write rules."
+        )
         @Argument(help: "vmcb12 as L1 prepared it before VMRUN.") var before: String
         @Argument(help: "vmcb12 as KVM left it after the nested #VMEXIT.") var after: String
         @Flag(help: "Emit JSON.") var json = false
 
         func run() throws {
-            let old = try readVMCB(before), new = try readVMCB(after)
+            let old = try readVMCB(before)
+            let new = try readVMCB(after)
             let changes = SyncDiff.changes(before: old, after: new)
             let exit = DecodedExit(vmcb: new)
             if json {
@@ -67,13 +75,20 @@ struct VMCBCommand: ParsableCommand {
                 return
             }
             print("exit: \(exit.name) (\(exit.summary))")
-            if changes.isEmpty { print("no field changed"); return }
+            if changes.isEmpty {
+                print("no field changed")
+                return
+            }
             let unexpected = changes.filter { $0.sync == .unexpected }.count
-            print("\(changes.count) field\(changes.count == 1 ? "" : "s") changed\(unexpected > 0 ? ", \(unexpected) UNEXPECTED" : "")\n")
-            print(table(changes.map { c in
-                let mark = c.sync == .unexpected ? "!! UNEXPECTED" : c.sync.rawValue
-                return (c.field.name, "\(c.before) -> \(c.after)", mark + (c.note.map { " (\($0))" } ?? ""))
-            }))
+            print(
+                "\(changes.count) field\(changes.count == 1 ? "" : "s") changed\(unexpected > 0 ? ", \(unexpected) UNEXPECTED" : "")\n"
+            )
+            print(
+                table(
+                    changes.map { c in
+                        let mark = c.sync == .unexpected ? "!! UNEXPECTED" : c.sync.rawValue
+                        return (c.field.name, "\(c.before) -> \(c.after)", mark + (c.note.map { " (\($0))" } ?? ""))
+                    }))
         }
     }
 }
@@ -86,21 +101,37 @@ struct NestedStateCommand: ParsableCommand {
 
     struct Diff: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Two blobs field by field: the header, the cached vmcb12 controls, L1's parked state. Exit 1 when they differ.")
+            abstract:
+                "Two blobs field by field: the header, the cached vmcb12 controls, L1's parked state. Exit 1 when they differ."
+        )
         @Argument(help: "A blob (e.g. saved on the source).") var first: String
         @Argument(help: "Another (e.g. read back on the destination).") var second: String
         @Flag(help: "Emit JSON.") var json = false
 
         func run() throws {
-            let a = try blob(first), b = try blob(second)
+            let a = try blob(first)
+            let b = try blob(second)
             let differences = a.differences(from: b)
             if json {
-                print(JSON.object([("same", .bool(differences.isEmpty)), ("differences", .array(differences.map { d in
-                    .object([("field", .string(d.field)), ("first", .string(d.first)), ("second", .string(d.second)),
-                             ("meaning", .string(d.meaning))])
-                }))]).serialized())
+                print(
+                    JSON.object([
+                        ("same", .bool(differences.isEmpty)),
+                        (
+                            "differences",
+                            .array(
+                                differences.map { d in
+                                    .object([
+                                        ("field", .string(d.field)), ("first", .string(d.first)),
+                                        ("second", .string(d.second)),
+                                        ("meaning", .string(d.meaning)),
+                                    ])
+                                })
+                        ),
+                    ]).serialized())
             } else if differences.isEmpty {
-                print("the same: flags \(a.flags.description.isEmpty ? "none" : a.flags.description), \(a.bytes.count) bytes")
+                print(
+                    "the same: flags \(a.flags.description.isEmpty ? "none" : a.flags.description), \(a.bytes.count) bytes"
+                )
             } else {
                 print("\(differences.count) field\(differences.count == 1 ? "" : "s") differ\n")
                 print(table(differences.map { ($0.field, "\($0.first) -> \($0.second)", $0.meaning) }))
@@ -118,7 +149,8 @@ struct NestedStateCommand: ParsableCommand {
     }
 
     struct Decode: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Header flags, vmcb12 address, cached controls and L1's parked state.")
+        static let configuration = CommandConfiguration(
+            abstract: "Header flags, vmcb12 address, cached controls and L1's parked state.")
         @Argument(help: "A blob as KVM_GET_NESTED_STATE returned it (128-byte header + data).") var file: String
         @Flag(help: "Emit JSON.") var json = false
         @Flag(help: "Also list fields that are zero.") var all = false
@@ -130,12 +162,20 @@ struct NestedStateCommand: ParsableCommand {
             } catch let error as NestedStateError {
                 throw fail("\(file): \(error)")
             }
-            if json { print(state.json.serialized()); return }
-            print("flags:   \(String(state.flags.rawValue, radix: 16, uppercase: false)) (\(state.flags.description.isEmpty ? "none" : state.flags.description))")
+            if json {
+                print(state.json.serialized())
+                return
+            }
+            print(
+                "flags:   \(String(state.flags.rawValue, radix: 16, uppercase: false)) (\(state.flags.description.isEmpty ? "none" : state.flags.description))"
+            )
             print("format:  \(SVMNestedState.formatSVM) (SVM)")
             print("size:    \(state.bytes.count)")
             print("vmcb_pa: 0x\(String(state.vmcbPA, radix: 16))")
-            guard let data = state.data else { print("\nno data: the vCPU was not in guest mode"); return }
+            guard let data = state.data else {
+                print("\nno data: the vCPU was not in guest mode")
+                return
+            }
             print("\ncontrol: \(SVMNestedState.controlMeaning)")
             print(table(vmcbRows(data, all: all, fields: VMCBLayout.fields.filter { $0.area == .control })))
             print("\nsave: \(SVMNestedState.saveMeaning)")

@@ -7,7 +7,8 @@ import Foundation
 struct WriteImageCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "write-image",
-        abstract: "Write a built-in L1 as a Multiboot v1 ELF file that QEMU (-kernel) and nestdbg (run --image) both boot.",
+        abstract:
+            "Write a built-in L1 as a Multiboot v1 ELF file that QEMU (-kernel) and nestdbg (run --image) both boot.",
         discussion: """
             A 32-bit prologue at 0x100000 zeroes the L1's memory, copies the L1 to its load \
             address and enters it in long mode exactly as `nestdbg run --scenario NAME` does. \
@@ -15,10 +16,14 @@ struct WriteImageCommand: ParsableCommand {
             its L2 writes one byte to port 0xE9 per iteration. The demo runs until stopped.
             """)
 
-    @Option(help: "The L1: selfcheck, demo, or vmmcheck (32-bit, no SVM: checks the VMM's devices; run it with --append, --module, --smp).")
+    @Option(
+        help:
+            "The L1: selfcheck, demo, or vmmcheck (32-bit, no SVM: checks the VMM's devices; run it with --append, --module, --smp)."
+    )
     var scenario = "selfcheck"
     // Text, taken whatever it looks like: "-3" is a bad count (status 2), not an unknown option.
-    @Option(parsing: .unconditional, help: "The selfcheck L1's L2 loop iterations (default \(SelfCheckImage.iterations)).")
+    @Option(
+        parsing: .unconditional, help: "The selfcheck L1's L2 loop iterations (default \(SelfCheckImage.iterations)).")
     var iterations: String?
     @Argument(help: "The file to write.") var file: String
 
@@ -50,7 +55,8 @@ struct WriteImageCommand: ParsableCommand {
             throw fail("\(file): cannot be written")
         }
         let entry = String(elf.entry, radix: 16)
-        print("\(file): \(scenario)\(scenario == "selfcheck" ? ", \(count) iterations" : ""), "
-            + "Multiboot ELF32, entry 0x\(entry), \(bytes.count) bytes")
+        print(
+            "\(file): \(scenario)\(scenario == "selfcheck" ? ", \(count) iterations" : ""), "
+                + "Multiboot ELF32, entry 0x\(entry), \(bytes.count) bytes")
     }
 }

@@ -1,7 +1,7 @@
 import DebuggerEngine
 import Foundation
-import KernelTrace
 import KVMControl
+import KernelTrace
 import ProcessControl
 import Testing
 
@@ -23,14 +23,16 @@ final class PlainQEMU {
     /// counts down), then 21 to isa-debug-exit: QEMU exits with 43.
     static func cpuidLoopImage(iterations: UInt32) -> [UInt8] {
         func le(_ v: UInt32) -> [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: v >> (8 * UInt32($0))) } }
-        let magic: UInt32 = 0x1BAD_B002, flags: UInt32 = 1 << 16
+        let magic: UInt32 = 0x1BAD_B002
+        let flags: UInt32 = 1 << 16
         var image = le(magic) + le(flags) + le(0 &- magic &- flags)
-        image += le(0x10_0000) + le(0x10_0000) + le(0) + le(0) + le(0x10_0020)   // header, load, load_end, bss_end, entry
+        // header, load, load_end, bss_end, entry
+        image += le(0x10_0000) + le(0x10_0000) + le(0) + le(0) + le(0x10_0020)
         image += [UInt8](repeating: 0, count: 0x20 - image.count)
-        image += [0xBE] + le(iterations)          // mov esi, iterations
-        image += [0x31, 0xC0, 0x0F, 0xA2]         // loop: xor eax, eax; cpuid
-        image += [0x4E, 0x75, 0xF9]               // dec esi; jnz loop
-        image += [0xB0, 0x15, 0xE6, 0xF4, 0xF4]   // mov al, 21; out 0xf4, al; hlt
+        image += [0xBE] + le(iterations)  // mov esi, iterations
+        image += [0x31, 0xC0, 0x0F, 0xA2]  // loop: xor eax, eax; cpuid
+        image += [0x4E, 0x75, 0xF9]  // dec esi; jnz loop
+        image += [0xB0, 0x15, 0xE6, 0xF4, 0xF4]  // mov al, 21; out 0xf4, al; hlt
         return image
     }
     /// The guest's RIP right after its CPUID.
@@ -43,9 +45,13 @@ final class PlainQEMU {
         try Data(Self.cpuidLoopImage(iterations: iterations)).write(to: image)
         qmpPath = directory.appendingPathComponent("qmp.sock").path
         process.executableURL = URL(fileURLWithPath: PlainQEMU.path!)
-        process.arguments = ["-accel", "kvm", "-machine", "pc,pit=off", "-m", "64", "-display", "none", "-no-reboot", "-serial", "none",
-                             "-monitor", "none", "-nic", "none", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
-                             "-qmp", "unix:\(qmpPath),server=on,wait=off", "-kernel", image.path] + (paused ? ["-S"] : [])
+        process.arguments =
+            [
+                "-accel", "kvm", "-machine", "pc,pit=off", "-m", "64", "-display", "none", "-no-reboot", "-serial",
+                "none",
+                "-monitor", "none", "-nic", "none", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
+                "-qmp", "unix:\(qmpPath),server=on,wait=off", "-kernel", image.path,
+            ] + (paused ? ["-S"] : [])
         process.standardOutput = FileHandle.nullDevice
         try runWithSignalsUnblocked(process)
     }
@@ -73,7 +79,8 @@ final class PlainQEMU {
         while Date() < deadline {
             // QMP answers once the machine (and its vCPUs) exist.
             if let client = try? QMPClient(path: qmpPath), let thread = (try? client.vcpuThreads())?.first,
-               let vcpu = try? QEMUProcess(pid: process.processIdentifier).kvmDescriptors().vcpus.first {
+                let vcpu = try? QEMUProcess(pid: process.processIdentifier).kvmDescriptors().vcpus.first
+            {
                 return (thread.threadID, vcpu.fileDescriptor)
             }
             usleep(50_000)
@@ -96,8 +103,12 @@ func runWithSignalsUnblocked(_ process: Process) throws {
 
 /// Guest memory is not needed here (test double: every read fails, naming why).
 final class NoGuestMemory: GuestPhysicalMemory {
-    func read(_ address: UInt64, count: Int) throws -> [UInt8] { throw ProcessError.unsuitable("no guest memory in this test") }
-    func write(_ bytes: [UInt8], at address: UInt64) throws { throw ProcessError.unsuitable("no guest memory in this test") }
+    func read(_ address: UInt64, count: Int) throws -> [UInt8] {
+        throw ProcessError.unsuitable("no guest memory in this test")
+    }
+    func write(_ bytes: [UInt8], at address: UInt64) throws {
+        throw ProcessError.unsuitable("no guest memory in this test")
+    }
 }
 
 /// Root, /dev/kvm, tracefs and QEMU, or the reason (a failure in CI).
@@ -114,8 +125,9 @@ func attachEnvironment(sourceLocation: SourceLocation = #_sourceLocation) throws
     guard PlainQEMU.path != nil else { return try missing("qemu-system-x86_64 is not installed") }
     if FileManager.default.fileExists(atPath: "/sys/module/kvm_pvm") {
         // Not a gap CI leaves open: scripts/e2e runs these tests in the sandbox, on kvm_amd.
-        try Test.cancel("this host's KVM is PVM (kvm_pvm): ptrace sees no user registers of a thread inside KVM_RUN; the sandbox runs this test",
-                        sourceLocation: sourceLocation)
+        try Test.cancel(
+            "this host's KVM is PVM (kvm_pvm): ptrace sees no user registers of a thread inside KVM_RUN; the sandbox runs this test",
+            sourceLocation: sourceLocation)
     }
     do {
         return try Tracefs.locate()
@@ -126,18 +138,23 @@ func attachEnvironment(sourceLocation: SourceLocation = #_sourceLocation) throws
 
 @Suite("attaching to a vCPU of a real QEMU (host KVM, plain guest)", .serialized)
 struct AttachTests {
-    @Test("kvm_cpuid's SIGTRAP stops QEMU's vCPU after the CPUID; ioctls run in QEMU's thread; QEMU ends correctly after release")
+    @Test(
+        "kvm_cpuid's SIGTRAP stops QEMU's vCPU after the CPUID; ioctls run in QEMU's thread; QEMU ends correctly after release"
+    )
     func stopsAndReleases() throws {
         guard let tracefs = try attachEnvironment() else { return }
         let iterations: UInt32 = 300_000
         let qemu = try PlainQEMU(iterations: iterations)
         let (thread, fd) = try qemu.vcpu0()
-        let target = try AttachedVCPUTarget(AttachPoint(pid: qemu.process.processIdentifier, vcpuIndex: 0, thread: thread,
-                                                        vcpuFD: fd, memory: NoGuestMemory(), processName: "QEMU"))
+        let target = try AttachedVCPUTarget(
+            AttachPoint(
+                pid: qemu.process.processIdentifier, vcpuIndex: 0, thread: thread,
+                vcpuFD: fd, memory: NoGuestMemory(), processName: "QEMU"))
         try target.claimVCPU()
         let bound = try target.prepareForTracepointStops()
         #expect(bound == thread)
-        let events = try PerfTracepoints([TracepointRequest("kvm", "kvm_cpuid", stops: true)], thread: bound, tracefs: tracefs)
+        let events = try PerfTracepoints(
+            [TracepointRequest("kvm", "kvm_cpuid", stops: true)], thread: bound, tracefs: tracefs)
         try events.enable()
         // The firmware runs CPUIDs of its own before the guest's loop: skip those.
         var firmwareStops = 0
@@ -169,8 +186,9 @@ struct AttachTests {
         // Paused (-S): the vCPU thread waits in a futex, not in KVM_RUN.
         let qemu = try PlainQEMU(iterations: 1000, paused: true)
         let (thread, fd) = try qemu.vcpu0()
-        let point = AttachPoint(pid: qemu.process.processIdentifier, vcpuIndex: 0, thread: thread, vcpuFD: fd,
-                                memory: NoGuestMemory(), processName: "QEMU")
+        let point = AttachPoint(
+            pid: qemu.process.processIdentifier, vcpuIndex: 0, thread: thread, vcpuFD: fd,
+            memory: NoGuestMemory(), processName: "QEMU")
         let first = try AttachedVCPUTarget(point)
         try first.claimVCPU()
         let second = try AttachedVCPUTarget(point)
@@ -224,16 +242,23 @@ final class NestedQEMU {
         try Data(image).write(to: file)
         debugcon = directory.appendingPathComponent("e9.txt")
         process.executableURL = URL(fileURLWithPath: PlainQEMU.path!)
-        process.arguments = ["-accel", "kvm", "-cpu", "host", "-machine", "pc,pit=off", "-m", "64", "-display", "none", "-no-reboot", "-serial", "none",
-                             "-monitor", "none", "-nic", "none", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
-                             "-debugcon", "file:\(debugcon.path)", "-S",
-                             "-qmp", "unix:\(directory.path)/qmp.sock,server=on,wait=off", "-kernel", file.path]
+        process.arguments = [
+            "-accel", "kvm", "-cpu", "host", "-machine", "pc,pit=off", "-m", "64", "-display", "none", "-no-reboot",
+            "-serial", "none",
+            "-monitor", "none", "-nic", "none", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
+            "-debugcon", "file:\(debugcon.path)", "-S",
+            "-qmp", "unix:\(directory.path)/qmp.sock,server=on,wait=off", "-kernel", file.path,
+        ]
         process.standardOutput = FileHandle.nullDevice
         try runWithSignalsUnblocked(process)
         // QMP answers once the machine (and its vCPUs) exist.
         let deadline = Date(timeIntervalSinceNow: 20)
         while Date() < deadline {
-            if let client = try? QMPClient(path: "\(directory.path)/qmp.sock"), (try? client.vcpuThreads())?.isEmpty == false { return }
+            if let client = try? QMPClient(path: "\(directory.path)/qmp.sock"),
+                (try? client.vcpuThreads())?.isEmpty == false
+            {
+                return
+            }
             usleep(50_000)
         }
         throw ProcessError.unsuitable("QEMU did not answer on QMP within 20 s")
@@ -245,25 +270,32 @@ final class NestedQEMU {
     }
 }
 
-@Suite("attaching to a QEMU that runs an L1 (real nested KVM)", .enabled(if: NestedSVM.available, NestedSVM.reason), .serialized)
+@Suite(
+    "attaching to a QEMU that runs an L1 (real nested KVM)", .enabled(if: NestedSVM.available, NestedSVM.reason),
+    .serialized)
 struct AttachNestedTests {
-    @Test("attach from the start: every stop of the selfcheck L1 in QEMU equals nestdbg's own run of the same file; QEMU ends the guest's way")
+    @Test(
+        "attach from the start: every stop of the selfcheck L1 in QEMU equals nestdbg's own run of the same file; QEMU ends the guest's way"
+    )
     func sameStopsAsOwnVM() throws {
         guard try attachEnvironment() != nil else { return }
         let elf = try MultibootImage.selfCheck().encoded()
 
-        let own = try Engine(ownVM: OwnVMTarget.image(kvm: KVM(), image: GuestImage.multiboot(elf), name: "selfcheck.elf"),
-                             stops: .tracepoint)
+        let own = try Engine(
+            ownVM: OwnVMTarget.image(kvm: KVM(), image: GuestImage.multiboot(elf), name: "selfcheck.elf"),
+            stops: .tracepoint)
         var ownStops: [Stop] = []
         try own.recordStart()
         while ownStops.last?.endsRun != true && ownStops.count < 1000 { ownStops.append(try own.step()) }
 
         let qemu = try NestedQEMU(image: elf)
-        let point = try AttachPoint.locate(pid: qemu.process.processIdentifier, vcpu: 0,
-                                           qmpPath: qemu.directory.path + "/qmp.sock")
+        let point = try AttachPoint.locate(
+            pid: qemu.process.processIdentifier, vcpu: 0,
+            qmpPath: qemu.directory.path + "/qmp.sock")
         let target = try AttachedVCPUTarget(point)
         let timings = StopTimings()
-        let attached = Engine(target: target, source: try TracepointStopSource(target: target, timings: timings), timings: timings)
+        let attached = Engine(
+            target: target, source: try TracepointStopSource(target: target, timings: timings), timings: timings)
         try target.claimVCPU()
         try attached.recordStart()
         var qemuStops: [Stop] = []
@@ -282,6 +314,7 @@ struct AttachNestedTests {
         #expect(qemuStops.last?.kind == .exited && qemuStops.last?.exitStatus == 0, "\(qemuStops.last?.reason ?? "")")
         qemu.process.waitUntilExit()
         #expect(qemu.process.terminationStatus == 1)
-        #expect((try? Data(contentsOf: qemu.debugcon).count) == SelfCheckImage.iterations, "one 0xE9 byte per L2 iteration")
+        #expect(
+            (try? Data(contentsOf: qemu.debugcon).count) == SelfCheckImage.iterations, "one 0xE9 byte per L2 iteration")
     }
 }

@@ -2,8 +2,8 @@ import DebuggerEngine
 import Foundation
 import KVMControl
 import SVMModel
-import Testing
 import TestSupport
+import Testing
 
 /// Whether this KVM can run an L1 hypervisor. Where nested SVM is required
 /// (NESTDBG_REQUIRE_NESTED, set in the sandbox) the tests run regardless and
@@ -15,7 +15,8 @@ enum NestedSVM {
         guard access("/dev/kvm", R_OK | W_OK) == 0, let kvm = try? KVM() else { return false }
         return (try? OwnVMTarget.nestedCPUIDForTests(kvm)) != nil
     }()
-    static let reason: Comment = "needs a KVM that offers nested SVM (SVM in CPUID, KVM_CAP_NESTED_STATE): runs in the sandbox (scripts/e2e)"
+    static let reason: Comment =
+        "needs a KVM that offers nested SVM (SVM in CPUID, KVM_CAP_NESTED_STATE): runs in the sandbox (scripts/e2e)"
 }
 
 /// Makes sure /dev/kvm can be used: in CI its absence fails the test,
@@ -35,7 +36,9 @@ func nestedPagingOffered() throws -> Bool {
     try KVM().supportedCPUID().first { $0.function == 0x8000_000A }.map { $0.edx & 1 != 0 } ?? false
 }
 
-@Suite("the nested stepping engine on the demo (real nested KVM)", .serialized, .enabled(if: NestedSVM.available, NestedSVM.reason))
+@Suite(
+    "the nested stepping engine on the demo (real nested KVM)", .serialized,
+    .enabled(if: NestedSVM.available, NestedSVM.reason))
 struct EngineTests {
     let demo = DemoImage()
 
@@ -57,10 +60,16 @@ struct EngineTests {
 
                 let s = try engine.step()
                 // A fault (L1's panic port, a triple fault) leaves L1 spinning: stop here rather than wait forever.
-                guard s.kind != .fault else { Issue.record("round \(round) \(symbol): \(s.reason)"); return }
+                guard s.kind != .fault else {
+                    Issue.record("round \(round) \(symbol): \(s.reason)")
+                    return
+                }
                 #expect(s.kind == .nestedExit, "round \(round) \(symbol): \(s.reason)")
-                #expect(s.exit?.code == code, "round \(round): \(symbol) exits with 0x\(String(code, radix: 16)), got \(s.reason)")
-                #expect(s.vmcb12?[integer: .saveRIP] == demo.address(symbol), "save.rip is the L2 instruction \(symbol)")
+                #expect(
+                    s.exit?.code == code,
+                    "round \(round): \(symbol) exits with 0x\(String(code, radix: 16)), got \(s.reason)")
+                #expect(
+                    s.vmcb12?[integer: .saveRIP] == demo.address(symbol), "save.rip is the L2 instruction \(symbol)")
                 #expect(s.l2?[.rip] == demo.address(symbol))
                 #expect(s.l1[.rip] == demo.address("after_vmrun"), "L1 resumes after VMRUN")
                 #expect(s.l1[.rax] == vmcb12, "RAX holds the vmcb12 address")
@@ -73,9 +82,13 @@ struct EngineTests {
                 // Every exit is one the demo's L1 asked for, and KVM wrote at least the exit fields.
                 #expect(s.why?.isAlarming == false, "\(symbol): \(s.why?.description ?? "no cause")")
                 #expect(s.kvmWrote.contains { $0.field == .exitCode })
-                let expectedKind = ["l2_in": "iopm", "l2_out": "iopm", "l2_rdmsr": "msrpm", "l2_wrmsr": "msrpm",
-                                    "l2_ud": "exception_intercept", "l2_cpuid": "intercept"][symbol]
-                #expect(expectedKind == nil || s.why?.kind == expectedKind, "\(symbol): \(s.why?.description ?? "no cause")")
+                let expectedKind = [
+                    "l2_in": "iopm", "l2_out": "iopm", "l2_rdmsr": "msrpm", "l2_wrmsr": "msrpm",
+                    "l2_ud": "exception_intercept", "l2_cpuid": "intercept",
+                ][symbol]
+                #expect(
+                    expectedKind == nil || s.why?.kind == expectedKind, "\(symbol): \(s.why?.description ?? "no cause")"
+                )
                 let summary = s.exit?.summary ?? ""
                 switch symbol {
                 case "l2_in": #expect(summary == "IN 0x60, 1 byte")
@@ -83,7 +96,9 @@ struct EngineTests {
                 case "l2_rdmsr": #expect(summary == "RDMSR 0xc0000081")
                 case "l2_wrmsr": #expect(summary == "WRMSR 0xc0000081 = 0x5566778811223344")
                 case "l2_npf":
-                    #expect(summary.hasPrefix(np ? "NPF read at GPA 0x60000, not present" : "#PF error code 0x0"), "\(summary)")
+                    #expect(
+                        summary.hasPrefix(np ? "NPF read at GPA 0x60000, not present" : "#PF error code 0x0"),
+                        "\(summary)")
                     #expect(s.vmcb12?[integer: .exitInfo2] == DemoImage.npfPage)
                 case "l2_ud": #expect(summary == "#UD")
                 case "l2_cpuid":
@@ -113,7 +128,7 @@ struct EngineTests {
         while engine.nestedExitCount < 500 {
             let s = try engine.next()
             #expect(s.kind == .nestedExit || s.kind == .l2UserspaceExit, "\(s.reason)")
-            if s.kind == .fault { return }   // L1 spins after a fault: waiting would hang
+            if s.kind == .fault { return }  // L1 spins after a fault: waiting would hang
             if let code = s.exit?.code, s.kind == .nestedExit { codes.append(code) }
         }
         // L1 counts the exits it handled. The engine stops before L1's first
@@ -124,7 +139,8 @@ struct EngineTests {
         let expected = (0..<50).flatMap { _ in DemoImage.l2Program(nestedPaging: np).map(\.exitCode) }
         #expect(codes == expected)
         // Stopped: the patch bytes are not in guest memory.
-        let vmrunGPA = demo.address("vmrun"), after = demo.address("after_vmrun")
+        let vmrunGPA = demo.address("vmrun")
+        let after = demo.address("after_vmrun")
         #expect(try target.vm.read(at: after, count: 1) != [0xF4], "the post-VMRUN byte is the guest's while stopped")
         try engine.detach()
         #expect(try target.vm.read(at: vmrunGPA, count: 3) == [0x0F, 0x01, 0xD8])
@@ -149,7 +165,7 @@ struct EngineTests {
     @Test("a watch set after stepping hits at the very next change: its baseline moves at every stop, n included")
     func watchBaselineMovesWithSteps() throws {
         let (engine, _) = try demoEngine()
-        #expect(try engine.next().exit?.code == 0x72)   // CPUID
+        #expect(try engine.next().exit?.code == 0x72)  // CPUID
         try engine.addBreakpoint(.watch(.exitCode))
         // n reports the change it stepped over, and moves the baseline.
         let stepped = try engine.next()
@@ -160,11 +176,15 @@ struct EngineTests {
         #expect(engine.nestedExitCount == 4, "continue stopped at the first change after stepping")
     }
 
-    @Test("an L1 breakpoint stops before L1's CPUID handler, once per CPUID exit, unseen by the guest; deleted, it never stops again")
+    @Test(
+        "an L1 breakpoint stops before L1's CPUID handler, once per CPUID exit, unseen by the guest; deleted, it never stops again"
+    )
     func l1Breakpoint() throws {
         let (engine, target) = try demoEngine()
         let handler = demo.address("l1_h_cpuid")
-        #expect(throws: StopSourceError.breakpointOnVMRUNSite) { try engine.addBreakpoint(.l1RIP(demo.address("vmrun"))) }
+        #expect(throws: StopSourceError.breakpointOnVMRUNSite) {
+            try engine.addBreakpoint(.l1RIP(demo.address("vmrun")))
+        }
         try engine.addBreakpoint(.l1RIP(handler))
         for round in 0..<3 {
             let s = try engine.continueRunning(limit: 100)
@@ -204,7 +224,7 @@ struct EngineTests {
     @Test("pause from another thread stops a running engine")
     func pause() throws {
         let (engine, _) = try demoEngine()
-        try engine.addBreakpoint(.exit(0x1234))   // never hit: continue runs until paused
+        try engine.addBreakpoint(.exit(0x1234))  // never hit: continue runs until paused
         let done = DispatchSemaphore(value: 0)
         nonisolated(unsafe) var result: Stop?
         Thread {
@@ -219,17 +239,20 @@ struct EngineTests {
     }
 }
 
-@Suite("L1 reporting an exit it cannot handle is a fault in every scenario, never a hang (real nested KVM)", .serialized,
-       .enabled(if: NestedSVM.available, NestedSVM.reason))
+@Suite(
+    "L1 reporting an exit it cannot handle is a fault in every scenario, never a hang (real nested KVM)", .serialized,
+    .enabled(if: NestedSVM.available, NestedSVM.reason))
 struct PanicPortTests {
     /// At L1's first VMRUN, makes L2's next instruction an RDTSC that vmcb12
     /// intercepts: neither L1 has a handler for it, so L1 reports it on its panic port.
     func provokePanic(_ engine: Engine, _ target: OwnVMTarget) throws -> Stop {
         let vmrun = try engine.step()
         #expect(vmrun.kind == .vmrun, "\(vmrun.reason)")
-        guard let gpa = vmrun.vmcb12GPA, var vmcb = vmrun.vmcb12 else { throw TargetError.notSupported(operation: "no vmcb12", target: "test") }
-        try target.vm.write([0x0F, 0x31], at: vmcb[integer: .saveRIP])   // L2's code is identity-mapped
-        vmcb[integer: .intercepts3] |= 1 << 14                            // RDTSC
+        guard let gpa = vmrun.vmcb12GPA, var vmcb = vmrun.vmcb12 else {
+            throw TargetError.notSupported(operation: "no vmcb12", target: "test")
+        }
+        try target.vm.write([0x0F, 0x31], at: vmcb[integer: .saveRIP])  // L2's code is identity-mapped
+        vmcb[integer: .intercepts3] |= 1 << 14  // RDTSC
         try target.vm.write(vmcb.bytes, at: gpa)
         // A hung engine would hang the test: pause it from outside after 20 s.
         let watchdog = DispatchWorkItem { engine.interrupt() }
@@ -245,13 +268,17 @@ struct PanicPortTests {
         let target = try OwnVMTarget.legacyPagingScenario(kvm: KVM(), paging: .pse)
         let engine = try Engine(ownVM: target)
         let fault = try provokePanic(engine, target)
-        #expect(fault.kind == .fault && fault.reason.contains("L1 reported an exit it does not handle: RDTSC"), "\(fault.reason)")
+        #expect(
+            fault.kind == .fault && fault.reason.contains("L1 reported an exit it does not handle: RDTSC"),
+            "\(fault.reason)")
     }
 
     @Test("the 64-bit demo")
     func demo64() throws {
         let (engine, target) = try demoEngine()
         let fault = try provokePanic(engine, target)
-        #expect(fault.kind == .fault && fault.reason.contains("L1 reported an exit it does not handle: RDTSC"), "\(fault.reason)")
+        #expect(
+            fault.kind == .fault && fault.reason.contains("L1 reported an exit it does not handle: RDTSC"),
+            "\(fault.reason)")
     }
 }

@@ -1,11 +1,14 @@
-@testable import DebuggerEngine
 import KVMControl
 import Testing
+
+@testable import DebuggerEngine
 
 /// The own VMM's PC pieces as values: fw_cfg, the Multiboot information, the port devices.
 @Suite("Machine")
 struct MachineTests {
-    @Test("fw_cfg: a selector write picks an item, data reads walk it little-endian, the unknown and the past-the-end read 0")
+    @Test(
+        "fw_cfg: a selector write picks an item, data reads walk it little-endian, the unknown and the past-the-end read 0"
+    )
     func firmwareConfig() {
         var f = FirmwareConfig(ramSize: 0x1_2345_6000, cpuCount: 3)
         f.select(FirmwareConfig.Key.cpuCount.rawValue)
@@ -18,10 +21,13 @@ struct MachineTests {
         #expect(f.readByte() == 0)
     }
 
-    @Test("the devices: the fw_cfg ports, COM1's line status and output, all-ones from nobody's port, the SMM stub only in SMM")
+    @Test(
+        "the devices: the fw_cfg ports, COM1's line status and output, all-ones from nobody's port, the SMM stub only in SMM"
+    )
     func devices() {
         let d = Devices(ports: .standard, firmwareConfig: FirmwareConfig(ramSize: 1 << 27, cpuCount: 2))
-        #expect(d.access(port: 0x510, direction: .out, size: 2, count: 1, data: [5, 0], inSMM: false).outcome == .handled)
+        #expect(
+            d.access(port: 0x510, direction: .out, size: 2, count: 1, data: [5, 0], inSMM: false).outcome == .handled)
         #expect(d.access(port: 0x511, direction: .in, size: 1, count: 2, data: [], inSMM: false).reply == [2, 0])
         #expect(d.access(port: 0x3FD, direction: .in, size: 1, count: 1, data: [], inSMM: false).reply == [0x60])
         _ = d.access(port: 0x3F8, direction: .out, size: 1, count: 2, data: Array("ok".utf8), inSMM: false)
@@ -29,17 +35,23 @@ struct MachineTests {
         let nobody = d.access(port: 0x5555, direction: .in, size: 4, count: 1, data: [], inSMM: false)
         #expect(nobody.reply == [0xFF, 0xFF, 0xFF, 0xFF])
         #expect(nobody.outcome == .unclaimed(description: "IN port 0x5555, 4 bytes"))
-        #expect(d.access(port: SMMStub.port, direction: .out, size: 1, count: 1, data: [0], inSMM: true).outcome == .smmEntered)
-        if case .smmEntered = d.access(port: SMMStub.port, direction: .out, size: 1, count: 1, data: [0], inSMM: false).outcome {
+        #expect(
+            d.access(port: SMMStub.port, direction: .out, size: 1, count: 1, data: [0], inSMM: true).outcome
+                == .smmEntered)
+        if case .smmEntered = d.access(port: SMMStub.port, direction: .out, size: 1, count: 1, data: [0], inSMM: false)
+            .outcome
+        {
             Issue.record("the stub's port outside SMM is just a port")
         }
-        #expect(d.access(port: 0xF4, direction: .out, size: 4, count: 1, data: [38, 0, 0, 0], inSMM: false).outcome
+        #expect(
+            d.access(port: 0xF4, direction: .out, size: 4, count: 1, data: [38, 0, 0, 0], inSMM: false).outcome
                 == .guestExited(status: 38))
     }
 
     @Test("Multiboot information: flags, mem_upper, \"image ARGS\", a module after the image's end, the memory map")
     func multibootLayout() throws {
-        let config = MachineConfig(memoryMiB: 64, arguments: "vmrun ioio", modules: [BootModule(path: "env", bytes: [1, 2, 3])])
+        let config = MachineConfig(
+            memoryMiB: 64, arguments: "vmrun ioio", modules: [BootModule(path: "env", bytes: [1, 2, 3])])
         let pieces = try Multiboot.layout(config: config, imageName: "svm.flat", imageEnd: 0x40_1234)
         #expect(pieces.count == 2)
         let info = pieces[0]
@@ -59,8 +71,9 @@ struct MachineTests {
         #expect(pieces[1].address == 0x40_2000 && pieces[1].bytes == [1, 2, 3])
         #expect(u32(44) == 48, "two memory map entries")
         #expect(throws: MachineError.moduleDoesNotFit(path: "env", size: 3, memoryMiB: 4)) {
-            _ = try Multiboot.layout(config: MachineConfig(memoryMiB: 4, modules: config.modules), imageName: "x",
-                                     imageEnd: 4 << 20)
+            _ = try Multiboot.layout(
+                config: MachineConfig(memoryMiB: 4, modules: config.modules), imageName: "x",
+                imageEnd: 4 << 20)
         }
     }
 

@@ -10,7 +10,10 @@ struct RestoreOrderTests {
     @Test("QEMU's order: SREGS2 before NESTED_STATE, MP_STATE after VCPU_EVENTS, DEBUGREGS last")
     func qemuOrder() {
         let steps = RestoreOrder.qemu.steps
-        #expect(steps == [.lapic, .sregs, .nestedState, .tscKHz, .regs, .xsave, .xcrs, .msrs, .events, .mpState, .debugRegs])
+        #expect(
+            steps == [
+                .lapic, .sregs, .nestedState, .tscKHz, .regs, .xsave, .xcrs, .msrs, .events, .mpState, .debugRegs,
+            ])
         for variant in RestoreOrder.variants {
             #expect(Set(variant.steps) == Set(steps), "\(variant.name) has every part once")
             #expect(variant.steps.count == steps.count)
@@ -74,18 +77,25 @@ struct MigrationCheckTests {
         defer { original.shutdown() }
         let at = try MigrationCheck.run(original, to: .window(.inL2, occurrence: 1), timeout: 20)
         #expect(at.level == .l2 && at.nestedFlags.contains(.guestMode))
-        let report = try MigrationCheck.check(original, at: .window(.inL2, occurrence: 1),
-                                              plan: MigrationPlan(omitting: [.part(.nestedState)], exits: 10))
+        let report = try MigrationCheck.check(
+            original, at: .window(.inL2, occurrence: 1),
+            plan: MigrationPlan(omitting: [.part(.nestedState)], exits: 10))
         #expect(report.restore.first { $0.part == .nestedState }?.outcome == .omitted)
-        #expect(report.readBack.contains { $0.field == "flags" && $0.original.contains("GUEST_MODE") && !$0.clone.contains("GUEST_MODE") })
+        #expect(
+            report.readBack.contains {
+                $0.field == "flags" && $0.original.contains("GUEST_MODE") && !$0.clone.contains("GUEST_MODE")
+            })
         let d = try #require(report.divergence)
         #expect(d.stopNumber == 1)
-        #expect(d.original.level == .l1 && d.clone.level == .l1 && d.clone.kind == .l1UserspaceExit,
-                "the clone runs L2's code as L1: \(d.clone.reason)")
+        #expect(
+            d.original.level == .l1 && d.clone.level == .l1 && d.clone.kind == .l1UserspaceExit,
+            "the clone runs L2's code as L1: \(d.clone.reason)")
         #expect(report.verdict == .diverged)
     }
 
-    @Test("an exception being injected at VMRUN (RUN_PENDING) survives QEMU's order; the injection is lost without NESTED_STATE")
+    @Test(
+        "an exception being injected at VMRUN (RUN_PENDING) survives QEMU's order; the injection is lost without NESTED_STATE"
+    )
     func eventInjection() throws {
         for omitting in [Set<Omission>(), [.part(.nestedState)]] {
             let original = try session(OwnVMTarget.eventsScenario(kvm: KVM()))
@@ -93,14 +103,16 @@ struct MigrationCheckTests {
             let at = try MigrationCheck.run(original, to: .window(.eventInjection, occurrence: 1), timeout: 20)
             #expect(at.nestedFlags.contains(.runPending))
             #expect(at.cachedControls.map { $0[integer: .eventInj] } == 0x8000_0306, "EVENTINJ: valid exception #UD")
-            let report = try MigrationCheck.check(original, at: .window(.eventInjection, occurrence: 1),
-                                                  plan: MigrationPlan(omitting: omitting, exits: 12))
+            let report = try MigrationCheck.check(
+                original, at: .window(.eventInjection, occurrence: 1),
+                plan: MigrationPlan(omitting: omitting, exits: 12))
             if omitting.isEmpty {
                 #expect(report.divergence == nil, "\(report.divergence?.differences ?? [])")
                 #expect(report.comparedExits == 12)
                 // What KVM does lose here: L1's DR6 in vmcb01 (svm_copy_vmrun_state leaves it out).
-                #expect(report.unexpectedReadBack.allSatisfy { $0.field == "save.dr6" || $0.field == "save.g_pat" },
-                        "\(report.unexpectedReadBack)")
+                #expect(
+                    report.unexpectedReadBack.allSatisfy { $0.field == "save.dr6" || $0.field == "save.g_pat" },
+                    "\(report.unexpectedReadBack)")
                 #expect(report.unexpectedReadBack.contains { $0.field == "save.dr6" })
             } else {
                 let d = try #require(report.divergence)
@@ -115,8 +127,9 @@ struct MigrationCheckTests {
         let original = try session(OwnVMTarget.demo(kvm: KVM()))
         defer { original.shutdown() }
         _ = try MigrationCheck.run(original, to: .nestedExit(2), timeout: 20)
-        let report = try MigrationCheck.check(original, at: .nestedExit(2),
-                                              plan: MigrationPlan(order: try RestoreOrder.parse("nested-state-first"), exits: 5))
+        let report = try MigrationCheck.check(
+            original, at: .nestedExit(2),
+            plan: MigrationPlan(order: try RestoreOrder.parse("nested-state-first"), exits: 5))
         let failed = try #require(report.failedStep)
         #expect(failed.ioctl == "KVM_SET_NESTED_STATE")
         #expect(failed.outcome == .failed("KVM_SET_NESTED_STATE: EINVAL (Invalid argument)"))

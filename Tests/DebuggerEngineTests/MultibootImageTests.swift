@@ -6,7 +6,8 @@ import Testing
 
 /// Whether `bytes` hold a VMRUN (0F 01 D8) anywhere.
 private func holdsVMRUN(_ bytes: [UInt8]) -> Bool {
-    bytes.count >= 3 && (0..<(bytes.count - 2)).contains { bytes[$0] == 0x0F && bytes[$0 + 1] == 0x01 && bytes[$0 + 2] == 0xD8 }
+    bytes.count >= 3
+        && (0..<(bytes.count - 2)).contains { bytes[$0] == 0x0F && bytes[$0 + 1] == 0x01 && bytes[$0 + 2] == 0xD8 }
 }
 
 /// The quad at `offset`.
@@ -25,7 +26,9 @@ private struct HaltL1: BuiltInL1 {
 
 @Suite("built-in L1s as Multiboot ELF files (no KVM)")
 struct MultibootImageTests {
-    @Test("the selfcheck file: one segment at 1 MiB, entered there, a valid header, the L1's symbols where they run, no VMRUN")
+    @Test(
+        "the selfcheck file: one segment at 1 MiB, entered there, a valid header, the L1's symbols where they run, no VMRUN"
+    )
     func selfCheckFile() throws {
         let l1 = SelfCheckImage()
         let file = try MultibootImage.selfCheck().encoded()
@@ -39,8 +42,10 @@ struct MultibootImageTests {
             #expect(image.symbols[name] == address, "\(name) where it runs")
         }
         // QEMU looks for the header (magic, flags, checksum) in the first 8192 - 48 bytes.
-        let magic = try #require(stride(from: 0, to: 8192 - 48, by: 4).first { quad(file, at: $0) & 0xFFFF_FFFF == 0x1BAD_B002 })
-        let flags = UInt32(truncatingIfNeeded: quad(file, at: magic + 4)), checksum = UInt32(truncatingIfNeeded: quad(file, at: magic + 8))
+        let magic = try #require(
+            stride(from: 0, to: 8192 - 48, by: 4).first { quad(file, at: $0) & 0xFFFF_FFFF == 0x1BAD_B002 })
+        let flags = UInt32(truncatingIfNeeded: quad(file, at: magic + 4))
+        let checksum = UInt32(truncatingIfNeeded: quad(file, at: magic + 8))
         #expect(flags == 0 && 0x1BAD_B002 &+ flags &+ checksum == 0)
         #expect(!holdsVMRUN(file), "0F 01 D8 in the file")
         #expect(image.vmrunSites() == [])
@@ -55,8 +60,11 @@ struct MultibootImageTests {
         #expect(quad(l1.bytes, at: offset) == UInt64(SelfCheckImage.iterations))
         let patched = try l1.bytes(iterations: 5000)
         #expect(quad(patched, at: offset) == 5000)
-        #expect(Array(patched[..<offset]) == Array(l1.bytes[..<offset]) && patched.count == l1.bytes.count, "only the quad changes")
-        let segment = try #require(GuestImage.multiboot(MultibootImage.selfCheck(iterations: 5000).encoded()).segments.first)
+        #expect(
+            Array(patched[..<offset]) == Array(l1.bytes[..<offset]) && patched.count == l1.bytes.count,
+            "only the quad changes")
+        let segment = try #require(
+            GuestImage.multiboot(MultibootImage.selfCheck(iterations: 5000).encoded()).segments.first)
         #expect(Array(segment.bytes.suffix(patched.count)) == patched)
         // The range's top keeps 0F 01 D8 out: the first limit that spells it is beyond it.
         #expect(SelfCheckImage.iterationRange.upperBound < 0xD8_010F)
@@ -129,7 +137,8 @@ struct MultibootPrologueTests {
         expected[Int(HaltL1.loadAddress)] = 0xF4
         // The first byte that differs, not 512 KiB of them in the message.
         let differing = zip(low, expected).enumerated().first { $0.element.0 != $0.element.1 }?.offset
-        #expect(differing == nil, "0x\(String(differing ?? 0, radix: 16)) is 0x\(String(low[differing ?? 0], radix: 16))")
+        #expect(
+            differing == nil, "0x\(String(differing ?? 0, radix: 16)) is 0x\(String(low[differing ?? 0], radix: 16))")
     }
 }
 
@@ -153,11 +162,13 @@ private struct StopRecord: Equatable, CustomStringConvertible {
 
     var description: String {
         func hex(_ v: UInt64?) -> String { v.map { "0x" + String($0, radix: 16) } ?? "-" }
-        return "\(kind.rawValue) \(hex(exitCode)) \(hex(exitInfo1)) \(hex(exitInfo2)) rip \(hex(l2RIP)) \(status.map(String.init) ?? "")"
+        return
+            "\(kind.rawValue) \(hex(exitCode)) \(hex(exitInfo1)) \(hex(exitInfo2)) rip \(hex(l2RIP)) \(status.map(String.init) ?? "")"
     }
 }
 
-@Suite("the selfcheck Multiboot file on real nested KVM", .serialized, .enabled(if: NestedSVM.available, NestedSVM.reason))
+@Suite(
+    "the selfcheck Multiboot file on real nested KVM", .serialized, .enabled(if: NestedSVM.available, NestedSVM.reason))
 struct MultibootSelfCheckNestedTests {
     /// Every stop to the end, and L1's registers at the first nested exit.
     private func run(_ target: OwnVMTarget) throws -> (stops: [StopRecord], l1: (GeneralRegisters, SpecialRegisters)?) {
@@ -167,27 +178,34 @@ struct MultibootSelfCheckNestedTests {
         for _ in 0..<1000 {
             let stop = try engine.next()
             stops.append(StopRecord(stop))
-            if stop.kind == .nestedExit, l1 == nil { l1 = (try target.generalRegisters(), try target.specialRegisters()) }
+            if stop.kind == .nestedExit, l1 == nil {
+                l1 = (try target.generalRegisters(), try target.specialRegisters())
+            }
             if stop.kind == .exited || stop.kind == .fault { break }
         }
         return (stops, l1)
     }
 
-    @Test("written by write-image and loaded by --image, it stops exactly where the built-in selfcheck stops, and passes")
+    @Test(
+        "written by write-image and loaded by --image, it stops exactly where the built-in selfcheck stops, and passes")
     func sameStopsAsBuiltIn() throws {
         let file = try MultibootImage.selfCheck().encoded()
         let fromFile = try run(OwnVMTarget.image(kvm: KVM(), image: GuestImage.multiboot(file)))
         let builtIn = try run(OwnVMTarget.selfCheck(kvm: KVM()))
         #expect(builtIn.stops.filter { $0.kind == .nestedExit }.count == SelfCheckImage.nestedExitsPerRun)
         #expect(builtIn.stops.last?.kind == .exited && builtIn.stops.last?.status == SelfCheckImage.passedStatus)
-        #expect(fromFile.stops.last?.kind == .exited && fromFile.stops.last?.status == SelfCheckImage.passedStatus,
-                "\(fromFile.stops.last?.description ?? "no stop")")
+        #expect(
+            fromFile.stops.last?.kind == .exited && fromFile.stops.last?.status == SelfCheckImage.passedStatus,
+            "\(fromFile.stops.last?.description ?? "no stop")")
         #expect(fromFile.stops.count == builtIn.stops.count)
-        if let i = zip(fromFile.stops, builtIn.stops).enumerated().first(where: { $0.element.0 != $0.element.1 })?.offset {
+        if let i = zip(fromFile.stops, builtIn.stops).enumerated().first(where: { $0.element.0 != $0.element.1 })?
+            .offset
+        {
             Issue.record("stop \(i): from the file \(fromFile.stops[i]), built in \(builtIn.stops[i])")
         }
         // What L1 can see of its own state at the first nested exit: the same (its page tables are its own by then).
-        let a = try #require(fromFile.l1), b = try #require(builtIn.l1)
+        let a = try #require(fromFile.l1)
+        let b = try #require(builtIn.l1)
         #expect(a.0 == b.0, "L1's GPRs")
         #expect(a.1 == b.1, "L1's special registers")
     }

@@ -18,20 +18,23 @@ struct NestedMachine {
 
     /// L1: mov rax, vmcb12; vmrun; hlt (the test's stop); save.rip += 2; jmp back.
     /// L1 advances L2's RIP itself: the sandbox CPU has no nRIP save.
-    static let l1: [UInt8] = [0x48, 0xB8] + le(vmcb12, 8)   // 0x1000 mov rax, 0x10000
-        + [0x0F, 0x01, 0xD8]                                  // 0x100a vmrun
-        + [0xF4]                                              // 0x100d hlt  -> KVM_EXIT_HLT, one per nested #VMEXIT
-        + [0x48, 0x83, 0x80, 0x78, 0x05, 0x00, 0x00, 0x02]    // 0x100e add qword [rax+0x578], 2  (save.rip)
-        + [0xEB, 0xE8]                                        // 0x1016 jmp 0x1000
+    static let l1: [UInt8] =
+        [0x48, 0xB8] + le(vmcb12, 8)  // 0x1000 mov rax, 0x10000
+        + [0x0F, 0x01, 0xD8]  // 0x100a vmrun
+        + [0xF4]  // 0x100d hlt  -> KVM_EXIT_HLT, one per nested #VMEXIT
+        + [0x48, 0x83, 0x80, 0x78, 0x05, 0x00, 0x00, 0x02]  // 0x100e add qword [rax+0x578], 2  (save.rip)
+        + [0xEB, 0xE8]  // 0x1016 jmp 0x1000
     /// L2: every instruction two bytes long.
     static let l2: [UInt8] = [
-        0x0F, 0xA2,   // 0x6000 cpuid          intercepted (CPUID)
-        0xE6, 0x80,   // 0x6002 out 0x80, al   intercepted through the IOPM
-        0xE6, 0xE9,   // 0x6004 out 0xe9, al   not intercepted: reaches the VMM in guest mode
-        0xEB, 0xF8,   // 0x6006 jmp 0x6000
+        0x0F, 0xA2,  // 0x6000 cpuid          intercepted (CPUID)
+        0xE6, 0x80,  // 0x6002 out 0x80, al   intercepted through the IOPM
+        0xE6, 0xE9,  // 0x6004 out 0xe9, al   not intercepted: reaches the VMM in guest mode
+        0xEB, 0xF8,  // 0x6006 jmp 0x6000
     ]
 
-    static func le(_ v: UInt64, _ n: Int) -> [UInt8] { (0..<n).map { UInt8(truncatingIfNeeded: v >> (8 * UInt64($0))) } }
+    static func le(_ v: UInt64, _ n: Int) -> [UInt8] {
+        (0..<n).map { UInt8(truncatingIfNeeded: v >> (8 * UInt64($0))) }
+    }
 
     let vm: VirtualMachine
     let vcpu: VCPU
@@ -48,32 +51,34 @@ struct NestedMachine {
         try vm.addMemory(at: 0, size: 2 << 20)
         try vm.write(l1, at: 0x1000)
         try vm.write(l2, at: l2Code)
-        try vm.writeInteger(UInt64(0x3003), at: 0x2000)   // PML4[0] -> PDPT
-        try vm.writeInteger(UInt64(0x4003), at: 0x3000)   // PDPT[0] -> PD
-        try vm.writeInteger(UInt64(0x83), at: 0x4000)     // PD[0]: 2 MiB at 0
+        try vm.writeInteger(UInt64(0x3003), at: 0x2000)  // PML4[0] -> PDPT
+        try vm.writeInteger(UInt64(0x4003), at: 0x3000)  // PDPT[0] -> PD
+        try vm.writeInteger(UInt64(0x83), at: 0x4000)  // PD[0]: 2 MiB at 0
         var ioBits = [UInt8](repeating: 0, count: 0x3000)
-        ioBits[0x80 / 8] |= 1 << (0x80 % 8)               // intercept port 0x80 only
+        ioBits[0x80 / 8] |= 1 << (0x80 % 8)  // intercept port 0x80 only
         try vm.write(ioBits, at: iopm)
         try vm.write([UInt8](repeating: 0, count: 0x2000), at: msrpm)
 
         var v = VMCB()
-        v[integer: .intercepts3] = 1 << 18 | 1 << 27    // CPUID, IOIO_PROT
-        v[integer: .intercepts4] = 1                    // VMRUN
+        v[integer: .intercepts3] = 1 << 18 | 1 << 27  // CPUID, IOIO_PROT
+        v[integer: .intercepts4] = 1  // VMRUN
         v[integer: .iopmBasePA] = iopm
         v[integer: .msrpmBasePA] = msrpm
         v[integer: .asid] = 1
         v[integer: .saveCSSelector] = 0x8
         v[integer: .saveCSAttrib] = 0x29B
         v[integer: .saveCSLimit] = 0xFFFF_FFFF
-        let dataSegments: [(VMCBField, VMCBField, VMCBField)] = [(.saveSSSelector, .saveSSAttrib, .saveSSLimit),
-                                                         (.saveDSSelector, .saveDSAttrib, .saveDSLimit),
-                                                         (.saveESSelector, .saveESAttrib, .saveESLimit)]
+        let dataSegments: [(VMCBField, VMCBField, VMCBField)] = [
+            (.saveSSSelector, .saveSSAttrib, .saveSSLimit),
+            (.saveDSSelector, .saveDSAttrib, .saveDSLimit),
+            (.saveESSelector, .saveESAttrib, .saveESLimit),
+        ]
         for (selector, attrib, limit) in dataSegments {
             v[integer: selector] = 0x10
             v[integer: attrib] = 0xC93
             v[integer: limit] = 0xFFFF_FFFF
         }
-        v[integer: .saveEFER] = 1 << 8 | 1 << 10 | 1 << 12       // LME LMA SVME
+        v[integer: .saveEFER] = 1 << 8 | 1 << 10 | 1 << 12  // LME LMA SVME
         v[integer: .saveCR0] = 0x8000_0011
         v[integer: .saveCR3] = 0x2000
         v[integer: .saveCR4] = 1 << 5
@@ -87,17 +92,25 @@ struct NestedMachine {
         #expect(ConsistencyChecks.check(v, environment: CheckEnvironment(physicalAddressBits: 40)) == [])
 
         let vcpu = try vm.createVCPU()
-        try vcpu.setCPUID(cpuid)                          // SVM must be in guest CPUID before EFER.SVME
+        try vcpu.setCPUID(cpuid)  // SVM must be in guest CPUID before EFER.SVME
         var sregs = try vcpu.specialRegisters()
         let code = Segment(base: 0, limit: 0xFFFF_FFFF, selector: 0x08, type: 11, s: true, l: true, g: true)
         let data = Segment(base: 0, limit: 0xFFFF_FFFF, selector: 0x10, type: 3, db: true, s: true, g: true)
-        sregs.cs = code; sregs.ss = data; sregs.ds = data; sregs.es = data; sregs.fs = data; sregs.gs = data
-        sregs.cr3 = 0x2000; sregs.cr4 = 1 << 5; sregs.cr0 = 0x8000_0011
+        sregs.cs = code
+        sregs.ss = data
+        sregs.ds = data
+        sregs.es = data
+        sregs.fs = data
+        sregs.gs = data
+        sregs.cr3 = 0x2000
+        sregs.cr4 = 1 << 5
+        sregs.cr0 = 0x8000_0011
         sregs.efer = 1 << 8 | 1 << 10 | 1 << 12
         try vcpu.setSpecialRegisters(sregs)
-        try vcpu.setMSRs([(0xC001_0117, hsave)])          // VM_HSAVE_PA
+        try vcpu.setMSRs([(0xC001_0117, hsave)])  // VM_HSAVE_PA
         var regs = GeneralRegisters()
-        regs.rip = 0x1000; regs.rsp = 0x8000
+        regs.rip = 0x1000
+        regs.rsp = 0x8000
         try vcpu.setRegisters(regs)
         return NestedMachine(vm: vm, vcpu: vcpu, prepared: v)
     }
@@ -126,7 +139,9 @@ struct NestedRoundTripTests {
         return try m.readVMCB12()
     }
 
-    @Test("L2's CPUID and OUT exit to L1 with vmcb12 synced as KVM documents; a guest-mode OUT reaches the VMM with L1 parked in the nested state")
+    @Test(
+        "L2's CPUID and OUT exit to L1 with vmcb12 synced as KVM documents; a guest-mode OUT reaches the VMM with L1 parked in the nested state"
+    )
     func nestedExitsAndNestedState() throws {
         let m = try NestedMachine.make()
         var before = m.prepared
@@ -141,7 +156,10 @@ struct NestedRoundTripTests {
                 #expect(changes.contains { $0.field.name == "control.exit_code" && $0.sync == .exitInformation })
                 try saveForE2E("vmcb12-before-vmrun.bin", before.bytes)
                 try saveForE2E("vmcb12-after-cpuid-exit.bin", after.bytes)
-                print("first nested #VMEXIT, sync diff: " + changes.map { "\($0.field.name) \($0.before)->\($0.after) [\($0.sync.rawValue)]" }.joined(separator: ", "))
+                print(
+                    "first nested #VMEXIT, sync diff: "
+                        + changes.map { "\($0.field.name) \($0.before)->\($0.after) [\($0.sync.rawValue)]" }.joined(
+                            separator: ", "))
             }
             // L1 now adds 2 to save.rip: that is L1's write, the next "before".
             before = after
@@ -160,7 +178,10 @@ struct NestedRoundTripTests {
 
             // 3. OUT 0xE9 at 0x6004: L1 does not intercept it, so it reaches the VMM with the vCPU in L2.
             let exit = try m.vcpu.run()
-            guard case .io(0xE9, .out, 1, 1, _) = exit else { Issue.record("expected OUT 0xe9 from L2, got \(exit)"); return }
+            guard case .io(0xE9, .out, 1, 1, _) = exit else {
+                Issue.record("expected OUT 0xe9 from L2, got \(exit)")
+                return
+            }
             let state = try SVMNestedState(bytes: m.vcpu.nestedState().bytes)
             #expect(state.flags.contains(.guestMode) && state.flags.contains(.gifSet), "flags \(state.flags)")
             #expect(state.vmcbPA == NestedMachine.vmcb12)
@@ -168,9 +189,13 @@ struct NestedRoundTripTests {
             #expect(state.data?[integer: .saveRAX] == NestedMachine.vmcb12)
             #expect(state.data?[integer: .intercepts4] == 1, "KVM's cache of L1's controls")
             let l2rip = try m.vcpu.registers().rip
-            #expect(l2rip == NestedMachine.l2Code + 4 || l2rip == NestedMachine.l2Code + 6, "GET_REGS shows L2: 0x\(String(l2rip, radix: 16))")
+            #expect(
+                l2rip == NestedMachine.l2Code + 4 || l2rip == NestedMachine.l2Code + 6,
+                "GET_REGS shows L2: 0x\(String(l2rip, radix: 16))")
             if cycle == 0 {
-                print("guest-mode OUT: nested state flags \(state.flags), vmcb_pa 0x\(String(state.vmcbPA, radix: 16)), L1 rip 0x\(String(state.data?[integer: .saveRIP] ?? 0, radix: 16)), L2 rip 0x\(String(l2rip, radix: 16))")
+                print(
+                    "guest-mode OUT: nested state flags \(state.flags), vmcb_pa 0x\(String(state.vmcbPA, radix: 16)), L1 rip 0x\(String(state.data?[integer: .saveRIP] ?? 0, radix: 16)), L2 rip 0x\(String(l2rip, radix: 16))"
+                )
                 try saveForE2E("nested-state-guest-mode.bin", state.bytes)
             }
             // Setting the state straight back must not disturb the guest.

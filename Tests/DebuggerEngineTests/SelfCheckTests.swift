@@ -7,7 +7,8 @@ import Testing
 /// The bytes each L2 instruction of the selfcheck image must assemble to, by symbol.
 private let l2InstructionBytes: [String: [UInt8]] = [
     "l2_passthrough": [0xE6, 0xE9], "l2_cpuid0": [0x0F, 0xA2], "l2_cpuid1": [0x0F, 0xA2], "l2_in": [0xE4, 0x80],
-    "l2_out": [0xE6, 0x80], "l2_rdmsr": [0x0F, 0x32], "l2_ud": [0x0F, 0x0B], "l2_hlt": [0xF4], "l2_vmmcall": [0x0F, 0x01, 0xD9],
+    "l2_out": [0xE6, 0x80], "l2_rdmsr": [0x0F, 0x32], "l2_ud": [0x0F, 0x0B], "l2_hlt": [0xF4],
+    "l2_vmmcall": [0x0F, 0x01, 0xD9],
 ]
 
 @Suite("the selfcheck L1 image (no KVM)")
@@ -18,14 +19,17 @@ struct SelfCheckImageTests {
     func noVMRUNInImage() throws {
         let bytes = image.bytes
         #expect(!bytes.isEmpty)
-        #expect(!(0..<(bytes.count - 2)).contains { bytes[$0] == 0x0F && bytes[$0 + 1] == 0x01 && bytes[$0 + 2] == 0xD8 })
+        #expect(
+            !(0..<(bytes.count - 2)).contains { bytes[$0] == 0x0F && bytes[$0 + 1] == 0x01 && bytes[$0 + 2] == 0xD8 })
         let load = SelfCheckImage.loadAddress
         #expect(try GuestImage.flat(bytes, loadAddress: load, entry: nil).vmrunSites() == [], "the scan")
         // As a Multiboot ELF with every symbol: the lookup by name finds nothing either.
-        let elf = MultibootELF(segments: [.init(address: UInt32(load), bytes: bytes)],
-                               symbols: image.symbols.map { .init(name: $0.key, address: UInt32($0.value)) }
-                                   + [.init(name: "vmrun", address: UInt32(load))],
-                               entry: UInt32(image.address("l1_entry"))).encoded()
+        let elf = MultibootELF(
+            segments: [.init(address: UInt32(load), bytes: bytes)],
+            symbols: image.symbols.map { .init(name: $0.key, address: UInt32($0.value)) }
+                + [.init(name: "vmrun", address: UInt32(load))],
+            entry: UInt32(image.address("l1_entry"))
+        ).encoded()
         #expect(try GuestImage.multiboot(elf).vmrunSites() == [], "symbols and the scan")
     }
 
@@ -51,8 +55,9 @@ struct SelfCheckImageTests {
         #expect(SelfCheckImage.expectedExitLog.count == SelfCheckImage.nestedExitsPerRun)
         #expect(SelfCheckImage.expectedExitLog.count <= SelfCheckImage.exitLogCapacity)
         #expect(SelfCheckImage.l0HandledPerRun == [0x72: 80, 0x7B: 40])
-        #expect(StopSourceError.noVMRUNSite(target: "selfcheck", reason: "its VMRUN is generated at run time").description
-            == "no VMRUN site known for selfcheck: its VMRUN is generated at run time; use --stops tracepoint")
+        #expect(
+            StopSourceError.noVMRUNSite(target: "selfcheck", reason: "its VMRUN is generated at run time").description
+                == "no VMRUN site known for selfcheck: its VMRUN is generated at run time; use --stops tracepoint")
     }
 }
 
@@ -102,7 +107,9 @@ func runSelfCheckFree(_ target: OwnVMTarget, atPassthrough: (Int) throws -> Void
 
 @Suite("the selfcheck L1 on real nested KVM", .serialized, .enabled(if: NestedSVM.available, NestedSVM.reason))
 struct SelfCheckNestedTests {
-    func qword(_ target: OwnVMTarget, _ address: UInt64) throws -> UInt64 { try target.vm.readInteger(UInt64.self, at: address) }
+    func qword(_ target: OwnVMTarget, _ address: UInt64) throws -> UInt64 {
+        try target.vm.readInteger(UInt64.self, at: address)
+    }
 
     @Test("runs free to its end: status 0, every expected exit in order, the code unchanged at every check")
     func runsToTheEnd() throws {
@@ -117,7 +124,9 @@ struct SelfCheckNestedTests {
         #expect(reference != 0)
         #expect(try qword(target, SelfCheckImage.lastChecksum) == reference)
         let log = try target.vm.read(at: SelfCheckImage.exitLog, count: 4 * SelfCheckImage.nestedExitsPerRun)
-        let codes = stride(from: 0, to: log.count, by: 4).map { i in (0..<4).reduce(UInt32(0)) { $0 | UInt32(log[i + $1]) << (8 * $1) } }
+        let codes = stride(from: 0, to: log.count, by: 4).map { i in
+            (0..<4).reduce(UInt32(0)) { $0 | UInt32(log[i + $1]) << (8 * $1) }
+        }
         #expect(codes == SelfCheckImage.expectedExitLog, "the exit log")
 
         // The VMRUN lives only at run time, at a linear address that is not its physical one.
@@ -130,7 +139,9 @@ struct SelfCheckNestedTests {
         for exit in SelfCheckImage.l2Program {
             #expect(isSet(exit.intercept.control.word, exit.intercept.control.bit), "\(exit.symbol): \(exit.intercept)")
             for l0 in exit.l0HandledBefore {
-                if case let .notIntercepted(word, bit) = l0.reason { #expect(!isSet(word, bit), "\(l0.symbol): \(l0.reason)") }
+                if case let .notIntercepted(word, bit) = l0.reason {
+                    #expect(!isSet(word, bit), "\(l0.symbol): \(l0.reason)")
+                }
             }
         }
         #expect(isSet(.intercepts4, 0), "VMRUN")
@@ -138,7 +149,9 @@ struct SelfCheckNestedTests {
         // The IOPM and the MSRPM hold one bit each: the intercepted port, the intercepted MSR's read.
         let iopm = try target.vm.read(at: SelfCheckImage.iopm, count: 0x3000)
         let msrpm = try target.vm.read(at: SelfCheckImage.msrpm, count: 0x2000)
-        func setBits(_ map: [UInt8]) -> [Int] { map.indices.flatMap { i in (0..<8).filter { map[i] >> $0 & 1 == 1 }.map { i * 8 + $0 } } }
+        func setBits(_ map: [UInt8]) -> [Int] {
+            map.indices.flatMap { i in (0..<8).filter { map[i] >> $0 & 1 == 1 }.map { i * 8 + $0 } }
+        }
         var ports: [Int] = []
         var msrBits: [Int] = []
         for exit in SelfCheckImage.l2Program {
@@ -162,7 +175,8 @@ struct SelfCheckNestedTests {
     func patchSourceRefuses() throws {
         let target = try OwnVMTarget.selfCheck(kvm: KVM())
         #expect(target.vmrunSites.isEmpty)
-        #expect(throws: StopSourceError.noVMRUNSite(target: "selfcheck", reason: "its VMRUN is generated at run time")) {
+        #expect(throws: StopSourceError.noVMRUNSite(target: "selfcheck", reason: "its VMRUN is generated at run time"))
+        {
             try Engine(ownVM: target)
         }
     }
@@ -171,8 +185,9 @@ struct SelfCheckNestedTests {
     /// image or in the stub page, so only the checksum can notice.
     enum TamperSite: String, CaseIterable { case imageCode, stubPage }
 
-    @Test("a byte of L1's code changed mid-run ends the run at the next check with the tampered status",
-          arguments: TamperSite.allCases)
+    @Test(
+        "a byte of L1's code changed mid-run ends the run at the next check with the tampered status",
+        arguments: TamperSite.allCases)
     func detectsTampering(site: TamperSite) throws {
         let target = try OwnVMTarget.selfCheck(kvm: KVM())
         let address = site == .imageCode ? SelfCheckImage().address("l1_panic") : SelfCheckImage.stubPhysical + 0x800

@@ -13,8 +13,9 @@ func nextStop(_ session: EngineSession, within seconds: Int64 = 5) -> Stop? {
     return nil
 }
 
-@Suite("one thread owns the engine and its vCPU; commands that do not fit are refused (real /dev/kvm, a plain guest)",
-       .serialized)
+@Suite(
+    "one thread owns the engine and its vCPU; commands that do not fit are refused (real /dev/kvm, a plain guest)",
+    .serialized)
 struct SessionTests {
     /// A guest that spins forever without an exit: `jmp $` at 1 MiB.
     func spinningGuest() throws -> (EngineSession, OwnVMTarget) {
@@ -31,7 +32,9 @@ struct SessionTests {
         let start = try #require(nextStop(session))
         #expect(start.kind == .start && start.level == .l1 && start.index == 0)
         #expect(start.l1[.rip] == 0x10_0000)
-        #expect(Register.gprs.allSatisfy { start.l1.isKnown($0) }, "every L1 register is known before the first instruction")
+        #expect(
+            Register.gprs.allSatisfy { start.l1.isKnown($0) }, "every L1 register is known before the first instruction"
+        )
     }
 
     @Test("w or watch FIELD during continue is refused, the vCPU refuses other threads, p pauses")
@@ -86,8 +89,9 @@ struct SessionTests {
         #expect(sampled?.l1[.rip] == 0x10_0000, "a live sample of L1")
         try session.send(.stopWatch)
         let end = try #require(nextStop(session))
-        #expect(end.kind == .paused && end.reason == "live watch ended here" && end.index == 1,
-                "the history's last stop is where watch left the guest: \(end.reason)")
+        #expect(
+            end.kind == .paused && end.reason == "live watch ended here" && end.index == 1,
+            "the history's last stop is where watch left the guest: \(end.reason)")
     }
 
     @Test("shutdown ends the engine's thread while the guest runs, and the session refuses commands afterwards")

@@ -16,14 +16,20 @@ struct StopJSONTests {
         return stop
     }
 
-    @Test("\"why\" is {kind, control, detail, alarm}; \"kvm_wrote\" names every written field, changed or rewritten with its value")
+    @Test(
+        "\"why\" is {kind, control, detail, alarm}; \"kvm_wrote\" names every written field, changed or rewritten with its value"
+    )
     func json() throws {
         let line = stop().json.serialized()
-        #expect(line.contains(#""why":{"kind":"intercept","control":"intercept word 3 bit 24 HLT","detail":"L1 intercepts HLT: intercept word 3 bit 24 HLT is set in vmcb12","alarm":false}"#))
+        #expect(
+            line.contains(
+                #""why":{"kind":"intercept","control":"intercept word 3 bit 24 HLT","detail":"L1 intercepts HLT: intercept word 3 bit 24 HLT is set in vmcb12","alarm":false}"#
+            ))
         #expect(line.contains(#""kvm_wrote":{"changed":["control.exit_code","save.rip"],"rewritten":{"#))
         #expect(line.contains(#""save.cr0":"0x0""#), "a rewritten field with its value")
-        #expect(line.contains(#"{"field":"save.rip","before":"0x14f0","after":"0x14f1","class":"l2_state_synced"}"#),
-                "a changed field's before and after are its synced entry")
+        #expect(
+            line.contains(#"{"field":"save.rip","before":"0x14f0","after":"0x14f1","class":"l2_state_synced"}"#),
+            "a changed field's before and after are its synced entry")
         let wrote = try #require(line.range(of: #""kvm_wrote":{"#))
         let synced = try #require(line.range(of: #""synced":["#))
         #expect(synced.lowerBound < wrote.lowerBound, "the synced list stays, kvm_wrote follows it")

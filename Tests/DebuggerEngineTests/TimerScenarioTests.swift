@@ -5,8 +5,9 @@ import SVMModel
 import Testing
 
 /// The timer scenario: L1's APIC timer (the in-kernel LAPIC) interrupts its L2 through INTR #VMEXITs.
-@Suite("the timer scenario: an L2 interrupted by L1's APIC timer (real nested KVM)", .serialized,
-       .enabled(if: NestedSVM.available, NestedSVM.reason))
+@Suite(
+    "the timer scenario: an L2 interrupted by L1's APIC timer (real nested KVM)", .serialized,
+    .enabled(if: NestedSVM.available, NestedSVM.reason))
 struct TimerScenarioTests {
     let demo = DemoImage()
 
@@ -27,11 +28,14 @@ struct TimerScenarioTests {
         for exit in exits {
             #expect(exit.exit?.code == 0x60, "an INTR #VMEXIT, got \(exit.reason)")
             let rip = exit.l2?[.rip] ?? 0
-            #expect(rip >= demo.address("timer_l2") && rip < demo.address("timer_l2") + 4, "L2 was in its loop: 0x\(String(rip, radix: 16))")
+            #expect(
+                rip >= demo.address("timer_l2") && rip < demo.address("timer_l2") + 4,
+                "L2 was in its loop: 0x\(String(rip, radix: 16))")
             #expect(exit.l1[.rip] == demo.address("timer_vmrun") + 3)
         }
         #expect(last?.kind == .exited && last?.exitStatus == 0, "\(last?.reason ?? "no stop")")
-        #expect(String(decoding: target.serialOutput ?? [], as: UTF8.self)
+        #expect(
+            String(decoding: target.serialOutput ?? [], as: UTF8.self)
                 == "timer: 5 INTR #VMEXITs from L2, each tick taken by L1\n")
         let ticks = try target.vm.readInteger(UInt64.self, at: DemoImage.timerTicks)
         #expect(ticks >= UInt64(DemoImage.timerRounds), "L1 took every tick through its IDT: \(ticks)")

@@ -6,7 +6,7 @@ import Testing
 @Suite("Guest debug, kick and nested state on the real /dev/kvm", .serialized)
 struct DebugAndKickTests {
     /// Five one-byte NOPs, then OUT and HLT.
-    static let nops: [UInt8] = [0x90, 0x90, 0x90, 0x90, 0x90, 0xE6, 0x42, 0xF4]   // nop×5; out 0x42, al; hlt
+    static let nops: [UInt8] = [0x90, 0x90, 0x90, 0x90, 0x90, 0xE6, 0x42, 0xF4]  // nop×5; out 0x42, al; hlt
 
     @Test("single-step stops after every instruction, exactly once each")
     func singleStepCountsInstructions() throws {
@@ -22,7 +22,9 @@ struct DebugAndKickTests {
                 #expect(dr6 & (1 << 14) != 0, "DR6.BS marks a single-step trap")
                 pcs.append(pc)
             case .io(0x42, .out, 1, 1, _): break loop
-            case let other: Issue.record("unexpected exit \(other)"); return
+            case let other:
+                Issue.record("unexpected exit \(other)")
+                return
             }
         }
         #expect(pcs == [0x1001, 0x1002, 0x1003, 0x1004, 0x1005])
@@ -44,12 +46,15 @@ struct DebugAndKickTests {
         let exit = try g.vcpu.run()
         switch exit {
         case let .debug(1, pc, dr6, _):
-            print("probe: hardware breakpoints honoured by this KVM (\(slots) slots), stop at 0x\(String(pc, radix: 16))")
+            print(
+                "probe: hardware breakpoints honoured by this KVM (\(slots) slots), stop at 0x\(String(pc, radix: 16))")
             #expect(pc == 0x1003)
             #expect(dr6 & 1 == 1, "DR6.B0 names breakpoint 0")
             #expect(try g.vcpu.registers().rip == 0x1003, "the instruction has not executed yet")
         case .io(0x42, .out, _, _, _):
-            print("probe: hardware breakpoints NOT honoured by this KVM (KVM_CAP_GUEST_DEBUG_HW_BPS = \(slots)); the guest ran past 0x1003")
+            print(
+                "probe: hardware breakpoints NOT honoured by this KVM (KVM_CAP_GUEST_DEBUG_HW_BPS = \(slots)); the guest ran past 0x1003"
+            )
         default:
             Issue.record("unexpected exit \(exit) with a hardware breakpoint set")
         }
@@ -61,11 +66,12 @@ struct DebugAndKickTests {
     @Test("a vCPU spinning in a loop is kicked from another thread and returns within 100 ms")
     func kickInterruptsSpinningGuest() throws {
         guard let kvm = try openKVM() else { return }
-        let g = try TestGuest.realMode(kvm, code: [0xEB, 0xFE])   // jmp $
+        let g = try TestGuest.realMode(kvm, code: [0xEB, 0xFE])  // jmp $
         let vcpu = g.vcpu
         for round in 0..<3 {
             let result = Mutex<(VCPUExit?, ContinuousClock.Instant?)>((nil, nil))
-            let started = DispatchSemaphore(value: 0), done = DispatchSemaphore(value: 0)
+            let started = DispatchSemaphore(value: 0)
+            let done = DispatchSemaphore(value: 0)
             Thread {
                 started.signal()
                 let exit = try? vcpu.run()
@@ -73,7 +79,7 @@ struct DebugAndKickTests {
                 done.signal()
             }.start()
             started.wait()
-            Thread.sleep(forTimeInterval: 0.05)   // let the guest spin inside KVM_RUN
+            Thread.sleep(forTimeInterval: 0.05)  // let the guest spin inside KVM_RUN
             #expect(result.withLock { $0.0 } == nil, "round \(round): the guest was still running before the kick")
             let kickedAt = ContinuousClock.now
             vcpu.kick()

@@ -1,27 +1,30 @@
 import Foundation
 import KVMControl
-import Testing
 import TestSupport
+import Testing
 
 @Suite("KVMControl on the real /dev/kvm", .serialized)
 struct RunExitTests {
     @Test("real mode: OUT exits carry port, size and data; IN data reaches the guest; HLT")
     func realModeIO() throws {
         guard let kvm = try openKVM() else { return }
-        let g = try TestGuest.realMode(kvm, code: [
-            0xBA, 0xF8, 0x03,   // mov dx, 0x3f8
-            0xB0, 0x41,         // mov al, 'A'
-            0xEE,               // out dx, al
-            0xB8, 0x34, 0x12,   // mov ax, 0x1234
-            0xE7, 0x80,         // out 0x80, ax
-            0xE4, 0x60,         // in al, 0x60
-            0xE6, 0x61,         // out 0x61, al
-            0xF4,               // hlt
-        ])
+        let g = try TestGuest.realMode(
+            kvm,
+            code: [
+                0xBA, 0xF8, 0x03,  // mov dx, 0x3f8
+                0xB0, 0x41,  // mov al, 'A'
+                0xEE,  // out dx, al
+                0xB8, 0x34, 0x12,  // mov ax, 0x1234
+                0xE7, 0x80,  // out 0x80, ax
+                0xE4, 0x60,  // in al, 0x60
+                0xE6, 0x61,  // out 0x61, al
+                0xF4,  // hlt
+            ])
         #expect(try g.vcpu.run() == .io(port: 0x3F8, direction: .out, size: 1, count: 1, data: [0x41]))
         #expect(try g.vcpu.run() == .io(port: 0x80, direction: .out, size: 2, count: 1, data: [0x34, 0x12]))
         guard case .io(0x60, .in, 1, 1, _) = try g.vcpu.run() else {
-            Issue.record("expected IN from port 0x60"); return
+            Issue.record("expected IN from port 0x60")
+            return
         }
         try g.vcpu.completeIn([0x5A])
         #expect(try g.vcpu.run() == .io(port: 0x61, direction: .out, size: 1, count: 1, data: [0x5A]))
@@ -33,7 +36,8 @@ struct RunExitTests {
     static let outDword: [UInt8] = [0xB8, 0xEF, 0xBE, 0xAD, 0xDE, 0xE7, 0x10, 0xF4]
 
     func expectOutDwordThenHalt(_ g: TestGuest, at linear: UInt64) throws {
-        #expect(try g.vcpu.run() == .io(port: 0x10, direction: .out, size: 4, count: 1, data: [0xEF, 0xBE, 0xAD, 0xDE]))
+        #expect(
+            try g.vcpu.run() == .io(port: 0x10, direction: .out, size: 4, count: 1, data: [0xEF, 0xBE, 0xAD, 0xDE]))
         #expect(try g.vcpu.run() == .hlt)
         #expect(try g.vcpu.registers().rip == linear + 8)
     }
@@ -75,12 +79,15 @@ struct RunExitTests {
     @Test("an unmapped guest-physical access exits as MMIO with address and data")
     func mmioExit() throws {
         guard let kvm = try openKVM() else { return }
-        let g = try TestGuest.protectedMode(kvm, paging: .off, code: [
-            0xB8, 0x78, 0x56, 0x34, 0x12,         // mov eax, 0x12345678
-            0xA3, 0x00, 0x00, 0x30, 0x00,         // mov [0x300000], eax  (beyond the 2 MiB slot)
-            0xF4,
-        ])
-        #expect(try g.vcpu.run() == .mmio(address: 0x30_0000, isWrite: true, length: 4, data: [0x78, 0x56, 0x34, 0x12]))
+        let g = try TestGuest.protectedMode(
+            kvm, paging: .off,
+            code: [
+                0xB8, 0x78, 0x56, 0x34, 0x12,  // mov eax, 0x12345678
+                0xA3, 0x00, 0x00, 0x30, 0x00,  // mov [0x300000], eax  (beyond the 2 MiB slot)
+                0xF4,
+            ])
+        #expect(
+            try g.vcpu.run() == .mmio(address: 0x30_0000, isWrite: true, length: 4, data: [0x78, 0x56, 0x34, 0x12]))
     }
 
     @Test("general and special registers round-trip through KVM")
@@ -88,9 +95,18 @@ struct RunExitTests {
         guard let kvm = try openKVM() else { return }
         let g = try TestGuest.realMode(kvm, code: [0xF4])
         var regs = GeneralRegisters()
-        regs.rax = 0x1111_2222_3333_4444; regs.rbx = 2; regs.rcx = 3; regs.rdx = 4; regs.rsi = 5; regs.rdi = 6
-        regs.rsp = 0x7000; regs.rbp = 8; regs.r8 = 9; regs.r15 = 0xFFFF_FFFF_0000_0001
-        regs.rip = 0x1000; regs.rflags = 0x246
+        regs.rax = 0x1111_2222_3333_4444
+        regs.rbx = 2
+        regs.rcx = 3
+        regs.rdx = 4
+        regs.rsi = 5
+        regs.rdi = 6
+        regs.rsp = 0x7000
+        regs.rbp = 8
+        regs.r8 = 9
+        regs.r15 = 0xFFFF_FFFF_0000_0001
+        regs.rip = 0x1000
+        regs.rflags = 0x246
         try g.vcpu.setRegisters(regs)
         #expect(try g.vcpu.registers() == regs)
 
@@ -111,7 +127,8 @@ struct RunExitTests {
     func otherStateRoundTrip() throws {
         guard let kvm = try openKVM() else { return }
         let g = try TestGuest.realMode(kvm, code: [0xF4])
-        let sysenterCS: UInt32 = 0x174, kernelGSBase: UInt32 = 0xC000_0102
+        let sysenterCS: UInt32 = 0x174
+        let kernelGSBase: UInt32 = 0xC000_0102
         try g.vcpu.setMSRs([(sysenterCS, 0x10), (kernelGSBase, 0xFFFF_8000_0000_1000)])
         #expect(try g.vcpu.msrs([sysenterCS, kernelGSBase]) == [0x10, 0xFFFF_8000_0000_1000])
         #expect(throws: KVMError.msrNotHandled(operation: "KVM_GET_MSRS", index: 0xDEAD_0000)) {
@@ -151,7 +168,8 @@ struct RunExitTests {
         let vm = try kvm.createVM()
         _ = try vm.createVCPU(id: 0)
         #expect(throws: KVMError.ioctl(name: "KVM_CREATE_VCPU", errno: EEXIST)) { try vm.createVCPU(id: 0) }
-        #expect(KVMError.ioctl(name: "KVM_GET_NESTED_STATE", errno: EINVAL).description
+        #expect(
+            KVMError.ioctl(name: "KVM_GET_NESTED_STATE", errno: EINVAL).description
                 .hasPrefix("KVM_GET_NESTED_STATE: EINVAL"))
         #expect(throws: KVMError.self) { try vm.addMemory(at: 0x1001, size: 4096) }
         #expect(throws: KVMError.self) { try KVM(path: "/nonexistent/kvm") }
@@ -162,7 +180,7 @@ struct RunExitTests {
         guard let kvm = try openKVM() else { return }
         let vm = try kvm.createVM()
         try vm.addMemory(at: 0, size: 0x10000)
-        try vm.addMemory(at: 0x10000, size: 0x10000)   // adjacent slot: accesses may span both
+        try vm.addMemory(at: 0x10000, size: 0x10000)  // adjacent slot: accesses may span both
         try vm.write([1, 2, 3, 4], at: 0xFFFE)
         #expect(try vm.read(at: 0xFFFE, count: 4) == [1, 2, 3, 4])
         #expect(throws: KVMError.guestMemoryOutOfRange(address: 0x1FFFE, length: 4)) {
@@ -185,11 +203,14 @@ struct RunExitTests {
 struct LeakTests {
     static let childVariable = "NESTDBG_LEAK_COUNT_HERE"
 
-    @Test("VMs and vCPUs are destroyed deterministically: exactly as many KVM fds and vCPU mappings after 20 VMs as before")
+    @Test(
+        "VMs and vCPUs are destroyed deterministically: exactly as many KVM fds and vCPU mappings after 20 VMs as before"
+    )
     func noLeaks() throws {
         guard ProcessInfo.processInfo.environment[Self.childVariable] != nil else {
             try Requirement.kvm()
-            let bundle = URL(fileURLWithPath: try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+            let bundle = URL(
+                fileURLWithPath: try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
             var environment = ProcessInfo.processInfo.environment
             environment[Self.childVariable] = "1"
             let child = try Child.run(
@@ -198,7 +219,9 @@ struct LeakTests {
             let output = child.stdout + child.stderr
             #expect(!child.timedOut, "the counting child did not end within 120 s")
             #expect(child.status == 0, "the counting child failed:\n\(output)")
-            #expect(output.contains("Test run with 1 test in 1 suite passed"), "the child ran exactly this test:\n\(output)")
+            #expect(
+                output.contains("Test run with 1 test in 1 suite passed"), "the child ran exactly this test:\n\(output)"
+            )
             return
         }
         try countInThisProcess()
@@ -209,12 +232,18 @@ struct LeakTests {
         guard let kvm = try openKVM() else { return }
         func kvmFDs() -> Int {
             let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
-            return fds.filter { ((try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + $0)) ?? "").contains("kvm-") }.count
+            return fds.filter {
+                ((try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + $0)) ?? "").contains(
+                    "kvm-")
+            }.count
         }
         func vcpuMappings() -> Int {
-            ((try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8)) ?? "").split(separator: "\n").filter { $0.contains("kvm-vcpu") }.count
+            ((try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8)) ?? "").split(separator: "\n").filter {
+                $0.contains("kvm-vcpu")
+            }.count
         }
-        let fdsBefore = kvmFDs(), mapsBefore = vcpuMappings()
+        let fdsBefore = kvmFDs()
+        let mapsBefore = vcpuMappings()
         for _ in 0..<20 {
             let g = try TestGuest.realMode(kvm, code: [0xF4])
             #expect(try g.vcpu.run() == .hlt)

@@ -1,7 +1,7 @@
 import Foundation
 import KVMControl
-import Testing
 import TestSupport
+import Testing
 
 /// Opens /dev/kvm for a test. In CI a missing device fails the test loudly;
 /// elsewhere the test is reported as skipped with the reason.
@@ -48,31 +48,36 @@ struct TestGuest {
         let vcpu = try vm.createVCPU()
         var sregs = try vcpu.specialRegisters()
         let long = paging == .long
-        let code = Segment(base: 0, limit: 0xFFFF_FFFF, selector: 0x08, type: 11, dpl: 0, db: !long, s: true, l: long, g: true)
+        let code = Segment(
+            base: 0, limit: 0xFFFF_FFFF, selector: 0x08, type: 11, dpl: 0, db: !long, s: true, l: long, g: true)
         let data = Segment(base: 0, limit: 0xFFFF_FFFF, selector: 0x10, type: 3, dpl: 0, db: true, s: true, g: true)
         sregs.cs = code
-        sregs.ds = data; sregs.es = data; sregs.fs = data; sregs.gs = data; sregs.ss = data
-        sregs.cr0 = 1 << 0 | 1 << 4             // PE | ET
+        sregs.ds = data
+        sregs.es = data
+        sregs.fs = data
+        sregs.gs = data
+        sregs.ss = data
+        sregs.cr0 = 1 << 0 | 1 << 4  // PE | ET
         var regs = GeneralRegisters()
         regs.rip = codeAddress
         switch paging {
         case .off: break
         case .pse32:
-            let pde: UInt32 = 0x83               // present | writable | 4 MiB page, frame 0
+            let pde: UInt32 = 0x83  // present | writable | 4 MiB page, frame 0
             try vm.writeInteger(pde, at: 0x2000)
             try vm.writeInteger(pde, at: 0x2004)
             sregs.cr3 = 0x2000
-            sregs.cr4 = 1 << 4                   // PSE
-            sregs.cr0 |= 1 << 31                 // PG
+            sregs.cr4 = 1 << 4  // PSE
+            sregs.cr0 |= 1 << 31  // PG
             regs.rip = pagedAlias + codeAddress
         case .long:
-            try vm.writeInteger(UInt64(0x3003), at: 0x2000)   // PML4[0] -> PDPT 0x3000
-            try vm.writeInteger(UInt64(0x4003), at: 0x3000)   // PDPT[0] -> PD 0x4000
-            try vm.writeInteger(UInt64(0x83), at: 0x4000)     // PD[0]: 2 MiB page at 0
-            try vm.writeInteger(UInt64(0x83), at: 0x4010)     // PD[2]: linear 4 MiB -> 0
+            try vm.writeInteger(UInt64(0x3003), at: 0x2000)  // PML4[0] -> PDPT 0x3000
+            try vm.writeInteger(UInt64(0x4003), at: 0x3000)  // PDPT[0] -> PD 0x4000
+            try vm.writeInteger(UInt64(0x83), at: 0x4000)  // PD[0]: 2 MiB page at 0
+            try vm.writeInteger(UInt64(0x83), at: 0x4010)  // PD[2]: linear 4 MiB -> 0
             sregs.cr3 = 0x2000
-            sregs.cr4 = 1 << 5                   // PAE
-            sregs.efer = 1 << 8 | 1 << 10        // LME | LMA
+            sregs.cr4 = 1 << 5  // PAE
+            sregs.efer = 1 << 8 | 1 << 10  // LME | LMA
             sregs.cr0 |= 1 << 31
             regs.rip = pagedAlias + codeAddress
         }

@@ -1,6 +1,6 @@
 import Foundation
-import KernelTrace
 import KVMControl
+import KernelTrace
 import Testing
 
 /// kvm_nested_vmexit_inject as Debian's 6.1 kernel describes it (tracefs), and
@@ -40,7 +40,9 @@ let vmenterFailedFormat = """
     print fmt: "%s", __get_str(msg)
     """
 
-func le(_ value: UInt64, _ size: Int) -> [UInt8] { (0..<size).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) } }
+func le(_ value: UInt64, _ size: Int) -> [UInt8] {
+    (0..<size).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) }
+}
 
 @Suite("tracefs formats and raw records")
 struct FormatTests {
@@ -84,9 +86,12 @@ struct FormatTests {
     @Test("malformed format text is an error that names the event")
     func malformed() {
         #expect(throws: TraceError.malformedFormat(event: "x:y", detail: "no ID line")) {
-            try TracepointFormat.parse("name: y\nformat:\n\tfield:int a;\toffset:0;\tsize:4;\tsigned:1;\n", event: "x:y")
+            try TracepointFormat.parse(
+                "name: y\nformat:\n\tfield:int a;\toffset:0;\tsize:4;\tsigned:1;\n", event: "x:y")
         }
-        #expect(throws: TraceError.self) { try TracepointFormat.parse("ID: 5\n\tfield:int a;\toffset:zero;\n", event: "x:y") }
+        #expect(throws: TraceError.self) {
+            try TracepointFormat.parse("ID: 5\n\tfield:int a;\toffset:zero;\n", event: "x:y")
+        }
         #expect(throws: TraceError.self) { try TracepointFormat.parse("", event: "x:y") }
     }
 }
@@ -105,7 +110,9 @@ func tracedKVM(sourceLocation: SourceLocation = #_sourceLocation) throws -> (KVM
         try Test.cancel(Comment(rawValue: reason), sourceLocation: sourceLocation)
     }
     guard access("/dev/kvm", R_OK | W_OK) == 0 else { return try missing("/dev/kvm is not accessible") }
-    guard geteuid() == 0 else { return try missing("perf SIGTRAP on another context's tracepoints and tracefs need root") }
+    guard geteuid() == 0 else {
+        return try missing("perf SIGTRAP on another context's tracepoints and tracefs need root")
+    }
     do {
         return (try KVM(), try Tracefs.locate())
     } catch let error as TraceError {
@@ -138,8 +145,9 @@ struct SigtrapStopTests {
         guard let (kvm, tracefs) = try tracedKVM() else { return }
         let (vm, vcpu) = try realModeGuest(kvm, code: cpuidLoop)
         try PerfTracepoints.prepareCurrentThread()
-        let events = try PerfTracepoints([TracepointRequest("kvm", "kvm_cpuid", stops: true)],
-                                         thread: PerfTracepoints.currentThreadID(), tracefs: tracefs)
+        let events = try PerfTracepoints(
+            [TracepointRequest("kvm", "kvm_cpuid", stops: true)],
+            thread: PerfTracepoints.currentThreadID(), tracefs: tracefs)
         try events.enable()
         let signalsBefore = PerfTracepoints.signalsTaken
         for stop in 1...40 {
@@ -169,9 +177,12 @@ struct SigtrapStopTests {
         let code: [UInt8] = [0xB8, 1, 0, 0x0F, 0xA2, 0xB8, 0, 0, 0x0F, 0xA2, 0xB8, 2, 0, 0x0F, 0xA2, 0xF4]
         let (vm, vcpu) = try realModeGuest(kvm, code: code)
         try PerfTracepoints.prepareCurrentThread()
-        let events = try PerfTracepoints([TracepointRequest("kvm", "kvm_cpuid", stops: false),
-                                          TracepointRequest("kvm", "kvm_userspace_exit", stops: false)],
-                                         thread: PerfTracepoints.currentThreadID(), tracefs: tracefs)
+        let events = try PerfTracepoints(
+            [
+                TracepointRequest("kvm", "kvm_cpuid", stops: false),
+                TracepointRequest("kvm", "kvm_userspace_exit", stops: false),
+            ],
+            thread: PerfTracepoints.currentThreadID(), tracefs: tracefs)
         try events.enable()
         let exit = try vcpu.run()
         #expect(exit == .hlt)
@@ -190,8 +201,9 @@ struct SigtrapStopTests {
         let code: [UInt8] = [0x0F, 0xA2, 0x0F, 0xA2, 0xF4]
         let (vm, vcpu) = try realModeGuest(kvm, code: code)
         try PerfTracepoints.prepareCurrentThread()
-        let events = try PerfTracepoints([TracepointRequest("kvm", "kvm_cpuid", stops: true)],
-                                         thread: PerfTracepoints.currentThreadID(), tracefs: tracefs)
+        let events = try PerfTracepoints(
+            [TracepointRequest("kvm", "kvm_cpuid", stops: true)],
+            thread: PerfTracepoints.currentThreadID(), tracefs: tracefs)
         #expect(try vcpu.run() == .hlt)
         #expect(try events.counts() == [0])
         #expect(events.drain().isEmpty)
@@ -202,7 +214,8 @@ struct SigtrapStopTests {
     func missingEvent() throws {
         guard let (_, tracefs) = try tracedKVM() else { return }
         #expect(throws: TraceError.noSuchEvent("kvm:kvm_no_such_event")) {
-            try PerfTracepoints([TracepointRequest("kvm", "kvm_no_such_event", stops: true)], thread: 1, tracefs: tracefs)
+            try PerfTracepoints(
+                [TracepointRequest("kvm", "kvm_no_such_event", stops: true)], thread: 1, tracefs: tracefs)
         }
     }
 }

@@ -1,8 +1,8 @@
 import DebuggerEngine
 import Foundation
 import SVMModel
-import Testing
 import TestSupport
+import Testing
 
 /// Runs the built `nestdbg` as a user would and captures its output.
 struct CLI {
@@ -15,7 +15,9 @@ struct CLI {
     /// Both pipes read at once; a command that does not end in 5 minutes is killed and fails the test.
     static func run(arguments args: [String], sourceLocation: SourceLocation = #_sourceLocation) throws -> Result {
         let result = try NestdbgBinary.run(args)
-        if result.timedOut { Issue.record("nestdbg \(args) did not end within 5 minutes: killed", sourceLocation: sourceLocation) }
+        if result.timedOut {
+            Issue.record("nestdbg \(args) did not end within 5 minutes: killed", sourceLocation: sourceLocation)
+        }
         return result
     }
 
@@ -96,7 +98,8 @@ struct CLITests {
         let (b, a) = samplePages()
         var odd = a
         odd[integer: .asid] = 9
-        let before = try CLI.file(b.bytes, "before.vmcb"), after = try CLI.file(odd.bytes, "odd.vmcb")
+        let before = try CLI.file(b.bytes, "before.vmcb")
+        let after = try CLI.file(odd.bytes, "odd.vmcb")
         let text = try CLI.run("vmcb", "diff", before, after)
         #expect(text.status == 0)
         #expect(text.stdout.contains("save.rip") && text.stdout.contains("0x400000 -> 0x401000"))
@@ -126,9 +129,11 @@ struct CLITests {
     func badInput() throws {
         let short = try CLI.file([1, 2, 3], "short.bin")
         let garbage = try CLI.file((0..<5000).map { UInt8($0 % 251) }, "garbage.bin")
-        for args in [["vmcb", "decode", short], ["vmcb", "check", garbage], ["vmcb", "diff", short, garbage],
-                     ["nested-state", "decode", short], ["nested-state", "decode", garbage],
-                     ["vmcb", "decode", "/nonexistent/file"]] {
+        for args in [
+            ["vmcb", "decode", short], ["vmcb", "check", garbage], ["vmcb", "diff", short, garbage],
+            ["nested-state", "decode", short], ["nested-state", "decode", garbage],
+            ["vmcb", "decode", "/nonexistent/file"],
+        ] {
             let r = try CLI.run(args[0], args[1], args[2], args.count > 3 ? args[3] : "--json")
             #expect(r.status == 2, "\(args): status \(r.status)")
             #expect(r.stderr.split(separator: "\n").count == 1, "\(args): \(r.stderr)")
@@ -136,30 +141,39 @@ struct CLITests {
         }
     }
 
-    @Test("kvm-info names each stop source and whether this host can use it; --stops takes only the sources nestdbg has")
+    @Test(
+        "kvm-info names each stop source and whether this host can use it; --stops takes only the sources nestdbg has")
     func stopSources() throws {
         try Requirement.kvm()
         let info = try CLI.run("kvm-info")
         #expect(info.status == 0, "\(info.stderr)")
         let lines = info.stdout.split(separator: "\n").filter { $0.hasPrefix("stop source ") }
-        #expect(lines.count == 2 && lines[0].hasPrefix("stop source tracepoint: ") && lines[1].hasPrefix("stop source patch: available"),
-                "\(lines)")
+        #expect(
+            lines.count == 2 && lines[0].hasPrefix("stop source tracepoint: ")
+                && lines[1].hasPrefix("stop source patch: available"),
+            "\(lines)")
         if geteuid() == 0 {
             #expect(lines[0].contains(": available: perf SIGTRAP"), "root here: perf and tracefs are there")
         }
         let bad = try CLI.run("run", "--batch", "--stops", "hardware")
-        #expect(bad.status == 2 && bad.stderr == "nestdbg: --stops hardware: tracepoint or patch\n", "\(bad.status) \(bad.stderr)")
+        #expect(
+            bad.status == 2 && bad.stderr == "nestdbg: --stops hardware: tracepoint or patch\n",
+            "\(bad.status) \(bad.stderr)")
     }
 
-    @Test("run --batch on a guest that never exits gives up after --timeout with a clear line and status 1 (real /dev/kvm)")
+    @Test(
+        "run --batch on a guest that never exits gives up after --timeout with a clear line and status 1 (real /dev/kvm)"
+    )
     func batchTimeout() throws {
         try Requirement.kvm()
-        let spin = try CLI.file([0xEB, 0xFE], "spin.bin")   // jmp $: no exit, ever
+        let spin = try CLI.file([0xEB, 0xFE], "spin.bin")  // jmp $: no exit, ever
         let start = ContinuousClock.now
         let r = try CLI.run("run", "--batch", "--image", spin, "--load-at", "0x100000", "--timeout", "1")
         let took = ContinuousClock.now - start
         #expect(r.status == 1, "status \(r.status): \(r.stderr)")
-        #expect(r.stderr.hasPrefix("nestdbg: no stop within 1 s") && r.stderr.contains("paused in L1 at rip 0x100000"), "\(r.stderr)")
+        #expect(
+            r.stderr.hasPrefix("nestdbg: no stop within 1 s") && r.stderr.contains("paused in L1 at rip 0x100000"),
+            "\(r.stderr)")
         #expect(took < .seconds(15), "gave up after \(took)")
     }
 
@@ -168,8 +182,11 @@ struct CLITests {
         let dir = URL(fileURLWithPath: try Scratch("cli").path)
         let path = dir.appendingPathComponent("selfcheck.elf").path
         let written = try CLI.run("write-image", "--scenario", "selfcheck", "--iterations", "5000", path)
-        #expect(written.status == 0 && written.stdout.contains("5000 iterations"), "\(written.status) \(written.stderr)")
-        #expect(FileManager.default.contents(atPath: path).map { [UInt8]($0) } == (try MultibootImage.selfCheck(iterations: 5000).encoded()))
+        #expect(
+            written.status == 0 && written.stdout.contains("5000 iterations"), "\(written.status) \(written.stderr)")
+        #expect(
+            FileManager.default.contents(atPath: path).map { [UInt8]($0) }
+                == (try MultibootImage.selfCheck(iterations: 5000).encoded()))
         let demo = dir.appendingPathComponent("demo.elf").path
         #expect(try CLI.run("write-image", "--scenario", "demo", demo).status == 0)
         #expect(FileManager.default.contents(atPath: demo).map { [UInt8]($0) } == (try MultibootImage.demo().encoded()))
@@ -178,7 +195,10 @@ struct CLITests {
             (["--iterations", "-3"], "nestdbg: --iterations -3: the selfcheck L1 takes 1 to 10000000\n"),
             (["--iterations", "many"], "nestdbg: --iterations many: not a whole number\n"),
             (["--scenario", "pae"], "nestdbg: write-image: unknown scenario pae: selfcheck, demo or vmmcheck\n"),
-            (["--scenario", "demo", "--iterations", "5"], "nestdbg: --iterations applies to the selfcheck scenario only\n"),
+            (
+                ["--scenario", "demo", "--iterations", "5"],
+                "nestdbg: --iterations applies to the selfcheck scenario only\n"
+            ),
         ]
         for (args, message) in bad {
             let out = dir.appendingPathComponent("bad.elf").path
@@ -195,7 +215,10 @@ struct CLITests {
         let bad: [([String], String)] = [
             (["--at-exit", "0"], "nestdbg: --at-exit 0: a positive number, a range A-B or a comma list of them\n"),
             (["--at-exit", "5-2"], "nestdbg: --at-exit 5-2: a positive number, a range A-B or a comma list of them\n"),
-            (["--window", "nope"], "nestdbg: --window nope: one of run-pending, event-injection, gif-clear, interrupt-pending, in-l2, all\n"),
+            (
+                ["--window", "nope"],
+                "nestdbg: --window nope: one of run-pending, event-injection, gif-clear, interrupt-pending, in-l2, all\n"
+            ),
             (["--omit", "memory"], "nestdbg: --omit memory: one of \(Omission.help)\n"),
             (["--orders", "some"], "nestdbg: --orders some: only 'all' (or --order NAME)\n"),
             (["--exits", "0"], "nestdbg: --exits must be positive\n"),
@@ -206,7 +229,9 @@ struct CLITests {
             #expect(r.status == 2 && r.stderr == message, "\(args): \(r.status) \(r.stderr)")
         }
         let order = try CLI.run("migrate-check", "--order", "sregs,sregs")
-        #expect(order.status == 2 && order.stderr == "nestdbg: --order: 'sregs' appears twice in the order\n", "\(order.stderr)")
+        #expect(
+            order.status == 2 && order.stderr == "nestdbg: --order: 'sregs' appears twice in the order\n",
+            "\(order.stderr)")
     }
 
     @Test("nested-state diff: the same blob is status 0; a changed one lists each field with whose it is, status 1")
@@ -216,16 +241,22 @@ struct CLITests {
         let a = SVMNestedState.make(flags: [.guestMode, .gifSet], vmcbPA: 0x20000, data: data)
         data[integer: .saveDR6] = 0xFFFF_0FF0
         let b = SVMNestedState.make(flags: [.guestMode, .gifSet], vmcbPA: 0x20000, data: data)
-        let fa = try CLI.file(a, "a.bin"), fb = try CLI.file(b, "b.bin")
+        let fa = try CLI.file(a, "a.bin")
+        let fb = try CLI.file(b, "b.bin")
         let same = try CLI.run("nested-state", "diff", fa, fa)
         #expect(same.status == 0 && same.stdout == "the same: flags GUEST_MODE|GIF_SET, 4224 bytes\n", "\(same.stdout)")
         let differ = try CLI.run("nested-state", "diff", fa, fb)
         #expect(differ.status == 1 && differ.stdout.hasPrefix("1 field differ\n"), "\(differ.stdout)")
         #expect(differ.stdout.contains("save.dr6") && differ.stdout.contains("0x0 -> 0xffff0ff0"), "\(differ.stdout)")
         let json = try CLI.run("nested-state", "diff", "--json", fa, fb)
-        #expect(json.status == 1 && json.stdout.hasPrefix("{\"same\":false,\"differences\":[{\"field\":\"save.dr6\""), "\(json.stdout)")
+        #expect(
+            json.status == 1 && json.stdout.hasPrefix("{\"same\":false,\"differences\":[{\"field\":\"save.dr6\""),
+            "\(json.stdout)")
         let short = try CLI.file([1, 2, 3], "short.bin")
         let bad = try CLI.run("nested-state", "diff", fa, short)
-        #expect(bad.status == 2 && bad.stderr == "nestdbg: \(short): a nested-state blob has a 128-byte header; this is 3 bytes\n", "\(bad.stderr)")
+        #expect(
+            bad.status == 2
+                && bad.stderr == "nestdbg: \(short): a nested-state blob has a 128-byte header; this is 3 bytes\n",
+            "\(bad.stderr)")
     }
 }

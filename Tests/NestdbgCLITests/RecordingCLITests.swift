@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// The shipped demo recording and the README, found from this file (a clone has both).
 enum Repository {
@@ -52,7 +52,9 @@ struct RecordingCLITests {
         let lines = export.stdout.split(separator: "\n")
         #expect(export.status == 0 && lines.count == 63)
         #expect(lines.first?.contains(#""index":0,"kind":"start""#) == true)
-        #expect(lines.filter { $0.contains(#""kind":"vmrun""#) }.count == 30, "export keeps the VMRUN stops batch mode does not print")
+        #expect(
+            lines.filter { $0.contains(#""kind":"vmrun""#) }.count == 30,
+            "export keeps the VMRUN stops batch mode does not print")
         let info = try CLI.run("replay", Repository.demo, "--info")
         #expect(info.stdout.contains("kernel: 6.1.0-57-cloud-amd64") && info.stdout.contains("nested=1"))
         #expect(info.stdout.contains("stops: 63 (#0 to #62), 30 nested exits"))
@@ -76,7 +78,9 @@ struct RecordingCLITests {
     @Test("bad recordings: one line, status 2")
     func badFiles() throws {
         let garbage = try CLI.file(Array(repeating: 0x5A, count: 3000), "garbage.nestdbg")
-        for args in [["replay", garbage, "--batch"], ["export", garbage, "--jsonl"], ["replay", "/nonexistent.nestdbg"]] {
+        for args in [
+            ["replay", garbage, "--batch"], ["export", garbage, "--jsonl"], ["replay", "/nonexistent.nestdbg"],
+        ] {
             let r = try CLI.run(arguments: args)
             #expect(r.status == 2 && r.stderr.split(separator: "\n").count == 1, "\(args): \(r.stderr)")
             #expect(r.stderr.hasPrefix("nestdbg: "))
@@ -84,7 +88,8 @@ struct RecordingCLITests {
         let newer = try CLI.file(Array(try Data(contentsOf: URL(fileURLWithPath: Repository.demo))), "newer.nestdbg")
         #expect(try sqlite3(newer, "UPDATE meta SET value = '7' WHERE key = 'schema_version'").status == 0)
         let r = try CLI.run("replay", newer, "--batch")
-        #expect(r.status == 2 && r.stderr.contains("its schema is version 7, this nestdbg reads version 1"), "\(r.stderr)")
+        #expect(
+            r.status == 2 && r.stderr.contains("its schema is version 7, this nestdbg reads version 1"), "\(r.stderr)")
         let exists = try CLI.run("run", "--batch", "--record", Repository.demo)
         #expect(exists.status == 2 && exists.stderr.contains("never overwrites"), "\(exists.stderr)")
     }
@@ -99,8 +104,11 @@ struct RecordingCLITests {
         FileManager.default.createFile(atPath: printed, contents: nil)
         let p = Process()
         p.executableURL = CLI.executable
-        p.arguments = ["run", "--batch", "--image", image, "--load-at", "0x100000", "--stops", "patch", "--no-irqchip", "--record", recording,
-                       "--timeout", "120"]
+        p.arguments = [
+            "run", "--batch", "--image", image, "--load-at", "0x100000", "--stops", "patch", "--no-irqchip", "--record",
+            recording,
+            "--timeout", "120",
+        ]
         p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: printed))
         try p.run()
         let deadline = Date().addingTimeInterval(30)
@@ -114,7 +122,9 @@ struct RecordingCLITests {
         p.waitUntilExit()
         #expect(p.terminationReason == .uncaughtSignal)
         let all = try String(contentsOfFile: printed, encoding: .utf8)
-        #expect(FileManager.default.fileExists(atPath: recording + "-wal"), "killed mid-recording: the WAL is still beside the file")
+        #expect(
+            FileManager.default.fileExists(atPath: recording + "-wal"),
+            "killed mid-recording: the WAL is still beside the file")
         // A stop is printed once the recorder has it; at most 64 (Recorder.maxInFlight) are ever
         // uncommitted, so the file holds at least every stop up to 64 before the last one printed.
         let whole = all.hasSuffix("\n") ? all.split(separator: "\n") : all.split(separator: "\n").dropLast()

@@ -1,18 +1,23 @@
 import Foundation
-@testable import ProcessControl
 import Testing
+
+@testable import ProcessControl
 
 @Suite("QEMU's HMP and QMP outputs (7.2, captured on this machine)")
 struct HMPParsingTests {
     @Test("info ramblock: every block, page size and length; 7.2 prints no HVA")
     func ramblockTable() throws {
         let blocks = try RAMBlock.parseTable(QEMU72.ramblock)
-        #expect(blocks.map(\.name) == [
-            "pc.ram", "0000:00:02.0/vga.vram", "/rom@etc/acpi/tables", "pc.bios", "pc.rom", "0000:00:02.0/vga.rom",
-            "/rom@etc/table-loader", "/rom@etc/acpi/rsdp",
-        ])
-        #expect(blocks[0] == RAMBlock(
-            name: "pc.ram", pageSize: 4096, offset: 0, usedLength: 0x400_0000, maxLength: 0x400_0000, hostAddress: nil))
+        #expect(
+            blocks.map(\.name) == [
+                "pc.ram", "0000:00:02.0/vga.vram", "/rom@etc/acpi/tables", "pc.bios", "pc.rom", "0000:00:02.0/vga.rom",
+                "/rom@etc/table-loader", "/rom@etc/acpi/rsdp",
+            ])
+        #expect(
+            blocks[0]
+                == RAMBlock(
+                    name: "pc.ram", pageSize: 4096, offset: 0, usedLength: 0x400_0000, maxLength: 0x400_0000,
+                    hostAddress: nil))
         // A resizable block: used 128 KiB of at most 2 MiB.
         #expect(blocks[2].offset == 0x50c_0000 && blocks[2].usedLength == 0x2_0000 && blocks[2].maxLength == 0x20_0000)
         #expect(blocks[1].isBlock(of: "vga.vram") && !blocks[1].isBlock(of: "vram"))
@@ -45,17 +50,28 @@ struct HMPParsingTests {
         let memfd = try FlatRange.parseFlatView(QEMU72.mtreeMemfd, addressSpace: "memory")
         #expect(prelaunch.count == 9)
         #expect(prelaunch.filter { $0.kind == .ram } == memfd.filter { $0.kind == .ram })
-        #expect(prelaunch[0] == FlatRange(
-            start: 0, size: 0xA0000, priority: 0, kind: .ram, regionName: "pc.ram", offsetInRegion: 0))
-        #expect(prelaunch[1] == FlatRange(
-            start: 0xA0000, size: 0x20000, priority: 1, kind: .io, regionName: "vga-lowmem", offsetInRegion: 0))
-        #expect(prelaunch[3] == FlatRange(
-            start: 0xE0000, size: 0x20000, priority: 0, kind: .rom, regionName: "pc.bios", offsetInRegion: 0x20000))
-        #expect(prelaunch[4] == FlatRange(
-            start: 0x100000, size: 0x3F0_0000, priority: 0, kind: .ram, regionName: "pc.ram", offsetInRegion: 0x100000))
+        #expect(
+            prelaunch[0]
+                == FlatRange(
+                    start: 0, size: 0xA0000, priority: 0, kind: .ram, regionName: "pc.ram", offsetInRegion: 0))
+        #expect(
+            prelaunch[1]
+                == FlatRange(
+                    start: 0xA0000, size: 0x20000, priority: 1, kind: .io, regionName: "vga-lowmem", offsetInRegion: 0))
+        #expect(
+            prelaunch[3]
+                == FlatRange(
+                    start: 0xE0000, size: 0x20000, priority: 0, kind: .rom, regionName: "pc.bios",
+                    offsetInRegion: 0x20000))
+        #expect(
+            prelaunch[4]
+                == FlatRange(
+                    start: 0x100000, size: 0x3F0_0000, priority: 0, kind: .ram, regionName: "pc.ram",
+                    offsetInRegion: 0x100000))
         #expect(prelaunch[7].kind == .io && prelaunch[7].priority == 4096 && prelaunch[7].regionName == "kvm-apic-msi")
         let io = try FlatRange.parseFlatView(QEMU72.mtreePrelaunch, addressSpace: "I/O")
-        #expect(io.first == FlatRange(start: 0, size: 8, priority: 0, kind: .io, regionName: "dma-chan", offsetInRegion: 0))
+        #expect(
+            io.first == FlatRange(start: 0, size: 8, priority: 0, kind: .io, regionName: "dma-chan", offsetInRegion: 0))
         #expect(throws: ProcessError.qmp("info mtree -f: no flat view for address space \"nothing\"")) {
             try FlatRange.parseFlatView(QEMU72.mtreePrelaunch, addressSpace: "nothing")
         }
@@ -63,11 +79,13 @@ struct HMPParsingTests {
 
     @Test("gpa2hva: the address and region, or QEMU's words for a GPA that is not RAM")
     func hostAddressAnswers() throws {
-        #expect(try HostAddressAnswer.parse(QEMU72.gpa2hvaVRAM, command: "gpa2hva 0xfd000000")
-            == HostAddressAnswer(regionName: "vga.vram", hostAddress: 0x7fac_da20_0000))
+        #expect(
+            try HostAddressAnswer.parse(QEMU72.gpa2hvaVRAM, command: "gpa2hva 0xfd000000")
+                == HostAddressAnswer(regionName: "vga.vram", hostAddress: 0x7fac_da20_0000))
         // The same run as the memfd's maps line: 1 MiB into the mapping.
-        #expect(try HostAddressAnswer.parse(QEMU72.gpa2hvaMemfd, command: "gpa2hva 0x100000")
-            == HostAddressAnswer(regionName: "pc.ram", hostAddress: 0x7f5f_280f_f000))
+        #expect(
+            try HostAddressAnswer.parse(QEMU72.gpa2hvaMemfd, command: "gpa2hva 0x100000")
+                == HostAddressAnswer(regionName: "pc.ram", hostAddress: 0x7f5f_280f_f000))
         #expect(MemoryMapping.parseMaps(QEMU72.memfdMapping).first?.start == 0x7f5f_280f_f000 - 0x100000)
         #expect(throws: ProcessError.qmp("gpa2hva 0xa0000: Memory at address 0xa0000 is not RAM")) {
             try HostAddressAnswer.parse(QEMU72.gpa2hvaNotRAM, command: "gpa2hva 0xa0000")
@@ -88,21 +106,29 @@ struct HMPParsingTests {
             return base + range.start
         }
         #expect(asked == [0, 0xC0000, 0xFD00_0000])
-        #expect(ranges == [
-            GuestRAMRange(guestPhysicalAddress: 0, size: 0xA0000, hostAddress: base, blockName: "pc.ram", blockOffset: 0),
-            GuestRAMRange(
-                guestPhysicalAddress: 0xC0000, size: 0x3F4_0000, hostAddress: base + 0xC0000, blockName: "pc.ram",
-                blockOffset: 0xC0000),
-            GuestRAMRange(
-                guestPhysicalAddress: 0xFD00_0000, size: 0x100_0000, hostAddress: base + 0xFD00_0000,
-                blockName: "0000:00:02.0/vga.vram", blockOffset: 0),
-        ])
+        #expect(
+            ranges == [
+                GuestRAMRange(
+                    guestPhysicalAddress: 0, size: 0xA0000, hostAddress: base, blockName: "pc.ram", blockOffset: 0),
+                GuestRAMRange(
+                    guestPhysicalAddress: 0xC0000, size: 0x3F4_0000, hostAddress: base + 0xC0000, blockName: "pc.ram",
+                    blockOffset: 0xC0000),
+                GuestRAMRange(
+                    guestPhysicalAddress: 0xFD00_0000, size: 0x100_0000, hostAddress: base + 0xFD00_0000,
+                    blockName: "0000:00:02.0/vga.vram", blockOffset: 0),
+            ])
     }
 
     @Test("a flat range past the end of its RAM block is refused")
     func rangePastBlock() {
-        let flat = [FlatRange(start: 0, size: 0x800_0000, priority: 0, kind: .ram, regionName: "pc.ram", offsetInRegion: 0)]
-        let blocks = [RAMBlock(name: "pc.ram", pageSize: 4096, offset: 0, usedLength: 0x400_0000, maxLength: 0x400_0000, hostAddress: 0x1000)]
+        let flat = [
+            FlatRange(start: 0, size: 0x800_0000, priority: 0, kind: .ram, regionName: "pc.ram", offsetInRegion: 0)
+        ]
+        let blocks = [
+            RAMBlock(
+                name: "pc.ram", pageSize: 4096, offset: 0, usedLength: 0x400_0000, maxLength: 0x400_0000,
+                hostAddress: 0x1000)
+        ]
         #expect(throws: ProcessError.self) {
             try GuestRAMRange.resolve(flat: flat, blocks: blocks) { _ in 0 }
         }
@@ -111,12 +137,15 @@ struct HMPParsingTests {
     @Test("the pc/q35 convention: GPA == offset, the legacy hole left out, at most 2 GiB")
     func pcConvention() {
         let small = GuestRAMRange.pcConvention(hostAddress: 0x7000_0000_0000, size: 0x400_0000, blockName: "ram")
-        #expect(small == [
-            GuestRAMRange(guestPhysicalAddress: 0, size: 0xA0000, hostAddress: 0x7000_0000_0000, blockName: "ram", blockOffset: 0),
-            GuestRAMRange(
-                guestPhysicalAddress: 0x100000, size: 0x3F0_0000, hostAddress: 0x7000_0010_0000, blockName: "ram",
-                blockOffset: 0x100000),
-        ])
+        #expect(
+            small == [
+                GuestRAMRange(
+                    guestPhysicalAddress: 0, size: 0xA0000, hostAddress: 0x7000_0000_0000, blockName: "ram",
+                    blockOffset: 0),
+                GuestRAMRange(
+                    guestPhysicalAddress: 0x100000, size: 0x3F0_0000, hostAddress: 0x7000_0010_0000, blockName: "ram",
+                    blockOffset: 0x100000),
+            ])
         let large = GuestRAMRange.pcConvention(hostAddress: 0, size: 8 << 30, blockName: "ram")
         #expect(large.last?.guestPhysicalEnd == 0x8000_0000)
         let tiny = GuestRAMRange.pcConvention(hostAddress: 0, size: 0x1000, blockName: "ram")
@@ -141,9 +170,11 @@ struct HMPParsingTests {
         }
         #expect(cpus.first?["thread-id"] == .integer(11386))
         #expect(cpus.first?["target"] == .string("x86_64"))
-        #expect(try JSONDecoder().decode(JSONValue.self, from: Data("18446744073709551615".utf8)) == .unsignedInteger(.max))
-        #expect(try JSONDecoder().decode(JSONValue.self, from: Data("[true, 1.5, null]".utf8))
-            == .array([.bool(true), .double(1.5), .null]))
+        #expect(
+            try JSONDecoder().decode(JSONValue.self, from: Data("18446744073709551615".utf8)) == .unsignedInteger(.max))
+        #expect(
+            try JSONDecoder().decode(JSONValue.self, from: Data("[true, 1.5, null]".utf8))
+                == .array([.bool(true), .double(1.5), .null]))
     }
 }
 
@@ -174,9 +205,11 @@ struct ProcFormatTests {
         let mappings = MemoryMapping.parseMaps(text)
         #expect(mappings.count == 3)
         #expect(mappings[1].path == nil && mappings[1].isWritable && !mappings[1].isShared)
-        #expect(mappings[2] == MemoryMapping(
-            start: 0x7f5f_27ff_f000, end: 0x7f5f_2bff_f000, isReadable: true, isWritable: true, isShared: true,
-            fileOffset: 0, path: "/memfd:memory-backend-memfd (deleted)"))
+        #expect(
+            mappings[2]
+                == MemoryMapping(
+                    start: 0x7f5f_27ff_f000, end: 0x7f5f_2bff_f000, isReadable: true, isWritable: true, isShared: true,
+                    fileOffset: 0, path: "/memfd:memory-backend-memfd (deleted)"))
         #expect(mappings[2].size == 64 << 20)
     }
 
@@ -194,11 +227,13 @@ struct ProcFormatTests {
 struct QEMUCommandLineTests {
     @Test("-qmp unix:PATH with or without options, -qmp-pretty and TCP left out")
     func qmpOption() {
-        #expect(QEMUCommandLine.qmpSockets(in: ["-accel", "kvm", "-qmp", "unix:/tmp/d/q.sock,server=on,wait=off"])
-            == [.path("/tmp/d/q.sock")])
+        #expect(
+            QEMUCommandLine.qmpSockets(in: ["-accel", "kvm", "-qmp", "unix:/tmp/d/q.sock,server=on,wait=off"])
+                == [.path("/tmp/d/q.sock")])
         #expect(QEMUCommandLine.qmpSockets(in: ["--qmp", "unix:q.sock"]) == [.path("q.sock")])
         #expect(QEMUCommandLine.qmpSockets(in: ["-qmp", "unix:/a,,b=c,server,nowait"]) == [.path("/a,b=c")])
-        #expect(QEMUCommandLine.qmpSockets(in: ["-qmp", "tcp:localhost:4444,server=on", "-qmp-pretty", "unix:/p"]) == [])
+        #expect(
+            QEMUCommandLine.qmpSockets(in: ["-qmp", "tcp:localhost:4444,server=on", "-qmp-pretty", "unix:/p"]) == [])
         // An option's value is never taken for an option.
         #expect(QEMUCommandLine.qmpSockets(in: ["-name", "-qmp", "-m", "64"]) == [])
     }
@@ -215,8 +250,11 @@ struct QEMUCommandLineTests {
             "-mon", "chardev=charmonitor,id=monitor,mode=control",
         ]
         #expect(QEMUCommandLine.qmpSockets(in: libvirt) == [.inheritedDescriptor(33)])
-        #expect(QEMUCommandLine.qmpSockets(in: ["-chardev", "backend=socket,id=m,path=/x", "-mon", "mode=control,chardev=m"])
-            == [.path("/x")])
+        #expect(
+            QEMUCommandLine.qmpSockets(in: [
+                "-chardev", "backend=socket,id=m,path=/x", "-mon", "mode=control,chardev=m",
+            ])
+                == [.path("/x")])
         #expect(QEMUCommandLine.qmpSockets(in: ["-chardev", "pty,id=m", "-mon", "chardev=m,mode=control"]) == [])
     }
 }

@@ -2,8 +2,9 @@ import CProcess
 import Foundation
 import ProcessControl
 import Testing
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The QMP client against stand-in servers: no QEMU needed.
@@ -33,7 +34,10 @@ struct QMPClientTests {
     func garbageGreeting() throws {
         let directory = try TemporaryDirectory()
         let server = try FakeQMPServer(in: directory.path, .sendsLine("220 mail.example.com ESMTP"))
-        #expect(throws: ProcessError.qmp("\(server.path) is not a QMP socket: it greeted with \"220 mail.example.com ESMTP\"")) {
+        #expect(
+            throws: ProcessError.qmp(
+                "\(server.path) is not a QMP socket: it greeted with \"220 mail.example.com ESMTP\"")
+        ) {
             try QMPClient(path: server.path, timeout: .seconds(2))
         }
     }
@@ -53,37 +57,45 @@ struct QMPClientTests {
     @Test("events and stale answers are skipped; an error answer names command, class and text")
     func protocolFlow() throws {
         let directory = try TemporaryDirectory()
-        let server = try FakeQMPServer(in: directory.path, .answers { command, id in
-            switch command {
-            case "qmp_capabilities":
-                return [#"{"return": {}, "id": \#(id)}"#]
-            case "query-status":
-                return [
-                    #"{"timestamp": {"seconds": 1796258595, "microseconds": 836888}, "event": "RESUME"}"#,
-                    #"{"return": {"status": "paused", "running": false}, "id": \#(id - 1)}"#,
-                    #"{"return": {"status": "running", "singlestep": false, "running": true}, "id": \#(id)}"#,
-                ]
-            case "nosuch":
-                // QEMU 7.2's answer, with the request's id.
-                return [#"{"error": {"class": "CommandNotFound", "desc": "The command nosuch has not been found"}, "id": \#(id)}"#]
-            case "query-cpus-fast":
-                return [QEMU72.queryCPUsFast.replacingOccurrences(of: "]}", with: "], \"id\": \(id)}")]
-            case "silence":
-                return []
-            default:
-                return nil
-            }
-        })
+        let server = try FakeQMPServer(
+            in: directory.path,
+            .answers { command, id in
+                switch command {
+                case "qmp_capabilities":
+                    return [#"{"return": {}, "id": \#(id)}"#]
+                case "query-status":
+                    return [
+                        #"{"timestamp": {"seconds": 1796258595, "microseconds": 836888}, "event": "RESUME"}"#,
+                        #"{"return": {"status": "paused", "running": false}, "id": \#(id - 1)}"#,
+                        #"{"return": {"status": "running", "singlestep": false, "running": true}, "id": \#(id)}"#,
+                    ]
+                case "nosuch":
+                    // QEMU 7.2's answer, with the request's id.
+                    return [
+                        #"{"error": {"class": "CommandNotFound", "desc": "The command nosuch has not been found"}, "id": \#(id)}"#
+                    ]
+                case "query-cpus-fast":
+                    return [QEMU72.queryCPUsFast.replacingOccurrences(of: "]}", with: "], \"id\": \(id)}")]
+                case "silence":
+                    return []
+                default:
+                    return nil
+                }
+            })
         let qmp = try QMPClient(path: server.path, timeout: .milliseconds(500))
-        #expect(qmp.greeting == QMPGreeting(
-            major: 7, minor: 2, micro: 22, package: "Debian 1:7.2+dfsg-7+deb12u18+b3", capabilities: ["oob"]))
+        #expect(
+            qmp.greeting
+                == QMPGreeting(
+                    major: 7, minor: 2, micro: 22, package: "Debian 1:7.2+dfsg-7+deb12u18+b3", capabilities: ["oob"]))
         #expect(try qmp.status() == VMStatus(isRunning: true, state: .running))
         #expect(throws: ProcessError.qmp("nosuch: CommandNotFound: The command nosuch has not been found")) {
             try qmp.execute("nosuch")
         }
         #expect(try qmp.vcpuThreads() == [VCPUThread(index: 0, threadID: 11386)])
-        #expect(throws: ProcessError.qmpTimeout(
-            path: server.path, waitingFor: "the answer to silence", timeout: .milliseconds(500))) {
+        #expect(
+            throws: ProcessError.qmpTimeout(
+                path: server.path, waitingFor: "the answer to silence", timeout: .milliseconds(500))
+        ) {
             try qmp.execute("silence")
         }
         let closed = #expect(throws: ProcessError.self) { try qmp.execute("quit-now") }
@@ -107,7 +119,9 @@ struct NotQEMUTests {
         let process = try QEMUProcess(pid: sleep.pid)
         #expect(process.name == "sleep")
         #expect(process.commandLine == ["/bin/sleep", "30"])
-        #expect(throws: ProcessError.unsuitable("process \(sleep.pid) (sleep) has no KVM vCPU: not a QEMU with -accel kvm?")) {
+        #expect(
+            throws: ProcessError.unsuitable("process \(sleep.pid) (sleep) has no KVM vCPU: not a QEMU with -accel kvm?")
+        ) {
             try process.kvmDescriptors()
         }
         #expect(process.qmpSocketPath() == nil)
@@ -124,8 +138,10 @@ struct NotQEMUTests {
         try #require(cproc_seize(sleep.pid, 0) == 0)
         defer { _ = cproc_detach(sleep.pid, 0) }
         #expect(try process.tracer()?.pid == getpid())
-        #expect(throws: ProcessError.cannotTrace(
-            pid: sleep.pid, reason: "already traced by PID \(getpid()) (nestdbg itself): gdb or strace?")) {
+        #expect(
+            throws: ProcessError.cannotTrace(
+                pid: sleep.pid, reason: "already traced by PID \(getpid()) (nestdbg itself): gdb or strace?")
+        ) {
             try process.ensureNotTraced()
         }
     }
@@ -138,7 +154,8 @@ struct NotQEMUTests {
         let myself = try QEMUProcess(pid: getpid())
         let locked = TracePermission(yamaScope: .noAttach, isRoot: true, hasPtraceCapability: true, userID: 0)
         #expect(locked.explainDenial(of: myself).contains("ptrace_scope is 3"))
-        let restricted = TracePermission(yamaScope: .restricted, isRoot: false, hasPtraceCapability: false, userID: 1000)
+        let restricted = TracePermission(
+            yamaScope: .restricted, isRoot: false, hasPtraceCapability: false, userID: 1000)
         #expect(restricted.explainDenial(of: myself).contains("ptrace_scope is 1"))
         let otherUser = TracePermission(
             yamaScope: .classic, isRoot: false, hasPtraceCapability: false, userID: myself.userID + 1)

@@ -1,8 +1,9 @@
 import Foundation
 import ProcessControl
 import Testing
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Against this host's qemu-system-x86_64 with -accel kvm: one QEMU per test,
@@ -23,7 +24,8 @@ struct RealQEMUTests {
         #expect(throws: ProcessError.qmp("nosuch: CommandNotFound: The command nosuch has not been found")) {
             try qmp.execute("nosuch")
         }
-        let version = try qmp.execute("human-monitor-command", arguments: JSONValue.object(["command-line": .string("info version")]))
+        let version = try qmp.execute(
+            "human-monitor-command", arguments: JSONValue.object(["command-line": .string("info version")]))
         guard case let .string(text) = version else {
             Issue.record("info version answered \(version)")
             return
@@ -43,7 +45,8 @@ struct RealQEMUTests {
         try #require(descriptors.vcpus.count == 1)
         let vcpu = descriptors.vcpus[0]
         #expect(vcpu.index == 0)
-        let link = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(qemu.pid)/fd/\(vcpu.fileDescriptor)")
+        let link = try FileManager.default.destinationOfSymbolicLink(
+            atPath: "/proc/\(qemu.pid)/fd/\(vcpu.fileDescriptor)")
         #expect(link == "anon_inode:kvm-vcpu:0")
         #expect(process.qmpSocketPath() == qemu.socketPath)
 
@@ -53,8 +56,10 @@ struct RealQEMUTests {
         #expect(threads[0].index == 0)
         #expect(try process.threadIDs().contains(threads[0].threadID))
         let thread = threads[0].threadID
-        #expect(throws: ProcessError.unsuitable(
-            "\(thread) is a thread of process \(qemu.pid) (\(process.name)), not a process: give \(qemu.pid)")) {
+        #expect(
+            throws: ProcessError.unsuitable(
+                "\(thread) is a thread of process \(qemu.pid) (\(process.name)), not a process: give \(qemu.pid)")
+        ) {
             try QEMUProcess(pid: thread)
         }
         #expect(try process.tracer() == nil)
@@ -114,8 +119,9 @@ struct RealQEMUTests {
         let pattern: [UInt8] = [0xDE, 0xAD, 0xBE, 0xEF]
         for address: UInt64 in [0x100000, 0x9FFFC, 0x3FF_FFFC, 0x7C00] {
             try memory.write(pattern, at: address)
-            #expect(try qmp.humanMonitorCommand("xp /4xb 0x\(String(address, radix: 16))")
-                == "\(String(format: "%016lx", address)): 0xde 0xad 0xbe 0xef\n")
+            #expect(
+                try qmp.humanMonitorCommand("xp /4xb 0x\(String(address, radix: 16))")
+                    == "\(String(format: "%016lx", address)): 0xde 0xad 0xbe 0xef\n")
             #expect(try memory.read(at: address, count: 4) == pattern)
         }
         // A read of several MiB, over many pages.
@@ -128,13 +134,17 @@ struct RealQEMUTests {
         }
         #expect(try qmp.humanMonitorCommand("xp /4xb 0x9fffc") == "000000000009fffc: 0xde 0xad 0xbe 0xef\n")
         #expect(throws: ProcessError.outsideGuestRAM(address: 0x400_0000)) { try memory.read(at: 0x3FF_FFFC, count: 8) }
-        #expect(throws: ProcessError.outsideGuestRAM(address: 0xFFFF_FFF0)) { try memory.read(at: 0xFFFF_FFF0, count: 16) }
+        #expect(throws: ProcessError.outsideGuestRAM(address: 0xFFFF_FFF0)) {
+            try memory.read(at: 0xFFFF_FFF0, count: 16)
+        }
         #expect(throws: ProcessError.outsideGuestRAM(address: .max)) { try memory.read(at: .max, count: 2) }
     }
 
     @Test("memfd RAM: the /proc fallback places it where QMP does, and writes through it reach the guest")
     func memfdFallback() throws {
-        let qemu = try RunningQEMU(["-object", "memory-backend-memfd,id=pc.ram,size=64M", "-machine", "memory-backend=pc.ram"])
+        let qemu = try RunningQEMU([
+            "-object", "memory-backend-memfd,id=pc.ram,size=64M", "-machine", "memory-backend=pc.ram",
+        ])
         defer { qemu.stop() }
         let process = try QEMUProcess(pid: qemu.pid)
         let fallback = try process.fallbackGuestRAM()
@@ -153,7 +163,7 @@ struct RealQEMUTests {
     /// `gpa2hva`'s address, as QEMU computes it.
     private func hostAddressFromQEMU(_ qmp: QMPClient, _ address: UInt64) -> UInt64? {
         guard let text = try? qmp.humanMonitorCommand("gpa2hva 0x\(String(address, radix: 16))"),
-              let value = text.split(separator: " ").last?.trimmingCharacters(in: .whitespacesAndNewlines)
+            let value = text.split(separator: " ").last?.trimmingCharacters(in: .whitespacesAndNewlines)
         else { return nil }
         return UInt64(value.dropFirst(2), radix: 16)
     }

@@ -1,7 +1,8 @@
 import Foundation
 import Testing
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A failure of the test's own scaffolding (starting QEMU, a socket), with what failed.
@@ -57,7 +58,8 @@ func startSleep() throws -> ChildProcess {
     // Right after the fork /proc still shows the parent's image: wait for the exec.
     let deadline = Date(timeIntervalSinceNow: 5)
     while Date() < deadline,
-          (try? String(contentsOfFile: "/proc/\(child.pid)/cmdline", encoding: .utf8))?.hasPrefix("/bin/sleep") != true {
+        (try? String(contentsOfFile: "/proc/\(child.pid)/cmdline", encoding: .utf8))?.hasPrefix("/bin/sleep") != true
+    {
         usleep(2_000)
     }
     return child
@@ -102,10 +104,11 @@ final class RunningQEMU {
         socketPath = directory.path + "/q.sock"
         let errorPath = directory.path + "/stderr.txt"
         _ = FileManager.default.createFile(atPath: errorPath, contents: nil)
-        let arguments = [
-            "-accel", "kvm", "-m", "64", "-display", "none", "-S", "-no-reboot",
-            "-qmp", "unix:\(socketPath),server=on,wait=off", "-serial", "none", "-monitor", "none", "-nic", "none",
-        ] + extra
+        let arguments =
+            [
+                "-accel", "kvm", "-m", "64", "-display", "none", "-S", "-no-reboot",
+                "-qmp", "unix:\(socketPath),server=on,wait=off", "-serial", "none", "-monitor", "none", "-nic", "none",
+            ] + extra
         child = try ChildProcess(binary, arguments, standardError: FileHandle(forWritingAtPath: errorPath)!)
         // QEMU creates the socket before it is ready to run; 5 s is generous.
         let deadline = ContinuousClock.now + .seconds(5)
@@ -113,8 +116,10 @@ final class RunningQEMU {
             guard child.process.isRunning, ContinuousClock.now < deadline else {
                 child.stop()
                 let stderr = (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? ""
-                throw HarnessError(description: "QEMU did not create \(socketPath) (exit status "
-                    + "\(child.process.isRunning ? "none, still running" : String(child.process.terminationStatus))): \(stderr)")
+                throw HarnessError(
+                    description: "QEMU did not create \(socketPath) (exit status "
+                        + "\(child.process.isRunning ? "none, still running" : String(child.process.terminationStatus))): \(stderr)"
+                )
             }
             usleep(10_000)
         }
@@ -138,14 +143,16 @@ final class RunningQEMU {
         }
         let request = Array("{\"execute\": \"qmp_capabilities\"}\n".utf8)
         guard client >= 0, connected == 0,
-              request.withUnsafeBytes({ send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count
+            request.withUnsafeBytes({ send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count
         else { throw HarnessError(description: "cannot talk to QEMU on \(path) (errno \(errno))") }
         let deadline = ContinuousClock.now + .seconds(5)
         var lines = 0
         var chunk = [UInt8](repeating: 0, count: 4096)
         while lines < 2 {
             var readable = pollfd(fd: client, events: Int16(POLLIN), revents: 0)
-            let count = poll(&readable, 1, 100) == 1 ? chunk.withUnsafeMutableBytes { recv(client, $0.baseAddress, $0.count, 0) } : 0
+            let count =
+                poll(&readable, 1, 100) == 1
+                ? chunk.withUnsafeMutableBytes { recv(client, $0.baseAddress, $0.count, 0) } : 0
             guard ContinuousClock.now < deadline, count >= 0 else {
                 throw HarnessError(description: "QEMU did not answer qmp_capabilities on \(path) within 5 s")
             }
@@ -237,8 +244,8 @@ final class FakeQMPServer {
                 let line = Data(pending[..<newline])
                 pending.removeSubrange(...newline)
                 guard case let .answers(answer) = behaviour,
-                      let request = try? JSONSerialization.jsonObject(with: line) as? [String: Any],
-                      let command = request["execute"] as? String, let id = request["id"] as? Int
+                    let request = try? JSONSerialization.jsonObject(with: line) as? [String: Any],
+                    let command = request["execute"] as? String, let id = request["id"] as? Int
                 else { continue }
                 guard let lines = answer(command, id) else { return }
                 lines.forEach(send)

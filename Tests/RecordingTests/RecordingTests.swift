@@ -3,8 +3,8 @@ import Foundation
 import KVMControl
 import Recording
 import SVMModel
-import Testing
 import TestSupport
+import Testing
 
 /// A path in a fresh temporary folder (the recorder refuses existing files).
 func temporaryPath(_ name: String) throws -> String {
@@ -16,7 +16,9 @@ enum ShippedDemo {
     static let sources = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("Sources")
     static let path = sources.appendingPathComponent("nestdbg/Recordings/demo.nestdbg").path
-    static let liveJSON = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/demo-live.jsonl").path
+    static let liveJSON = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+        "Fixtures/demo-live.jsonl"
+    ).path
 
     static func stops() throws -> [Stop] { try RecordingFile(path: path).stops() }
 }
@@ -28,16 +30,21 @@ func requireKVM(sourceLocation: SourceLocation = #_sourceLocation) throws {
 @Suite("a recording holds every stop as the engine had it (real /dev/kvm, a plain guest)", .serialized)
 struct RecordAndReadBackTests {
     /// 32-bit code at 1 MiB: "hi" to COM1, OUT 0x80 twice (stops), then status 7 to isa-debug-exit.
-    static let guest: [UInt8] = [0x66, 0xBA, 0xF8, 0x03, 0xB0, 0x68, 0xEE, 0xB0, 0x69, 0xEE, 0xE6, 0x80, 0xE6, 0x80,
-                                 0xB0, 0x07, 0xE6, 0xF4, 0xF4]
+    static let guest: [UInt8] = [
+        0x66, 0xBA, 0xF8, 0x03, 0xB0, 0x68, 0xEE, 0xB0, 0x69, 0xEE, 0xE6, 0x80, 0xE6, 0x80,
+        0xB0, 0x07, 0xE6, 0xF4, 0xF4,
+    ]
 
     /// Runs the guest to its end through a session recording to `path`; the stops the session reported.
     static func recordedRun(to path: String) throws -> [Stop] {
         try requireKVM()
         let image = try GuestImage.flat(guest, loadAddress: 0x10_0000, entry: nil)
         let engine = try Engine(ownVM: try OwnVMTarget.image(kvm: KVM(), image: image, name: "serial guest"))
-        engine.recorder = try Recorder(path: path, session: .here(nestdbgVersion: "test", target: "serial guest",
-                                                                    image: guest, stopSource: engine.source.name))
+        engine.recorder = try Recorder(
+            path: path,
+            session: .here(
+                nestdbgVersion: "test", target: "serial guest",
+                image: guest, stopSource: engine.source.name))
         let session = EngineSession(engine: engine)
         defer { session.shutdown() }
         var stops: [Stop] = []

@@ -23,7 +23,8 @@ func moved(_ session: ReplaySession, _ command: EngineCommand) throws -> Stop {
 struct ReplayTests {
     @Test("replay --batch --json prints what the live run printed in the sandbox, line for line")
     func sameJSONAsLive() throws {
-        let live = try String(contentsOfFile: ShippedDemo.liveJSON, encoding: .utf8).split(separator: "\n").map(String.init)
+        let live = try String(contentsOfFile: ShippedDemo.liveJSON, encoding: .utf8).split(separator: "\n").map(
+            String.init)
         let (session, _) = try demoReplay()
         var printed: [String] = []
         // As batch mode does: `next` until the recording ends.
@@ -41,7 +42,7 @@ struct ReplayTests {
         let (session, stops) = try demoReplay()
         let last = try #require(stops.last)
         _ = try moved(session, .goto(last.index))
-        try session.send(.addBreakpoint(.exit(0x72)))   // CPUID
+        try session.send(.addBreakpoint(.exit(0x72)))  // CPUID
         _ = session.takeEvents()
         let cpuidExits = stops.filter { $0.kind == .nestedExit && $0.exit?.code == 0x72 }.map(\.index)
         #expect(cpuidExits.count >= 2)
@@ -60,7 +61,9 @@ struct ReplayTests {
         let exit = try moved(session, .next)
         #expect(exit.kind == .nestedExit)
         let vmrun = try moved(session, .previousVMRUN)
-        #expect(vmrun.kind == .vmrun && vmrun.index == stops.last(where: { $0.kind == .vmrun && $0.index < exit.index })?.index)
+        #expect(
+            vmrun.kind == .vmrun
+                && vmrun.index == stops.last(where: { $0.kind == .vmrun && $0.index < exit.index })?.index)
         #expect(try moved(session, .nextStop).index == vmrun.index + 1)
         let later = try moved(session, .next)
         let back = try moved(session, .previous)
@@ -84,11 +87,15 @@ struct ReplayTests {
         _ = try moved(session, .goto(stops[stops.count - 1].index))
         try session.send(.search("l2-rip 0x\(String(rip, radix: 16))"))
         let events = session.takeEvents()
-        let wrapped = try #require(events.compactMap { event -> Stop? in
-            if case let .stopped(stop, _) = event { return stop } else { return nil }
-        }.first)
+        let wrapped = try #require(
+            events.compactMap { event -> Stop? in
+                if case let .stopped(stop, _) = event { return stop } else { return nil }
+            }.first)
         #expect(wrapped.index == npf.index, "from the end the search wraps to the first NPF's RIP")
-        #expect(events.contains { if case let .notice(text) = $0 { return text.contains("wrapped to the start") } else { return false } })
+        #expect(
+            events.contains {
+                if case let .notice(text) = $0 { return text.contains("wrapped to the start") } else { return false }
+            })
         #expect(try moved(session, .search("kind vmrun")).kind == .vmrun)
         #expect(throws: CommandRefusal.self) { try session.send(.search("no stop says this")) }
     }
@@ -146,7 +153,8 @@ struct BadRecordingTests {
     func foreignAndNewer() throws {
         let foreign = try temporaryPath("foreign.sqlite")
         try sqlite(foreign, "CREATE TABLE notes (text TEXT); INSERT INTO notes VALUES ('hello');")
-        #expect(error(opening: foreign) == .notRecording(foreign, why: "an SQLite database without nestdbg's meta table"))
+        #expect(
+            error(opening: foreign) == .notRecording(foreign, why: "an SQLite database without nestdbg's meta table"))
         let newer = try copy()
         try sqlite(newer, "UPDATE meta SET value = '2' WHERE key = 'schema_version'")
         #expect(error(opening: newer) == .newerSchema(newer, version: 2, supported: 1))

@@ -4,16 +4,20 @@ import Testing
 /// A vmcb12 a long-mode L1 would hand to VMRUN for a long-mode L2 with nested paging.
 func validVMCB12() -> VMCB {
     var v = VMCB()
-    v[integer: .intercepts3] = 1 << 18 | 1 << 24 | 1 << 27 | 1 << 28   // CPUID HLT IOIO MSR
-    v[integer: .intercepts4] = 1 | 1 << 1                             // VMRUN VMMCALL
+    v[integer: .intercepts3] = 1 << 18 | 1 << 24 | 1 << 27 | 1 << 28  // CPUID HLT IOIO MSR
+    v[integer: .intercepts4] = 1 | 1 << 1  // VMRUN VMMCALL
     v[integer: .iopmBasePA] = 0x10_0000
     v[integer: .msrpmBasePA] = 0x10_4000
     v[integer: .asid] = 1
     v[integer: .miscCtl] = 1
     v[integer: .nestedCR3] = 0x20_0000
     v[integer: .intCtl] = 1 << 24
-    v[integer: .saveCSSelector] = 0x8; v[integer: .saveCSAttrib] = 0x29B; v[integer: .saveCSLimit] = 0xFFFF_FFFF
-    v[integer: .saveSSSelector] = 0x10; v[integer: .saveSSAttrib] = 0x093; v[integer: .saveSSLimit] = 0xFFFF_FFFF
+    v[integer: .saveCSSelector] = 0x8
+    v[integer: .saveCSAttrib] = 0x29B
+    v[integer: .saveCSLimit] = 0xFFFF_FFFF
+    v[integer: .saveSSSelector] = 0x10
+    v[integer: .saveSSAttrib] = 0x093
+    v[integer: .saveSSLimit] = 0xFFFF_FFFF
     v[integer: .saveEFER] = 1 << 8 | 1 << 10 | 1 << 12
     v[integer: .saveCR0] = 0x8000_0011
     v[integer: .saveCR3] = 0x30_0000
@@ -39,7 +43,7 @@ struct ConsistencyCheckTests {
         ("cr0.cd_nw", { $0[integer: .saveCR0] |= 1 << 29 }),
         ("cr0.high", { $0[integer: .saveCR0] |= 1 << 40 }),
         ("cr3.mbz", { $0[integer: .saveCR3] = 1 << 50 }),
-        ("cr4.mbz", { $0[integer: .saveCR4] |= 1 << 13 }),          // VMXE on an AMD guest
+        ("cr4.mbz", { $0[integer: .saveCR4] |= 1 << 13 }),  // VMXE on an AMD guest
         ("dr6.high", { $0[integer: .saveDR6] |= 1 << 32 }),
         ("dr7.high", { $0[integer: .saveDR7] |= 1 << 33 }),
         ("efer.mbz", { $0[integer: .saveEFER] |= 1 << 3 }),
@@ -77,7 +81,10 @@ struct ConsistencyCheckTests {
         var v = validVMCB12()
         v[integer: .msrpmBasePA] = 1 << 40
         #expect(ConsistencyChecks.check(v, environment: CheckEnvironment(physicalAddressBits: 48)) == [])
-        #expect(ConsistencyChecks.check(v, environment: CheckEnvironment(physicalAddressBits: 40)).map(\.rule) == ["msrpm.range"])
+        #expect(
+            ConsistencyChecks.check(v, environment: CheckEnvironment(physicalAddressBits: 40)).map(\.rule) == [
+                "msrpm.range"
+            ])
     }
 }
 
@@ -93,7 +100,7 @@ struct SyncDiffTests {
         a[integer: .saveRAX] = 0x42
         a[integer: .saveRFLAGS] = 0x46
         a[integer: .saveCR2] = 0x1234
-        a[integer: .intCtl] |= 1 << 8             // V_IRQ written back
+        a[integer: .intCtl] |= 1 << 8  // V_IRQ written back
         a[integer: .intState] = 1
         return a
     }
@@ -103,12 +110,13 @@ struct SyncDiffTests {
         let before = validVMCB12()
         let changes = SyncDiff.changes(before: before, after: afterIOExit(before))
         let byField = Dictionary(uniqueKeysWithValues: changes.map { ($0.field, $0.sync) })
-        #expect(byField == [
-            .exitCode: .exitInformation, .exitInfo1: .exitInformation,
-            .exitInfo2: .exitInformation, .saveRIP: .l2StateSynced, .saveRAX: .l2StateSynced,
-            .saveRFLAGS: .l2StateSynced, .saveCR2: .l2StateSynced, .intCtl: .controlWriteBack,
-            .intState: .controlWriteBack,
-        ])
+        #expect(
+            byField == [
+                .exitCode: .exitInformation, .exitInfo1: .exitInformation,
+                .exitInfo2: .exitInformation, .saveRIP: .l2StateSynced, .saveRAX: .l2StateSynced,
+                .saveRFLAGS: .l2StateSynced, .saveCR2: .l2StateSynced, .intCtl: .controlWriteBack,
+                .intState: .controlWriteBack,
+            ])
         #expect(changes.map(\.field.offset) == changes.map(\.field.offset).sorted(), "layout order")
         let rip = changes.first { $0.field == .saveRIP }!
         #expect(rip.before == .integer(0x40_0000) && rip.after == .integer(0x40_1000))
@@ -129,13 +137,14 @@ struct SyncDiffTests {
     func intCtlMask() {
         let before = validVMCB12()
         var after = before
-        after[integer: .intCtl] &= ~(1 << 24)   // V_INTR_MASKING cleared: KVM never does that
+        after[integer: .intCtl] &= ~(1 << 24)  // V_INTR_MASKING cleared: KVM never does that
         let c = SyncDiff.changes(before: before, after: after)
         #expect(c.map(\.sync) == [.unexpected])
     }
 
-    @Test("after a failed VMRUN only the exit fields may change (64-bit -1, and the older low-half form)",
-          arguments: [SVMExit.vmexitInvalid, 0xFFFF_FFFF])
+    @Test(
+        "after a failed VMRUN only the exit fields may change (64-bit -1, and the older low-half form)",
+        arguments: [SVMExit.vmexitInvalid, 0xFFFF_FFFF])
     func vmrunFailure(code: UInt64) {
         let before = validVMCB12()
         var after = before
@@ -156,7 +165,8 @@ struct SyncDiffTests {
         #expect(SyncDiff.changes(before: before, after: after).first { $0.field == .saveBrFrom }?.sync == .unexpected)
         before[integer: .miscCtl2] = 1
         after[integer: .miscCtl2] = 1
-        #expect(SyncDiff.changes(before: before, after: after).first { $0.field == .saveBrFrom }?.sync == .l2StateSynced)
+        #expect(
+            SyncDiff.changes(before: before, after: after).first { $0.field == .saveBrFrom }?.sync == .l2StateSynced)
     }
 
     @Test("identical pages have no changes")

@@ -37,8 +37,10 @@ private func controls(word3: UInt64 = 1 << 24 | 1 << 27 | 1 << 28) -> VMCB {
     return v
 }
 
-private func cause(_ code: UInt64, info1: UInt64 = 0, info2: UInt64 = 0, msr: UInt32? = nil, _ vmcb: VMCB = controls(),
-                   _ memory: FakeL1Memory = FakeL1Memory()) -> ExitCause {
+private func cause(
+    _ code: UInt64, info1: UInt64 = 0, info2: UInt64 = 0, msr: UInt32? = nil, _ vmcb: VMCB = controls(),
+    _ memory: FakeL1Memory = FakeL1Memory()
+) -> ExitCause {
     ExitCause(code: code, exitInfo1: info1, exitInfo2: info2, msr: msr, controls: vmcb, readL1: memory.read)
 }
 
@@ -66,7 +68,7 @@ struct ExitCauseTests {
 
     @Test("an intercept bit that is clear, yet the exit reached L1: not requested by L1, loudly")
     func interceptClear() {
-        let why = cause(0x72)   // CPUID, not intercepted by these controls
+        let why = cause(0x72)  // CPUID, not intercepted by these controls
         #expect(why == .notRequestedByL1(.intercept(InterceptBit(word: 3, bit: 18))))
         #expect(why.isAlarming && why.kind == "not_requested_by_l1")
         #expect(why.description.hasPrefix("!! NOT REQUESTED BY L1: intercept word 3 bit 18 CPUID is clear"))
@@ -89,8 +91,9 @@ struct ExitCauseTests {
         let memory = FakeL1Memory()
         memory.map(at: iopmBase, size: 0x3000, setting: [0x80])
         let why = cause(0x7B, info1: ioInfo(port: 0x80, size: 1), controls(), memory)
-        let check = IOPermissionCheck(port: 0x80, size: 1, base: iopmBase,
-                                      bits: [PermissionBit(gpa: iopmBase + 0x10, bit: 0, isSet: true)])
+        let check = IOPermissionCheck(
+            port: 0x80, size: 1, base: iopmBase,
+            bits: [PermissionBit(gpa: iopmBase + 0x10, bit: 0, isSet: true)])
         #expect(why == .ioPermission(check))
         #expect(why.control == "IOPM port 0x80 (1 byte): 0x100010 bit 0 set")
         #expect(memory.reads.count == 1 && memory.reads[0] == (iopmBase + 0x10, 1), "one map byte read")
@@ -127,19 +130,23 @@ struct ExitCauseTests {
     func iopmEdges() {
         let memory = FakeL1Memory()
         memory.map(at: iopmBase, size: 0x3000, setting: [0x60])
-        #expect(cause(0x7B, info1: ioInfo(port: 0x60, size: 1), controls(word3: 1 << 24), memory)
+        #expect(
+            cause(0x7B, info1: ioInfo(port: 0x60, size: 1), controls(word3: 1 << 24), memory)
                 == .notRequestedByL1(.intercept(.ioioProtection)))
         var v = controls()
-        v[integer: .iopmBasePA] = iopmBase | 0x123   // KVM drops bits 11:0
+        v[integer: .iopmBasePA] = iopmBase | 0x123  // KVM drops bits 11:0
         #expect(cause(0x7B, info1: ioInfo(port: 0x60, size: 1), v, memory).kind == "iopm")
         v[integer: .iopmBasePA] = 0x900_0000
-        #expect(cause(0x7B, info1: ioInfo(port: 0x60, size: 1), v, memory)
+        #expect(
+            cause(0x7B, info1: ioInfo(port: 0x60, size: 1), v, memory)
                 == .permissionMapUnreadable(.iopm, gpa: 0x900_000C), "KVM reflects when its read fails")
     }
 
     /// (MSR, byte of its read bit in the map, bit in that byte) for each of the three ranges.
-    static let msrs: [(UInt32, Int, Int)] = [(0x10, 0x4, 0), (0x1FFF, 0x7FF, 6), (0xC000_0080, 0x820, 0),
-                                             (0xC000_0103, 0x840, 6), (0xC001_0015, 0x1005, 2)]
+    static let msrs: [(UInt32, Int, Int)] = [
+        (0x10, 0x4, 0), (0x1FFF, 0x7FF, 6), (0xC000_0080, 0x820, 0),
+        (0xC000_0103, 0x840, 6), (0xC001_0015, 0x1005, 2),
+    ]
 
     @Test("MSR: the MSRPM bit, read even and write odd, in each of the three ranges", arguments: msrs)
     func msrpm(msr: UInt32, byte: Int, bit: Int) {
@@ -147,8 +154,9 @@ struct ExitCauseTests {
             let memory = FakeL1Memory()
             memory.map(at: msrpmBase, size: 0x2000, setting: [byte * 8 + bit + (write ? 1 : 0)])
             let why = cause(0x7C, info1: write ? 1 : 0, msr: msr, controls(), memory)
-            let expected = MSRPermissionCheck(msr: msr, isWrite: write, base: msrpmBase, offset: byte,
-                                              bit: PermissionBit(gpa: msrpmBase + UInt64(byte), bit: bit + (write ? 1 : 0), isSet: true))
+            let expected = MSRPermissionCheck(
+                msr: msr, isWrite: write, base: msrpmBase, offset: byte,
+                bit: PermissionBit(gpa: msrpmBase + UInt64(byte), bit: bit + (write ? 1 : 0), isSet: true))
             #expect(why == .msrPermission(expected), "\(String(msr, radix: 16)) write=\(write)")
             // Only the other direction's bit set: not L1's.
             memory.map(at: msrpmBase, size: 0x2000, setting: [byte * 8 + bit + (write ? 0 : 1)])
@@ -161,10 +169,13 @@ struct ExitCauseTests {
     func msrOutside() {
         let memory = FakeL1Memory()
         memory.map(at: msrpmBase, size: 0x2000)
-        #expect(cause(0x7C, info1: 1, msr: 0x4000_0000, controls(), memory) == .msrOutsidePermissionMap(msr: 0x4000_0000, isWrite: true))
+        #expect(
+            cause(0x7C, info1: 1, msr: 0x4000_0000, controls(), memory)
+                == .msrOutsidePermissionMap(msr: 0x4000_0000, isWrite: true))
         #expect(cause(0x7C, msr: 0xC000_2000, controls(), memory).kind == "msr_outside_msrpm")
         #expect(memory.reads.isEmpty, "no map read for an MSR outside the ranges")
-        #expect(cause(0x7C, msr: 0x10, controls(word3: 1 << 24), memory) == .notRequestedByL1(.intercept(.msrProtection)))
+        #expect(
+            cause(0x7C, msr: 0x10, controls(word3: 1 << 24), memory) == .notRequestedByL1(.intercept(.msrProtection)))
         #expect(cause(0x7C, msr: nil) == .msrIndexUnknown)
         #expect(cause(0x7C, msr: 0x10) == .permissionMapUnreadable(.msrpm, gpa: msrpmBase + 4))
     }
@@ -206,7 +217,10 @@ struct ExitCauseTests {
     @Test("each cause is one line of JSON: kind, control, detail, alarm")
     func json() {
         let line = cause(0x72).json.serialized()
-        #expect(line.hasPrefix(#"{"kind":"not_requested_by_l1","control":"intercept word 3 bit 18 CPUID","detail":"!! NOT REQUESTED BY L1"#))
+        #expect(
+            line.hasPrefix(
+                #"{"kind":"not_requested_by_l1","control":"intercept word 3 bit 18 CPUID","detail":"!! NOT REQUESTED BY L1"#
+            ))
         #expect(line.hasSuffix(#""alarm":true}"#))
         #expect(cause(SVMExit.vmexitInvalid).json.serialized().contains(#""control":null"#))
         for c in [cause(0x78), cause(0x72), cause(SVMExit.vmexitInvalid), cause(0x7C, msr: nil), cause(0xF000_0000)] {
@@ -246,7 +260,8 @@ struct KVMWroteTests {
         }
         let lbr = SyncDiff.written(before: exitPages(lbr: true).0, after: exitPages(lbr: true).1).map(\.field)
         #expect(lbr.contains(.saveDbgctl) && lbr.contains(.saveLastExcpTo))
-        #expect(wrote.count == SyncRule.kvm.filter { $0.condition != .lbrVirtualization }.map(\.fields.count).reduce(0, +))
+        #expect(
+            wrote.count == SyncRule.kvm.filter { $0.condition != .lbrVirtualization }.map(\.fields.count).reduce(0, +))
     }
 
     @Test("VMRUN failed: only the exit fields (and the cleared EVENTINJ)")

@@ -23,15 +23,19 @@ struct ExitDecodeTests {
     @Test("MSR: read or write, the index from L2's ECX when known")
     func msr() {
         #expect(DecodedExit(code: 0x7C, info1: 0, info2: 0).summary == "RDMSR")
-        #expect(DecodedExit(code: 0x7C, info1: 0, info2: 0, context: ExitContext(l2RCX: 0xC000_0080)).summary == "RDMSR 0xc0000080")
-        let w = DecodedExit(code: 0x7C, info1: 1, info2: 0, context: ExitContext(l2RCX: 0x1B, l2RAX: 0xFEE0_0900, l2RDX: 0))
+        #expect(
+            DecodedExit(code: 0x7C, info1: 0, info2: 0, context: ExitContext(l2RCX: 0xC000_0080)).summary
+                == "RDMSR 0xc0000080")
+        let w = DecodedExit(
+            code: 0x7C, info1: 1, info2: 0, context: ExitContext(l2RCX: 0x1B, l2RAX: 0xFEE0_0900, l2RDX: 0))
         #expect(w.summary == "WRMSR 0x1b = 0xfee00900")
     }
 
     @Test("NPF: access kind, GPA, GUEST_FINAL / GUEST_PAGE")
     func npf() {
         // W | U, not present, GUEST_FINAL (bit 32).
-        #expect(DecodedExit(code: 0x400, info1: 1 << 32 | 6, info2: 0x1F_0000).summary
+        #expect(
+            DecodedExit(code: 0x400, info1: 1 << 32 | 6, info2: 0x1F_0000).summary
                 == "NPF write at GPA 0x1f0000, not present, GUEST_FINAL")
         // Present, fetch (ID bit 4), while walking L2's tables (GUEST_PAGE, bit 33).
         let f = DecodedExit(code: 0x400, info1: 1 << 33 | 1 << 4 | 1, info2: 0x3000)
@@ -44,8 +48,12 @@ struct ExitDecodeTests {
         #expect(DecodedExit(code: 0x46, info1: 0, info2: 0).summary == "#UD")
         #expect(DecodedExit(code: 0x46, info1: 0, info2: 0).name == "EXCP_UD")
         #expect(DecodedExit(code: 0x4D, info1: 0x10, info2: 0).summary == "#GP error code 0x10")
-        #expect(DecodedExit(code: 0x4E, info1: 0x2, info2: 0xDEAD_0000).summary == "#PF error code 0x2 (not present, write, supervisor) at 0xdead0000")
-        #expect(DecodedExit(code: 0x4E, info1: 0x15, info2: 0x1000).summary == "#PF error code 0x15 (protection, fetch, user) at 0x1000")
+        #expect(
+            DecodedExit(code: 0x4E, info1: 0x2, info2: 0xDEAD_0000).summary
+                == "#PF error code 0x2 (not present, write, supervisor) at 0xdead0000")
+        #expect(
+            DecodedExit(code: 0x4E, info1: 0x15, info2: 0x1000).summary
+                == "#PF error code 0x15 (protection, fetch, user) at 0x1000")
     }
 
     @Test("CR/DR access with decode assists, INTn, INVLPG, task switch")
@@ -89,9 +97,11 @@ struct ExitDecodeTests {
         #expect(SVMExit.code(named: "nonsense") == nil)
         #expect(SVMExit.allNamed.count > 150)
         // The names KVM's tracepoints print (uapi SVM_EXIT_REASONS).
-        for (trace, code) in [("io", 0x7B), ("cpuid", 0x72), ("UD excp", 0x46), ("XF excp", 0x53), ("hypercall", 0x81),
-                              ("write_cr4", 0x14), ("read_rt", 0x69), ("npf", 0x400), ("write_cr8_trap", 0x98),
-                              ("hlt", 0x78), ("msr", 0x7C), ("0x7b", 0x7B)] as [(String, UInt64)] {
+        for (trace, code) in [
+            ("io", 0x7B), ("cpuid", 0x72), ("UD excp", 0x46), ("XF excp", 0x53), ("hypercall", 0x81),
+            ("write_cr4", 0x14), ("read_rt", 0x69), ("npf", 0x400), ("write_cr8_trap", 0x98),
+            ("hlt", 0x78), ("msr", 0x7C), ("0x7b", 0x7B),
+        ] as [(String, UInt64)] {
             #expect(SVMExit.code(traceName: trace) == code, "\(trace)")
         }
         #expect(SVMExit.code(traceName: "no such exit") == nil)

@@ -35,31 +35,33 @@ struct LayoutAndCodecTests {
     @Test("a golden image built from the reference's offsets decodes field by field")
     func golden() throws {
         var page = [UInt8](repeating: 0, count: 4096)
-        poke(&page, 0x00C, 1 << 18 | 1 << 24 | 1 << 27 | 1 << 28, 4)   // CPUID HLT IOIO MSR
-        poke(&page, 0x010, 0x3, 4)                                      // VMRUN VMMCALL
-        poke(&page, 0x040, 0x0010_0000, 8)                              // iopm_base_pa
-        poke(&page, 0x048, 0x0010_3000, 8)                              // msrpm_base_pa
-        poke(&page, 0x058, 1, 4)                                        // asid
-        poke(&page, 0x060, 0x0100_0100, 4)                              // int_ctl V_IRQ | V_INTR_MASKING
-        poke(&page, 0x070, 0x7B, 8)                                     // exit_code IOIO (u64)
-        poke(&page, 0x078, 0x0080_0010, 8)                              // OUT 0x80, 1 byte
-        poke(&page, 0x080, 0x40_1234, 8)                                // exit_info_2 = next RIP
-        poke(&page, 0x090, 1, 8)                                        // misc_ctl NP_ENABLE
-        poke(&page, 0x0B0, 0x20_0000, 8)                                // nested_cr3
-        poke(&page, 0x0C8, 0x40_1234, 8)                                // next_rip
-        poke(&page, 0x410, 0x08, 2); poke(&page, 0x412, 0x29B, 2)      // cs selector, attrib (L P S code)
-        poke(&page, 0x414, 0xFFFF_FFFF, 4); poke(&page, 0x418, 0, 8)
-        poke(&page, 0x4CB, 3, 1)                                        // cpl
-        poke(&page, 0x4D0, 0x1D00, 8)                                   // efer SVME LMA LME NXE
-        poke(&page, 0x548, 0x20, 8)                                     // cr4 PAE
-        poke(&page, 0x550, 0x5000, 8)                                   // cr3
-        poke(&page, 0x558, 0x8000_0011, 8)                              // cr0
-        poke(&page, 0x570, 0x202, 8)                                    // rflags
-        poke(&page, 0x578, 0x40_1232, 8)                                // rip
-        poke(&page, 0x5D8, 0x7000, 8)                                   // rsp
-        poke(&page, 0x5F8, 0xABCD, 8)                                   // rax
-        poke(&page, 0x640, 0xDEAD_B000, 8)                              // cr2
-        poke(&page, 0x6E0, 0x1_0000_0005, 8)                            // spec_ctrl (u64)
+        poke(&page, 0x00C, 1 << 18 | 1 << 24 | 1 << 27 | 1 << 28, 4)  // CPUID HLT IOIO MSR
+        poke(&page, 0x010, 0x3, 4)  // VMRUN VMMCALL
+        poke(&page, 0x040, 0x0010_0000, 8)  // iopm_base_pa
+        poke(&page, 0x048, 0x0010_3000, 8)  // msrpm_base_pa
+        poke(&page, 0x058, 1, 4)  // asid
+        poke(&page, 0x060, 0x0100_0100, 4)  // int_ctl V_IRQ | V_INTR_MASKING
+        poke(&page, 0x070, 0x7B, 8)  // exit_code IOIO (u64)
+        poke(&page, 0x078, 0x0080_0010, 8)  // OUT 0x80, 1 byte
+        poke(&page, 0x080, 0x40_1234, 8)  // exit_info_2 = next RIP
+        poke(&page, 0x090, 1, 8)  // misc_ctl NP_ENABLE
+        poke(&page, 0x0B0, 0x20_0000, 8)  // nested_cr3
+        poke(&page, 0x0C8, 0x40_1234, 8)  // next_rip
+        poke(&page, 0x410, 0x08, 2)
+        poke(&page, 0x412, 0x29B, 2)  // cs selector, attrib (L P S code)
+        poke(&page, 0x414, 0xFFFF_FFFF, 4)
+        poke(&page, 0x418, 0, 8)
+        poke(&page, 0x4CB, 3, 1)  // cpl
+        poke(&page, 0x4D0, 0x1D00, 8)  // efer SVME LMA LME NXE
+        poke(&page, 0x548, 0x20, 8)  // cr4 PAE
+        poke(&page, 0x550, 0x5000, 8)  // cr3
+        poke(&page, 0x558, 0x8000_0011, 8)  // cr0
+        poke(&page, 0x570, 0x202, 8)  // rflags
+        poke(&page, 0x578, 0x40_1232, 8)  // rip
+        poke(&page, 0x5D8, 0x7000, 8)  // rsp
+        poke(&page, 0x5F8, 0xABCD, 8)  // rax
+        poke(&page, 0x640, 0xDEAD_B000, 8)  // cr2
+        poke(&page, 0x6E0, 0x1_0000_0005, 8)  // spec_ctrl (u64)
         let v = try VMCB(bytes: page)
         let expected: [VMCBField: UInt64] = [
             .intercepts3: 0x1904_0000, .intercepts4: 3, .iopmBasePA: 0x10_0000,
@@ -68,7 +70,8 @@ struct LayoutAndCodecTests {
             .miscCtl: 1, .nestedCR3: 0x20_0000, .nextRIP: 0x40_1234,
             .saveCSSelector: 8, .saveCSAttrib: 0x29B, .saveCSLimit: 0xFFFF_FFFF, .saveCPL: 3,
             .saveEFER: 0x1D00, .saveCR4: 0x20, .saveCR3: 0x5000, .saveCR0: 0x8000_0011, .saveRFLAGS: 0x202,
-            .saveRIP: 0x40_1232, .saveRSP: 0x7000, .saveRAX: 0xABCD, .saveCR2: 0xDEAD_B000, .saveSpecCtrl: 0x1_0000_0005,
+            .saveRIP: 0x40_1232, .saveRSP: 0x7000, .saveRAX: 0xABCD, .saveCR2: 0xDEAD_B000,
+            .saveSpecCtrl: 0x1_0000_0005,
         ]
         for (field, value) in expected {
             #expect(v[field] == .integer(value), "\(field.name)")

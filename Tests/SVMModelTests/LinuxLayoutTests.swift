@@ -38,13 +38,13 @@ struct LinuxLayoutTests {
         (.erapCtl, "control.erap_ctl", 0x05D, 1),
         (.reserved2, "control.reserved_2", 0x05E, 2),
         (.intCtl, "control.int_ctl", 0x060, 4),
-        (.exitCode, "control.exit_code", 0x070, 8),          // u64 exit_code; exit_code_hi is gone
+        (.exitCode, "control.exit_code", 0x070, 8),  // u64 exit_code; exit_code_hi is gone
         (.exitInfo1, "control.exit_info_1", 0x078, 8),
-        (.miscCtl, "control.misc_ctl", 0x090, 8),            // formerly nested_ctl
+        (.miscCtl, "control.misc_ctl", 0x090, 8),  // formerly nested_ctl
         (.avicVAPICBar, "control.avic_vapic_bar", 0x098, 8),
         (.ghcbGPA, "control.ghcb_gpa", 0x0A0, 8),
         (.nestedCR3, "control.nested_cr3", 0x0B0, 8),
-        (.miscCtl2, "control.misc_ctl2", 0x0B8, 8),          // formerly virt_ext
+        (.miscCtl2, "control.misc_ctl2", 0x0B8, 8),  // formerly virt_ext
         (.clean, "control.clean", 0x0C0, 4),
         (.vmsaPA, "control.vmsa_pa", 0x108, 8),
         (.reserved8, "control.reserved_8", 0x110, 16),
@@ -74,8 +74,8 @@ struct LinuxLayoutTests {
         (.saveGPAT, "save.g_pat", 0x668, 8),
         (.saveLastExcpTo, "save.last_excp_to", 0x690, 8),
         (.saveReserved0x298, "save.reserved_0x298", 0x698, 72),
-        (.saveSpecCtrl, "save.spec_ctrl", 0x6E0, 8),         // u64, was 4 bytes here
-        (.saveReserved0x2E8, "save.reserved_0x2e8", 0x6E8, 0x918),   // to the end of the page
+        (.saveSpecCtrl, "save.spec_ctrl", 0x6E0, 8),  // u64, was 4 bytes here
+        (.saveReserved0x2E8, "save.reserved_0x2e8", 0x6E8, 0x918),  // to the end of the page
     ]
 
     @Test("new and renamed fields sit at svm.h's offsets with svm.h's widths and names")
@@ -93,8 +93,10 @@ struct LinuxLayoutTests {
 
     @Test("names Linux no longer has are gone")
     func removedNames() {
-        for name in ["control.exit_code_hi", "control.nested_ctl", "control.virt_ext", "save.reserved_tail",
-                     "save.reserved_1", "control.reserved_4"] {
+        for name in [
+            "control.exit_code_hi", "control.nested_ctl", "control.virt_ext", "save.reserved_tail",
+            "save.reserved_1", "control.reserved_4",
+        ] {
             #expect(VMCBLayout.field(named: name) == nil, "\(name)")
         }
     }
@@ -121,11 +123,13 @@ struct LinuxLayoutTests {
         let file = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
             .appendingPathComponent("../../Sources/SVMModel/VMCBLayout.swift").standardized
         let source = try String(contentsOf: file, encoding: .utf8)
-        let decl = try NSRegularExpression(pattern:
-            #"public static let (\w+) = (control|save|selector|attributes|limit|base)\([^"]*"([^"]+)""#)
+        let decl = try NSRegularExpression(
+            pattern:
+                #"public static let (\w+) = (control|save|selector|attributes|limit|base)\([^"]*"([^"]+)""#)
         let ns = source as NSString
         return decl.matches(in: source, range: NSRange(location: 0, length: ns.length)).map { m in
-            let id = ns.substring(with: m.range(at: 1)), helper = ns.substring(with: m.range(at: 2))
+            let id = ns.substring(with: m.range(at: 1))
+            let helper = ns.substring(with: m.range(at: 2))
             let name = ns.substring(with: m.range(at: 3))
             let part = ["selector": ".selector", "attributes": ".attrib", "limit": ".limit", "base": ".base"][helper]
             return (id, (helper == "control" ? "control." : "save.") + name + (part ?? ""))
@@ -143,15 +147,20 @@ struct LinuxLayoutTests {
     /// lowerCamelCase of the Linux name, acronyms uppercased; save fields prefixed `save`.
     static func swiftName(_ name: String) -> String {
         let acronyms: Set<String> = [
-            "RIP", "RSP", "RAX", "CR0", "CR2", "CR3", "CR4", "DR6", "DR7", "EFER", "RFLAGS", "CS", "SS", "DS", "ES", "FS",
+            "RIP", "RSP", "RAX", "CR0", "CR2", "CR3", "CR4", "DR6", "DR7", "EFER", "RFLAGS", "CS", "SS", "DS", "ES",
+            "FS",
             "GS", "TR", "LDTR", "GDTR", "IDTR", "PA", "ASID", "TLB", "IOPM", "MSRPM", "CPL", "PAT", "SSP", "CET", "GPA",
             "GHCB", "AVIC", "VMSA", "ID", "SEV", "VAPIC", "VMPL", "ISST", "ESP", "EIP",
         ]
         let save = name.hasPrefix("save.")
-        let words = name.split(separator: ".", maxSplits: 1)[1].split(whereSeparator: { "_.[]".contains($0) }).map(String.init)
+        let words = name.split(separator: ".", maxSplits: 1)[1].split(whereSeparator: { "_.[]".contains($0) }).map(
+            String.init)
         var out = save ? "save" : ""
         for (i, w) in words.enumerated() {
-            if i == 0 && !save { out += acronyms.contains(w.uppercased()) ? w.lowercased() : w; continue }
+            if i == 0 && !save {
+                out += acronyms.contains(w.uppercased()) ? w.lowercased() : w
+                continue
+            }
             out += acronyms.contains(w.uppercased()) ? w.uppercased() : w.prefix(1).uppercased() + w.dropFirst()
         }
         return out
@@ -193,9 +202,11 @@ struct LinuxLayoutTests {
         #expect(encoded == v)
         // JSON carries the new names.
         let json = v.json(onlyNonZero: true).serialized()
-        for key in ["\"erap_ctl\":\"0x3\"", "\"exit_code\":\"0xffffffffffffffff\"", "\"misc_ctl\":\"0x1\"",
-                    "\"misc_ctl2\":\"0x3\"", "\"bus_lock_counter\":\"0xbeef\"", "\"guest_sev_features\":\"0x21\"",
-                    "\"spec_ctrl\":\"0x8000000000000004\""] {
+        for key in [
+            "\"erap_ctl\":\"0x3\"", "\"exit_code\":\"0xffffffffffffffff\"", "\"misc_ctl\":\"0x1\"",
+            "\"misc_ctl2\":\"0x3\"", "\"bus_lock_counter\":\"0xbeef\"", "\"guest_sev_features\":\"0x21\"",
+            "\"spec_ctrl\":\"0x8000000000000004\"",
+        ] {
             #expect(json.contains(key), "\(key)")
         }
     }

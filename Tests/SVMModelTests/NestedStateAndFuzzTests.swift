@@ -6,10 +6,10 @@ struct NestedStateTests {
     @Test("a guest-mode blob decodes: flags, vmcb_pa, cached controls, L1's save half; round-trips")
     func guestMode() throws {
         var data = VMCB()
-        data[integer: .asid] = 1                 // cached vmcb12 control
+        data[integer: .asid] = 1  // cached vmcb12 control
         data[integer: .intercepts4] = 1
-        data[integer: .saveRIP] = 0x20_0105             // L1 after VMRUN
-        data[integer: .saveRAX] = 0x10_2000             // = vmcb12 GPA
+        data[integer: .saveRIP] = 0x20_0105  // L1 after VMRUN
+        data[integer: .saveRAX] = 0x10_2000  // = vmcb12 GPA
         data[integer: .saveCR0] = 0x8000_0011
         let bytes = SVMNestedState.make(flags: [.guestMode, .gifSet], vmcbPA: 0x10_2000, data: data)
         #expect(bytes.count == 4224)
@@ -40,7 +40,9 @@ struct NestedStateTests {
         #expect(throws: NestedStateError.notSVM(format: 0)) { try SVMNestedState(bytes: vmx) }
         var truncated = SVMNestedState.make(flags: [.guestMode], vmcbPA: 0x1000, data: VMCB())
         truncated.removeLast(100)
-        #expect(throws: NestedStateError.sizeMismatch(header: 4224, actual: 4124)) { try SVMNestedState(bytes: truncated) }
+        #expect(throws: NestedStateError.sizeMismatch(header: 4224, actual: 4124)) {
+            try SVMNestedState(bytes: truncated)
+        }
         var noData = SVMNestedState.make(flags: [.guestMode], vmcbPA: 0x1000, data: nil)
         noData[0] = 1
         #expect(throws: NestedStateError.missingData(flags: "GUEST_MODE")) { try SVMNestedState(bytes: noData) }
@@ -67,7 +69,10 @@ struct FuzzTests {
             let cut = Int.random(in: 0..<4096, using: &rng)
             #expect(throws: VMCBError.self) { try VMCB(bytes: page.prefix(cut)) }
             var blob = Array(page.prefix(Int.random(in: 0...4300, using: &rng)))
-            if round % 3 == 0, blob.count >= 8 { blob[2] = 1; blob[3] = 0 }   // SVM format, random size
+            if round % 3 == 0, blob.count >= 8 {
+                blob[2] = 1
+                blob[3] = 0
+            }  // SVM format, random size
             if let s = try? SVMNestedState(bytes: blob) { _ = s.json.serialized() }
         }
         for code in [0, 0x3F, 0x40, 0x5F, 0x7B, 0x7C, 0x400, 0xFFFF_FFFF, UInt64.max, 0xF000_0000] as [UInt64] {
@@ -83,11 +88,13 @@ struct NestedStateDiffTests {
         var data = VMCB()
         data[integer: .saveRIP] = 0x1234
         data[integer: .intCtl] = 1 << 24
-        let a = try SVMNestedState(bytes: SVMNestedState.make(flags: [.guestMode, .gifSet], vmcbPA: 0x20000, data: data))
+        let a = try SVMNestedState(
+            bytes: SVMNestedState.make(flags: [.guestMode, .gifSet], vmcbPA: 0x20000, data: data))
         var other = data
         other[integer: .saveDR6] = 0xFFFF_0FF0
         other[integer: .intCtl] = 1 << 24 | 1 << 8
-        let b = try SVMNestedState(bytes: SVMNestedState.make(flags: [.guestMode, .runPending, .gifSet], vmcbPA: 0x20000, data: other))
+        let b = try SVMNestedState(
+            bytes: SVMNestedState.make(flags: [.guestMode, .runPending, .gifSet], vmcbPA: 0x20000, data: other))
         let d = a.differences(from: b)
         #expect(d.map(\.field) == ["flags", "control.int_ctl", "save.dr6"])
         #expect(d[0].first.contains("GUEST_MODE|GIF_SET") && d[0].second.contains("RUN_PENDING"))

@@ -2,32 +2,45 @@ import DebuggerEngine
 import Foundation
 import SVMModel
 import Testing
+
 @testable import TUI
 
 /// Two stops of an IOIO exit, built from real VMCB pages (no KVM).
-func sampleView(width: Int = 160, unknownRBX: Bool = true, unexpected: Bool = false, iopmBit: Bool? = nil) -> SessionView {
+func sampleView(width: Int = 160, unknownRBX: Bool = true, unexpected: Bool = false, iopmBit: Bool? = nil)
+    -> SessionView
+{
     var before = VMCB()
-    before[integer: .intercepts4] = 1; before[integer: .asid] = 1
+    before[integer: .intercepts4] = 1
+    before[integer: .asid] = 1
     if iopmBit != nil {
         before[integer: .intercepts3] = 1 << 27
         before[integer: .iopmBasePA] = 0x10_0000
     }
-    before[integer: .saveRIP] = 0x14F0; before[integer: .saveEFER] = 0x1500; before[integer: .saveCR0] = 0x8000_0011
+    before[integer: .saveRIP] = 0x14F0
+    before[integer: .saveEFER] = 0x1500
+    before[integer: .saveCR0] = 0x8000_0011
     var after = before
-    after[integer: .exitCode] = 0x7B; after[integer: .exitInfo1] = 0x0080_0090; after[integer: .exitInfo2] = 0x14F6
+    after[integer: .exitCode] = 0x7B
+    after[integer: .exitInfo1] = 0x0080_0090
+    after[integer: .exitInfo2] = 0x14F6
     after[integer: .saveRIP] = 0x14F4
     if unexpected { after[integer: .asid] = 9 }
-    let l1a: [Register: RegisterValue] = [.rax: .known(0x20000), .rbx: unknownRBX ? .unknown : .known(5), .rip: .known(0x12A8),
-                                          .cr0: .known(0x8000_0011)]
+    let l1a: [Register: RegisterValue] = [
+        .rax: .known(0x20000), .rbx: unknownRBX ? .unknown : .known(5), .rip: .known(0x12A8),
+        .cr0: .known(0x8000_0011),
+    ]
     let l1b = l1a
-    let l2a: [Register: RegisterValue] = [.rax: .known(1), .rbx: .known(0x800), .rip: .known(0x14F0), .cr0: .known(0x8000_0011)]
+    let l2a: [Register: RegisterValue] = [
+        .rax: .known(1), .rbx: .known(0x800), .rip: .known(0x14F0), .cr0: .known(0x8000_0011),
+    ]
     var l2b = l2a
     l2b[.rip] = .known(0x14F4)
     let s0 = Stop.synthetic(index: 0, before: before, after: before, l1: l1a, l2: l2a)
     var s1 = Stop.synthetic(index: 1, before: before, after: after, l1: l1b, l2: l2b)
     if let iopmBit {
         // L1's IOPM byte for ports 0x80-0x87, with port 0x80's bit as asked.
-        s1.why = ExitCause(code: after.exitCode, exitInfo1: after[integer: .exitInfo1], controls: before) { gpa, count in
+        s1.why = ExitCause(code: after.exitCode, exitInfo1: after[integer: .exitInfo1], controls: before) {
+            gpa, count in
             gpa == 0x10_0010 && count == 1 ? [iopmBit ? 1 : 0] : nil
         }
     }
@@ -45,10 +58,15 @@ struct RendererTests {
     @Test("L1 and L2 side by side, labelled, with the live level in the banner")
     func panes() throws {
         let s = render(sampleView(), 160, 50)
-        let l1 = try #require(s.find("L1 (live)")), l2 = try #require(s.find("┌─ L2"))
+        let l1 = try #require(s.find("L1 (live)"))
+        let l2 = try #require(s.find("┌─ L2"))
         #expect(l1.row == l2.row && l2.col >= 79, "side by side")
         #expect(s.line(0).contains("live: L1") && s.line(0).contains("exit IOIO"))
-        #expect(s.style(row: 0, col: s.line(0).distance(from: s.line(0).startIndex, to: s.line(0).range(of: "live: L1")!.lowerBound)) == .live)
+        #expect(
+            s.style(
+                row: 0,
+                col: s.line(0).distance(from: s.line(0).startIndex, to: s.line(0).range(of: "live: L1")!.lowerBound))
+                == .live)
     }
 
     @Test("a value that changed since the previous stop is highlighted; an unknowable one is shown as unknown")
@@ -101,8 +119,9 @@ struct RendererTests {
         #expect(stop.kvmWrote.count - rewritten == 4, "exit_code, exit_info_1, exit_info_2, save.rip")
         for (w, h) in [(100, 40), (200, 60)] {
             let s = render(sampleView(iopmBit: true), w, h)
-            let header = try #require(s.find("KVM wrote \(stop.kvmWrote.count) fields: 4 changed (below), \(rewritten) rewritten"),
-                                      "\(w)x\(h)")
+            let header = try #require(
+                s.find("KVM wrote \(stop.kvmWrote.count) fields: 4 changed (below), \(rewritten) rewritten"),
+                "\(w)x\(h)")
             let rip = try #require(s.find("save.rip"))
             #expect(rip.row > header.row && s.line(rip.row).contains("l2_state_synced"))
             let list = try #require(s.find("rewritten: "), "\(w)x\(h)")
@@ -111,14 +130,21 @@ struct RendererTests {
             // The names: segments as cs.*, the rest one by one; all of them fit at both sizes.
             let paneInner = w * 3 / 5 - 2
             let names = (list.row..<(h - 2)).map { " " + s.line($0).dropFirst(1).prefix(paneInner) }.joined() + " "
-            for name in ["es.*", "cs.*", "ss.*", "ds.*", "gdtr.*", "idtr.*", "efer", "cr0", "cr3", "rflags", "int_state", "event_inj"] {
+            for name in [
+                "es.*", "cs.*", "ss.*", "ds.*", "gdtr.*", "idtr.*", "efer", "cr0", "cr3", "rflags", "int_state",
+                "event_inj",
+            ] {
                 #expect(names.contains(" \(name) "), "\(name) at \(w)x\(h)")
             }
-            #expect(!names.contains("cs.selector") && !names.contains("exit_code "), "changed fields are not listed as rewritten")
+            #expect(
+                !names.contains("cs.selector") && !names.contains("exit_code "),
+                "changed fields are not listed as rewritten")
         }
     }
 
-    @Test("a tracepoint stop shows KVM's word: agreement with vmcb12, the exits KVM handled itself, a disagreement loudly")
+    @Test(
+        "a tracepoint stop shows KVM's word: agreement with vmcb12, the exits KVM handled itself, a disagreement loudly"
+    )
     func kvmEvidence() throws {
         var view = sampleView()
         var evidence = KVMEvidence()
@@ -135,7 +161,9 @@ struct RendererTests {
             let alarm = try #require(s.find("!! KVM vs vmcb12: exit_info1"), "\(w)x\(h)")
             #expect(s.style(row: alarm.row, col: alarm.col) == .unexpected)
         }
-        #expect(render(sampleView(), 160, 50).find("L0 handled") == nil, "nothing claimed without KVM's events (patch stops)")
+        #expect(
+            render(sampleView(), 160, 50).find("L0 handled") == nil,
+            "nothing claimed without KVM's events (patch stops)")
         view.unicode = false
         #expect(render(view, 100, 40).find("L0 handled: CPUIDx2 NPFx1") != nil, "ASCII where the terminal is not UTF-8")
     }
@@ -202,7 +230,9 @@ struct RendererTests {
 
 @Suite("themes")
 struct ThemeTests {
-    static let themesDir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Themes").standardized
+    static let themesDir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+        "../../Themes"
+    ).standardized
 
     @Test("the shipped themes parse: default, light, mono (monochrome)", arguments: ["default", "light", "mono"])
     func shipped(name: String) throws {
@@ -261,7 +291,10 @@ struct PanelTests {
     func panel() throws {
         var view = SessionView(target: "demo")
         view.unicode = false
-        view.panel = (title: "migrate: same (any key closes)", lines: ["exit 3 — saved at nested_exit", String(repeating: "x", count: 300)])
+        view.panel = (
+            title: "migrate: same (any key closes)",
+            lines: ["exit 3 — saved at nested_exit", String(repeating: "x", count: 300)]
+        )
         var screen = ScreenBuffer(width: 100, height: 30)
         Renderer.render(view, into: &screen)
         #expect(screen.find("migrate: same (any key closes)") != nil)

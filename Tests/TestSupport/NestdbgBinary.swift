@@ -3,7 +3,8 @@ import Foundation
 /// The built `nestdbg`, which sits next to the test bundle, run as a user would.
 public enum NestdbgBinary {
     public static let url: URL = {
-        let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let me =
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         return URL(fileURLWithPath: me).deletingLastPathComponent().appendingPathComponent("nestdbg")
     }()
 

@@ -10,7 +10,8 @@ public enum EngineError: Error, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .cannotStepL2:
-            return "single-step in L2 is refused: re-arming it on an instruction L1 intercepts makes KVM inject #DB into L1; use n (next exit)"
+            return
+                "single-step in L2 is refused: re-arming it on an instruction L1 intercepts makes KVM inject #DB into L1; use n (next exit)"
         case .breakpointNeedsL1: return "set L1 breakpoints while stopped in L1 (its paging translates the address)"
         case let .sourceCannot(what): return what
         }
@@ -128,7 +129,9 @@ public final class Engine: @unchecked Sendable {
 
     /// Executes one L1 instruction (L2 single-step is refused: see `EngineError.cannotStepL2`).
     public func stepInstruction() throws -> Stop {
-        guard source.capabilities.contains(.singleStep) else { throw EngineError.sourceCannot("this stop source cannot single-step") }
+        guard source.capabilities.contains(.singleStep) else {
+            throw EngineError.sourceCannot("this stop source cannot single-step")
+        }
         if try target.isInGuestMode() { throw EngineError.cannotStepL2 }
         return try record(try assembler.assemble(try source.singleStep(), from: target))
     }
@@ -141,7 +144,9 @@ public final class Engine: @unchecked Sendable {
     /// where the guest is now is recorded and returned (a pause, or the
     /// fault or exit that ended it).
     public func runFree(shouldStop: () -> Bool, sample: (Stop) -> Void) throws -> Stop {
-        guard source.capabilities.contains(.freeRun) else { throw EngineError.sourceCannot("this stop source cannot run freely") }
+        guard source.capabilities.contains(.freeRun) else {
+            throw EngineError.sourceCannot("this stop source cannot run freely")
+        }
         var assembler = self.assembler
         target.resumeOtherVCPUs()
         defer { target.pauseOtherVCPUs() }

@@ -137,7 +137,8 @@ public final class EngineSession: DebugSession, @unchecked Sendable {
 
     /// "stopped"; for QEMU's vCPU, also what stalls while nestdbg holds it.
     public var stoppedDescription: String {
-        isAttached ? "stopped: QEMU's vCPU is held (QMP stop, info registers, migration wait; c runs, q detaches)" : "stopped"
+        isAttached
+            ? "stopped: QEMU's vCPU is held (QMP stop, info registers, migration wait; c runs, q detaches)" : "stopped"
     }
 
     /// What stops it (KVM's tracepoints: nothing patched into guest memory). Fixed: any thread.
@@ -160,7 +161,10 @@ public final class EngineSession: DebugSession, @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         if command.needsRecording {
-            throw CommandRefusal(description: "a live vCPU does not run backwards or jump: record it (--record FILE, or R in the front end) and open it with nestdbg replay FILE")
+            throw CommandRefusal(
+                description:
+                    "a live vCPU does not run backwards or jump: record it (--record FILE, or R in the front end) and open it with nestdbg replay FILE"
+            )
         }
         switch (currentState, command) {
         case (.ended, _):
@@ -209,7 +213,9 @@ public final class EngineSession: DebugSession, @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         if events.isEmpty, timeout > .zero {
-            let deadline = Date(timeIntervalSinceNow: Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18)
+            let deadline = Date(
+                timeIntervalSinceNow: Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
+            )
             while events.isEmpty, condition.wait(until: deadline) {}
         }
         defer { events.removeAll() }
@@ -291,9 +297,11 @@ public final class EngineSession: DebugSession, @unchecked Sendable {
                 // On this thread: for another process's vCPU it is the tracer. A failed
                 // detach is an event the caller reads after `shutdown` (`endFailure`).
                 if claimed {
-                    do { try engine.detach() } catch { locked { detachFailure = "leaving the vCPU as nestdbg found it: \(error)" } }
+                    do { try engine.detach() } catch {
+                        locked { detachFailure = "leaving the vCPU as nestdbg found it: \(error)" }
+                    }
                 }
-                engine.recorder = nil   // finishes the file
+                engine.recorder = nil  // finishes the file
                 condition.lock()
                 currentState = .ended
                 condition.broadcast()
@@ -313,8 +321,10 @@ public final class EngineSession: DebugSession, @unchecked Sendable {
             case .nextStop: post(.stopped(try engine.step(), history: engine.history[...]), state: .stopped)
             case .next: post(.stopped(try engine.next(), history: engine.history[...]), state: .stopped)
             case .nextVMRUN: post(.stopped(try engine.nextVMRUN(), history: engine.history[...]), state: .stopped)
-            case .continueRunning: post(.stopped(try engine.continueRunning(), history: engine.history[...]), state: .stopped)
-            case .stepInstruction: post(.stopped(try engine.stepInstruction(), history: engine.history[...]), state: .stopped)
+            case .continueRunning:
+                post(.stopped(try engine.continueRunning(), history: engine.history[...]), state: .stopped)
+            case .stepInstruction:
+                post(.stopped(try engine.stepInstruction(), history: engine.history[...]), state: .stopped)
             case let .watch(freeRunning):
                 let end = freeRunning ? try watchFreely() : try watchByStepping()
                 post(.stopped(end, history: engine.history[...]), state: .stopped)
@@ -326,11 +336,13 @@ public final class EngineSession: DebugSession, @unchecked Sendable {
                 post(.breakpoints(engine.breakpoints.list), state: .stopped)
             case .captureState:
                 guard let own = engine.target.migratable else {
-                    throw TargetError.notSupported(operation: "saving the vCPU for a migration check (nestdbg's own VMs only)",
-                                                   target: engine.target.name)
+                    throw TargetError.notSupported(
+                        operation: "saving the vCPU for a migration check (nestdbg's own VMs only)",
+                        target: engine.target.name)
                 }
-                let captured = CapturedStop(target: own, state: try own.captureState(), stop: engine.history.last,
-                                            context: engine.context)
+                let captured = CapturedStop(
+                    target: own, state: try own.captureState(), stop: engine.history.last,
+                    context: engine.context)
                 post(.captured(captured), state: .stopped)
             case let .record(handle):
                 engine.recorder = handle?.recorder
@@ -346,8 +358,9 @@ public final class EngineSession: DebugSession, @unchecked Sendable {
     }
 
     private func watchFreely() throws -> Stop {
-        try engine.runFree(shouldStop: { locked { stopWatchRequested || quitRequested } },
-                           sample: { post(.sample($0, counts: nil)) })
+        try engine.runFree(
+            shouldStop: { locked { stopWatchRequested || quitRequested } },
+            sample: { post(.sample($0, counts: nil)) })
     }
 
     /// Without KVM's tracepoints: stop at each exit and count it.

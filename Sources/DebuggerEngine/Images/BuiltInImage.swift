@@ -5,8 +5,10 @@ struct BuiltInImage {
     let symbols: [String: UInt64]
 
     /// Reads an image through its four C accessors.
-    init(loadAddress: UInt64, image: (UnsafeMutablePointer<Int>) -> UnsafePointer<UInt8>?, symbolCount: () -> Int,
-         symbolName: (Int) -> UnsafePointer<CChar>?, symbolOffset: (Int) -> Int) {
+    init(
+        loadAddress: UInt64, image: (UnsafeMutablePointer<Int>) -> UnsafePointer<UInt8>?, symbolCount: () -> Int,
+        symbolName: (Int) -> UnsafePointer<CChar>?, symbolOffset: (Int) -> Int
+    ) {
         var length = 0
         let start = image(&length)!
         bytes = Array(UnsafeBufferPointer(start: start, count: length))

@@ -23,8 +23,9 @@ public struct DemoImage: BuiltInL1, Sendable {
     public let symbols: [String: UInt64]
 
     public init() {
-        let image = BuiltInImage(loadAddress: DemoImage.loadAddress, image: nestdbg_demo_image, symbolCount: nestdbg_demo_symbol_count,
-                                 symbolName: nestdbg_demo_symbol_name, symbolOffset: nestdbg_demo_symbol_offset)
+        let image = BuiltInImage(
+            loadAddress: DemoImage.loadAddress, image: nestdbg_demo_image, symbolCount: nestdbg_demo_symbol_count,
+            symbolName: nestdbg_demo_symbol_name, symbolOffset: nestdbg_demo_symbol_offset)
         bytes = image.bytes
         symbols = image.symbols
     }
@@ -33,7 +34,10 @@ public struct DemoImage: BuiltInL1, Sendable {
     /// each causes. The page fault is a nested one (NPF) when L1 can use nested
     /// paging (KVM offers NPT: kvm_amd npt=1), else L2's own #PF.
     public static func l2Program(nestedPaging: Bool) -> [(symbol: String, exitCode: UInt64)] {
-        [("l2_cpuid", 0x72), ("l2_in", 0x7B), ("l2_out", 0x7B), ("l2_rdmsr", 0x7C), ("l2_wrmsr", 0x7C),
-         ("l2_ud", 0x46), ("l2_npf", nestedPaging ? 0x400 : 0x4E), ("l2_cr4", 0x14), ("l2_hlt", 0x78), ("l2_vmmcall", 0x81)]
+        [
+            ("l2_cpuid", 0x72), ("l2_in", 0x7B), ("l2_out", 0x7B), ("l2_rdmsr", 0x7C), ("l2_wrmsr", 0x7C),
+            ("l2_ud", 0x46), ("l2_npf", nestedPaging ? 0x400 : 0x4E), ("l2_cr4", 0x14), ("l2_hlt", 0x78),
+            ("l2_vmmcall", 0x81),
+        ]
     }
 }

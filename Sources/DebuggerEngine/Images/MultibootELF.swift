@@ -44,9 +44,12 @@ public struct MultibootELF: Sendable {
     /// segment's bytes on a page of its own, then the symbol and string
     /// tables and the section headers (one PROGBITS section per segment).
     public func encoded() -> [UInt8] {
-        let elfHeaderSize = 52, programHeaderSize = 32, sectionHeaderSize = 40, symbolSize = 16
+        let elfHeaderSize = 52
+        let programHeaderSize = 32
+        let sectionHeaderSize = 40
+        let symbolSize = 16
         let pageSize = 0x1000
-        let sectionAbsolute: UInt16 = 0xFFF1                       // SHN_ABS: a symbol outside every segment
+        let sectionAbsolute: UInt16 = 0xFFF1  // SHN_ABS: a symbol outside every segment
         let multibootOffset = (elfHeaderSize + programHeaderSize * segments.count + 3) & ~3
         var file = [UInt8](repeating: 0, count: multibootOffset + (hasMultibootHeader ? 12 : 0))
         if hasMultibootHeader {
@@ -60,21 +63,24 @@ public struct MultibootELF: Sendable {
             file += [UInt8](repeating: 0, count: (pageSize - file.count % pageSize) % pageSize)
             segmentOffsets.append(file.count)
             let size = UInt32(segment.bytes.count)
-            programHeaders += le32(1) + le32(UInt32(file.count)) + le32(segment.address) + le32(segment.address)
-                + le32(size) + le32(size) + le32(segment.isExecutable ? 5 : 6) + le32(UInt32(pageSize))   // PT_LOAD, R(W|X)
+            programHeaders +=
+                le32(1) + le32(UInt32(file.count)) + le32(segment.address) + le32(segment.address)
+                // PT_LOAD, R(W|X)
+                + le32(size) + le32(size) + le32(segment.isExecutable ? 5 : 6) + le32(UInt32(pageSize))
             file += segment.bytes
         }
 
         // Section 0 is null, 1...n the segments, then .symtab, .strtab, .shstrtab.
         let symtabIndex = segments.count + 1
         var strtab: [UInt8] = [0]
-        var symtab = [UInt8](repeating: 0, count: symbolSize)     // the null symbol
+        var symtab = [UInt8](repeating: 0, count: symbolSize)  // the null symbol
         for symbol in symbols {
             let inside = segments.firstIndex {
                 symbol.address >= $0.address && UInt64(symbol.address) < UInt64($0.address) + UInt64($0.bytes.count)
             }
             let section = inside.map { UInt16($0 + 1) } ?? sectionAbsolute
-            symtab += le32(UInt32(strtab.count)) + le32(symbol.address) + le32(0) + [0x10, 0] + le16(section)   // GLOBAL NOTYPE
+            // GLOBAL NOTYPE
+            symtab += le32(UInt32(strtab.count)) + le32(symbol.address) + le32(0) + [0x10, 0] + le16(section)
             strtab += Array(symbol.name.utf8) + [0]
         }
         var shstrtab: [UInt8] = [0]
@@ -82,20 +88,24 @@ public struct MultibootELF: Sendable {
             defer { shstrtab += Array(text.utf8) + [0] }
             return UInt32(shstrtab.count)
         }
-        func sectionHeader(name: UInt32, type: UInt32, flags: UInt32 = 0, address: UInt32 = 0, offset: Int, size: Int,
-                           link: Int = 0, info: UInt32 = 0, alignment: UInt32 = 1, entrySize: UInt32 = 0) -> [UInt8] {
+        func sectionHeader(
+            name: UInt32, type: UInt32, flags: UInt32 = 0, address: UInt32 = 0, offset: Int, size: Int,
+            link: Int = 0, info: UInt32 = 0, alignment: UInt32 = 1, entrySize: UInt32 = 0
+        ) -> [UInt8] {
             le32(name) + le32(type) + le32(flags) + le32(address) + le32(UInt32(offset)) + le32(UInt32(size))
                 + le32(UInt32(link)) + le32(info) + le32(alignment) + le32(entrySize)
         }
         var sectionHeaders = [UInt8](repeating: 0, count: sectionHeaderSize)
         for (i, segment) in segments.enumerated() {
             // PROGBITS, ALLOC|EXEC or ALLOC|WRITE
-            sectionHeaders += sectionHeader(name: name(".load\(i)"), type: 1, flags: segment.isExecutable ? 6 : 3,
-                                            address: segment.address, offset: segmentOffsets[i], size: segment.bytes.count,
-                                            alignment: UInt32(pageSize))
+            sectionHeaders += sectionHeader(
+                name: name(".load\(i)"), type: 1, flags: segment.isExecutable ? 6 : 3,
+                address: segment.address, offset: segmentOffsets[i], size: segment.bytes.count,
+                alignment: UInt32(pageSize))
         }
-        sectionHeaders += sectionHeader(name: name(".symtab"), type: 2, offset: file.count, size: symtab.count,
-                                        link: symtabIndex + 1, info: 1, alignment: 4, entrySize: UInt32(symbolSize))
+        sectionHeaders += sectionHeader(
+            name: name(".symtab"), type: 2, offset: file.count, size: symtab.count,
+            link: symtabIndex + 1, info: 1, alignment: 4, entrySize: UInt32(symbolSize))
         file += symtab
         sectionHeaders += sectionHeader(name: name(".strtab"), type: 3, offset: file.count, size: strtab.count)
         file += strtab
@@ -107,8 +117,9 @@ public struct MultibootELF: Sendable {
         file += sectionHeaders
 
         let sectionCount = symtabIndex + 3
-        let elfHeader: [UInt8] = [0x7F, 0x45, 0x4C, 0x46, 1, 1, 1, 0] + [UInt8](repeating: 0, count: 8)   // ELFCLASS32, LSB
-            + le16(2) + le16(3) + le32(1) + le32(entry)                                                   // ET_EXEC, EM_386
+        let elfHeader: [UInt8] =
+            [0x7F, 0x45, 0x4C, 0x46, 1, 1, 1, 0] + [UInt8](repeating: 0, count: 8)  // ELFCLASS32, LSB
+            + le16(2) + le16(3) + le32(1) + le32(entry)  // ET_EXEC, EM_386
             + le32(UInt32(elfHeaderSize)) + le32(UInt32(sectionHeaderOffset)) + le32(0)
             + le16(UInt16(elfHeaderSize)) + le16(UInt16(programHeaderSize)) + le16(UInt16(segments.count))
             + le16(UInt16(sectionHeaderSize)) + le16(UInt16(sectionCount)) + le16(UInt16(sectionCount - 1))

@@ -11,7 +11,8 @@ public enum ImageWriteError: Error, Equatable, CustomStringConvertible {
         case let .iterationsOutOfRange(n, allowed):
             return "--iterations \(n): the selfcheck L1 takes \(allowed.lowerBound) to \(allowed.upperBound)"
         case let .payloadTooLarge(name, end, limit):
-            return "the \(name) image would end at 0x\(String(end, radix: 16)), past 0x\(String(limit, radix: 16)) (its stack)"
+            return
+                "the \(name) image would end at 0x\(String(end, radix: 16)), past 0x\(String(limit, radix: 16)) (its stack)"
         }
     }
 }
@@ -47,9 +48,10 @@ public enum MultibootImage {
         var entry = 0
         let start = nestdbg_vmmcheck_image(&length, &entry)!
         let bytes = Array(UnsafeBufferPointer(start: start, count: length))
-        return MultibootELF(segments: [MultibootELF.Segment(address: vmmCheckAddress, bytes: bytes)],
-                            symbols: [MultibootELF.Symbol(name: "vmmcheck_entry", address: vmmCheckAddress + UInt32(entry))],
-                            entry: vmmCheckAddress + UInt32(entry))
+        return MultibootELF(
+            segments: [MultibootELF.Segment(address: vmmCheckAddress, bytes: bytes)],
+            symbols: [MultibootELF.Symbol(name: "vmmcheck_entry", address: vmmCheckAddress + UInt32(entry))],
+            entry: vmmCheckAddress + UInt32(entry))
     }
 
     /// `l1` with `bytes` (its own, or patched) behind the prologue.
@@ -59,11 +61,14 @@ public enum MultibootImage {
         let end = L1.loadAddress + UInt64(bytes.count)
         guard end <= limit else { throw .payloadTooLarge(name: L1.imageName, end: end, limit: limit) }
         // Symbols as offsets (load address 0): where it runs is its own quad's to say.
-        let prologue = BuiltInImage(loadAddress: 0, image: nestdbg_multiboot_image, symbolCount: nestdbg_multiboot_symbol_count,
-                                    symbolName: nestdbg_multiboot_symbol_name, symbolOffset: nestdbg_multiboot_symbol_offset)
+        let prologue = BuiltInImage(
+            loadAddress: 0, image: nestdbg_multiboot_image, symbolCount: nestdbg_multiboot_symbol_count,
+            symbolName: nestdbg_multiboot_symbol_name, symbolOffset: nestdbg_multiboot_symbol_offset)
         var code = prologue.bytes
         func offset(_ name: String) -> Int {
-            guard let o = prologue.symbols[name] else { preconditionFailure("the Multiboot prologue has no symbol \(name)") }
+            guard let o = prologue.symbols[name] else {
+                preconditionFailure("the Multiboot prologue has no symbol \(name)")
+            }
             return Int(o)
         }
         func patch(_ name: String, _ value: UInt64) {
@@ -87,7 +92,8 @@ public enum MultibootImage {
         let l1Symbols = l1.symbols.sorted { ($0.value, $0.key) < ($1.value, $1.key) }.map {
             MultibootELF.Symbol(name: $0.key, address: UInt32($0.value))
         }
-        return MultibootELF(segments: [MultibootELF.Segment(address: UInt32(base), bytes: code + bytes)],
-                            symbols: codeSymbols + l1Symbols, entry: UInt32(base) + UInt32(offset("entry")))
+        return MultibootELF(
+            segments: [MultibootELF.Segment(address: UInt32(base), bytes: code + bytes)],
+            symbols: codeSymbols + l1Symbols, entry: UInt32(base) + UInt32(offset("entry")))
     }
 }

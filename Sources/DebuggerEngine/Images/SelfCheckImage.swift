@@ -52,8 +52,10 @@ public struct SelfCheckImage: BuiltInL1, Sendable {
     public let symbols: [String: UInt64]
 
     public init() {
-        let image = BuiltInImage(loadAddress: SelfCheckImage.loadAddress, image: nestdbg_selfcheck_image, symbolCount: nestdbg_selfcheck_symbol_count,
-                                 symbolName: nestdbg_selfcheck_symbol_name, symbolOffset: nestdbg_selfcheck_symbol_offset)
+        let image = BuiltInImage(
+            loadAddress: SelfCheckImage.loadAddress, image: nestdbg_selfcheck_image,
+            symbolCount: nestdbg_selfcheck_symbol_count,
+            symbolName: nestdbg_selfcheck_symbol_name, symbolOffset: nestdbg_selfcheck_symbol_offset)
         bytes = image.bytes
         symbols = image.symbols
     }
@@ -61,7 +63,9 @@ public struct SelfCheckImage: BuiltInL1, Sendable {
     /// The image with L1's iteration limit set to `count` (for a long run;
     /// the checksum is taken at start, so it covers the new value).
     public func bytes(iterations count: Int) throws(ImageWriteError) -> [UInt8] {
-        guard Self.iterationRange.contains(count) else { throw .iterationsOutOfRange(count, allowed: Self.iterationRange) }
+        guard Self.iterationRange.contains(count) else {
+            throw .iterationsOutOfRange(count, allowed: Self.iterationRange)
+        }
         var patched = bytes
         let offset = Int(address("iteration_limit") - Self.loadAddress)
         let quad = (0..<8).map { UInt8(truncatingIfNeeded: UInt64(count) >> (8 * UInt64($0))) }
@@ -94,9 +98,11 @@ public struct SelfCheckImage: BuiltInL1, Sendable {
             switch self {
             case let .instruction(word, bit): return "\(word.name) bit \(bit)"
             case let .ioPort(port, isIn):
-                return "IOIO_PROT (intercepts[3] bit 27) and port 0x\(String(port, radix: 16)) in the IOPM (\(isIn ? "IN" : "OUT"))"
+                return
+                    "IOIO_PROT (intercepts[3] bit 27) and port 0x\(String(port, radix: 16)) in the IOPM (\(isIn ? "IN" : "OUT"))"
             case let .msr(msr, isWrite):
-                return "MSR_PROT (intercepts[3] bit 28) and the \(isWrite ? "write" : "read") bit of MSR 0x\(String(msr, radix: 16)) in the MSRPM"
+                return
+                    "MSR_PROT (intercepts[3] bit 28) and the \(isWrite ? "write" : "read") bit of MSR 0x\(String(msr, radix: 16)) in the MSRPM"
             case let .exception(vector): return "intercepts[2] bit \(vector) (exception vector \(vector))"
             }
         }
@@ -112,7 +118,8 @@ public struct SelfCheckImage: BuiltInL1, Sendable {
         public var description: String {
             switch self {
             case let .notIntercepted(word, bit): return "\(word.name) bit \(bit) clear: KVM emulates it for L2"
-            case let .portNotInIOPM(port): return "port 0x\(String(port, radix: 16)) not in the IOPM: KVM exits to the VMM"
+            case let .portNotInIOPM(port):
+                return "port 0x\(String(port, radix: 16)) not in the IOPM: KVM exits to the VMM"
             }
         }
     }
@@ -143,16 +150,26 @@ public struct SelfCheckImage: BuiltInL1, Sendable {
     /// exits L0 handles before it. Only L2's instructions count: L0 may add
     /// exits of its own (NPF or #PF while it fills its shadow tables, INTR).
     public static let l2Program: [NestedExit] = [
-        NestedExit(symbol: "l2_in", exitCode: 0x7B, intercept: .ioPort(port, isIn: true), l0HandledBefore: [
-            L0Exit(symbol: "l2_passthrough", exitCode: 0x7B, reason: .portNotInIOPM(passthroughPort), reachesVMM: true),
-            L0Exit(symbol: "l2_cpuid0", exitCode: 0x72, reason: .notIntercepted(word: .intercepts3, bit: 18), reachesVMM: false),
-            L0Exit(symbol: "l2_cpuid1", exitCode: 0x72, reason: .notIntercepted(word: .intercepts3, bit: 18), reachesVMM: false),
-        ]),
+        NestedExit(
+            symbol: "l2_in", exitCode: 0x7B, intercept: .ioPort(port, isIn: true),
+            l0HandledBefore: [
+                L0Exit(
+                    symbol: "l2_passthrough", exitCode: 0x7B, reason: .portNotInIOPM(passthroughPort), reachesVMM: true),
+                L0Exit(
+                    symbol: "l2_cpuid0", exitCode: 0x72, reason: .notIntercepted(word: .intercepts3, bit: 18),
+                    reachesVMM: false),
+                L0Exit(
+                    symbol: "l2_cpuid1", exitCode: 0x72, reason: .notIntercepted(word: .intercepts3, bit: 18),
+                    reachesVMM: false),
+            ]),
         NestedExit(symbol: "l2_out", exitCode: 0x7B, intercept: .ioPort(port, isIn: false), l0HandledBefore: []),
         NestedExit(symbol: "l2_rdmsr", exitCode: 0x7C, intercept: .msr(msr, isWrite: false), l0HandledBefore: []),
         NestedExit(symbol: "l2_ud", exitCode: 0x46, intercept: .exception(vector: 6), l0HandledBefore: []),
-        NestedExit(symbol: "l2_hlt", exitCode: 0x78, intercept: .instruction(word: .intercepts3, bit: 24), l0HandledBefore: []),
-        NestedExit(symbol: "l2_vmmcall", exitCode: 0x81, intercept: .instruction(word: .intercepts4, bit: 1), l0HandledBefore: []),
+        NestedExit(
+            symbol: "l2_hlt", exitCode: 0x78, intercept: .instruction(word: .intercepts3, bit: 24), l0HandledBefore: []),
+        NestedExit(
+            symbol: "l2_vmmcall", exitCode: 0x81, intercept: .instruction(word: .intercepts4, bit: 1),
+            l0HandledBefore: []),
     ]
 
     /// Nested exits in a whole run (the exit counter at the end).

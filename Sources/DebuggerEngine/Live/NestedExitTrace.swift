@@ -8,7 +8,9 @@ public final class NestedExitTrace {
     public enum TraceError: Error, CustomStringConvertible {
         case unavailable(String)
         public var description: String {
-            switch self { case let .unavailable(why): return "KVM's nested tracepoints are not available: \(why)" }
+            switch self {
+            case let .unavailable(why): return "KVM's nested tracepoints are not available: \(why)"
+            }
         }
     }
 
@@ -20,22 +22,29 @@ public final class NestedExitTrace {
     public init(threadID tid: Int32) throws {
         var found: String?
         for dir in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] where access(dir + "/events/kvm", F_OK) == 0 {
-            found = dir; break
+            found = dir
+            break
         }
         if found == nil, mount("tracefs", "/sys/kernel/tracing", "tracefs", 0, nil) == 0,
-           access("/sys/kernel/tracing/events/kvm", F_OK) == 0 {
+            access("/sys/kernel/tracing/events/kvm", F_OK) == 0
+        {
             found = "/sys/kernel/tracing"
         }
-        guard let root = found else { throw TraceError.unavailable("no tracefs with kvm events (mount tracefs as root)") }
+        guard let root = found else {
+            throw TraceError.unavailable("no tracefs with kvm events (mount tracefs as root)")
+        }
         self.root = root
         let event = root + "/events/kvm/kvm_nested_vmexit_inject"
         guard NestedExitTrace.write("common_pid == \(tid)", to: event + "/filter"),
-              NestedExitTrace.write("1", to: event + "/enable") else {
+            NestedExitTrace.write("1", to: event + "/enable")
+        else {
             throw TraceError.unavailable("cannot enable \(event): \(String(cString: strerror(errno)))")
         }
-        _ = NestedExitTrace.write("", to: root + "/trace")   // drop older events
+        _ = NestedExitTrace.write("", to: root + "/trace")  // drop older events
         fd = open(root + "/trace_pipe", O_RDONLY | O_NONBLOCK | O_CLOEXEC)
-        guard fd >= 0 else { throw TraceError.unavailable("cannot open trace_pipe: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else {
+            throw TraceError.unavailable("cannot open trace_pipe: \(String(cString: strerror(errno)))")
+        }
     }
 
     deinit {
@@ -82,8 +91,10 @@ public final class NestedExitTrace {
     private var consumed = 0
 
     /// The exit named after "reason: " in bytes [start, end), cached by name.
-    private static func exitCode(_ p: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int,
-                                 _ names: inout [ArraySlice<UInt8>: UInt64?]) -> UInt64? {
+    private static func exitCode(
+        _ p: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int,
+        _ names: inout [ArraySlice<UInt8>: UInt64?]
+    ) -> UInt64? {
         let m = NestedExitTrace.marker
         var i = start
         while i + m.count <= end {
@@ -91,9 +102,11 @@ public final class NestedExitTrace {
                 let nameStart = i + m.count
                 var nameEnd = nameStart
                 // Names may hold one space ("UD excp"); the next field starts with " ext_inf1".
-                while nameEnd < end, !(p[nameEnd] == 32 && nameEnd + 4 < end && p[nameEnd + 1] == UInt8(ascii: "e")
-                                          && p[nameEnd + 2] == UInt8(ascii: "x") && p[nameEnd + 3] == UInt8(ascii: "t")
-                                          && p[nameEnd + 4] == UInt8(ascii: "_")) { nameEnd += 1 }
+                while nameEnd < end,
+                    !(p[nameEnd] == 32 && nameEnd + 4 < end && p[nameEnd + 1] == UInt8(ascii: "e")
+                        && p[nameEnd + 2] == UInt8(ascii: "x") && p[nameEnd + 3] == UInt8(ascii: "t")
+                        && p[nameEnd + 4] == UInt8(ascii: "_"))
+                { nameEnd += 1 }
                 let key = ArraySlice(p[nameStart..<nameEnd])
                 if let cached = names[key] { return cached }
                 let code = SVMExit.code(traceName: String(decoding: key, as: UTF8.self))

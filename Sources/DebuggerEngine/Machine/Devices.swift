@@ -27,9 +27,11 @@ public struct PortMap: Sendable {
     public static let debugExitPort: UInt16 = 0xF4
     public static let firmwareConfigPort: UInt16 = 0x510
     /// User images: COM1, isa-debug-exit and fw_cfg, as QEMU offers them, and the SMM stub's port.
-    public static let standard = PortMap([(com1Base...com1Base + 7, .com1), (debugExitPort...debugExitPort, .debugExit),
-                                          (firmwareConfigPort...firmwareConfigPort + 1, .firmwareConfig),
-                                          (SMMStub.port...SMMStub.port, .smmStub)])
+    public static let standard = PortMap([
+        (com1Base...com1Base + 7, .com1), (debugExitPort...debugExitPort, .debugExit),
+        (firmwareConfigPort...firmwareConfigPort + 1, .firmwareConfig),
+        (SMMStub.port...SMMStub.port, .smmStub),
+    ])
     /// The built-in demo and scenarios: the standard devices and L1's panic port.
     public static let demo = PortMap(standard.devices + [(DemoImage.panicPort...DemoImage.panicPort, .l1Panic)])
 }
@@ -73,7 +75,11 @@ public enum SMMStub {
 /// item's next byte; unknown items and reads past the end give zeros, as QEMU's do.
 public struct FirmwareConfig: Sendable, Equatable {
     public enum Key: UInt16, Sendable {
-        case signature = 0x00, id = 0x01, ramSize = 0x03, cpuCount = 0x05, maxCPUs = 0x0F
+        case signature = 0x00
+        case id = 0x01
+        case ramSize = 0x03
+        case cpuCount = 0x05
+        case maxCPUs = 0x0F
     }
 
     private var items: [UInt16: [UInt8]] = [:]
@@ -81,9 +87,11 @@ public struct FirmwareConfig: Sendable, Equatable {
     private var offset = 0
 
     public init(ramSize: UInt64, cpuCount: UInt16) {
-        func le<T: FixedWidthInteger>(_ v: T) -> [UInt8] { (0..<T.bitWidth / 8).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
+        func le<T: FixedWidthInteger>(_ v: T) -> [UInt8] {
+            (0..<T.bitWidth / 8).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) }
+        }
         items[Key.signature.rawValue] = Array("QEMU".utf8)
-        items[Key.id.rawValue] = le(UInt32(1))             // the traditional interface, no DMA
+        items[Key.id.rawValue] = le(UInt32(1))  // the traditional interface, no DMA
         items[Key.ramSize.rawValue] = le(ramSize)
         items[Key.cpuCount.rawValue] = le(cpuCount)
         items[Key.maxCPUs.rawValue] = le(cpuCount)
@@ -127,8 +135,10 @@ public final class Devices: Sendable {
     /// Emulates one port access. `inSMM`: the vCPU was in SMM (kvm_run.flags).
     /// Returns the bytes an IN reads (nil for an OUT) and what it meant; an
     /// L1-panic write's meaning depends on the vCPU's mode, which the caller decides.
-    func access(port: UInt16, direction: VCPUExit.Direction, size: Int, count: Int, data: [UInt8],
-                inSMM: Bool) -> (reply: [UInt8]?, outcome: IOOutcome) {
+    func access(
+        port: UInt16, direction: VCPUExit.Direction, size: Int, count: Int, data: [UInt8],
+        inSMM: Bool
+    ) -> (reply: [UInt8]?, outcome: IOOutcome) {
         let device = ports.device(at: port)
         return state.withLock { s in
             var reply: [UInt8]?
@@ -157,10 +167,13 @@ public final class Devices: Sendable {
             case .smmStub where inSMM:
                 return (reply, .smmEntered)
             case .l1Panic where direction == .out:
-                let code = data.prefix(4).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+                let code = data.prefix(4).enumerated().reduce(UInt64(0)) {
+                    $0 | UInt64($1.element) << (8 * UInt64($1.offset))
+                }
                 return (reply, .l1ReportedUnhandledExit(code: code))
             default:
-                let what = "\(direction == .in ? "IN" : "OUT") port 0x\(String(port, radix: 16)), \(size) byte\(size == 1 ? "" : "s")"
+                let what =
+                    "\(direction == .in ? "IN" : "OUT") port 0x\(String(port, radix: 16)), \(size) byte\(size == 1 ? "" : "s")"
                     + (direction == .out ? " = " + data.map { String($0, radix: 16) }.joined(separator: " ") : "")
                 return (reply, .unclaimed(description: what))
             }

@@ -43,7 +43,7 @@ extension OwnVMTarget {
         defer { timer.cancel() }
         resumeOtherVCPUs()
         defer { pauseOtherVCPUs() }
-        var summary = FreeRunSummary(end: .timedOut(seconds: timeout), elapsed: .zero)   // set below
+        var summary = FreeRunSummary(end: .timedOut(seconds: timeout), elapsed: .zero)  // set below
         var printed = 0
         func flushSerial() {
             let new = devices.serialOutput(from: printed)
@@ -52,14 +52,17 @@ extension OwnVMTarget {
                 printed += new.count
             }
         }
-        summary.end = try runUntilEnd(&summary, expired: expired, flushSerial: flushSerial) ?? .timedOut(seconds: timeout)
+        summary.end =
+            try runUntilEnd(&summary, expired: expired, flushSerial: flushSerial) ?? .timedOut(seconds: timeout)
         flushSerial()
         summary.elapsed = clock.now - start
         return summary
     }
 
     /// How the guest ended; nil when the time ran out first.
-    private func runUntilEnd(_ summary: inout FreeRunSummary, expired: Flag, flushSerial: () -> Void) throws -> FreeRunEnd? {
+    private func runUntilEnd(_ summary: inout FreeRunSummary, expired: Flag, flushSerial: () -> Void) throws
+        -> FreeRunEnd?
+    {
         while true {
             let exit: VCPUExit
             do {

@@ -11,14 +11,18 @@ public enum MachineError: Error, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case let .memoryOutOfRange(m):
-            return "--memory \(m): between \(MachineConfig.memoryRange.lowerBound) and \(MachineConfig.memoryRange.upperBound) MiB "
+            return
+                "--memory \(m): between \(MachineConfig.memoryRange.lowerBound) and \(MachineConfig.memoryRange.upperBound) MiB "
                 + "(one slot below the IOAPIC and LAPIC pages)"
         case let .vcpuCountOutOfRange(n): return "--smp \(n): between 1 and \(MachineConfig.maxVCPUs)"
-        case .smpNeedsIRQChip: return "--smp above 1 needs the in-kernel interrupt controllers (INIT/SIPI go through the LAPIC): drop --no-irqchip"
+        case .smpNeedsIRQChip:
+            return
+                "--smp above 1 needs the in-kernel interrupt controllers (INIT/SIPI go through the LAPIC): drop --no-irqchip"
         case let .moduleDoesNotFit(path, size, memory):
             return "module \(path) (\(size) bytes) does not fit after the image in \(memory) MiB: raise --memory"
         case let .multibootInfoTooLarge(n):
-            return "the command line and module names take \(n) bytes; the Multiboot information page holds \(Multiboot.infoPageSize)"
+            return
+                "the command line and module names take \(n) bytes; the Multiboot information page holds \(Multiboot.infoPageSize)"
         }
     }
 }
@@ -54,8 +58,10 @@ public struct MachineConfig: Sendable, Equatable {
     public static let memoryRange = 4...3072
     public static let maxVCPUs = 8
 
-    public init(memoryMiB: Int = defaultMemoryMiB, vcpuCount: Int = 1, irqchip: Bool = false, arguments: String? = nil,
-                modules: [BootModule] = []) {
+    public init(
+        memoryMiB: Int = defaultMemoryMiB, vcpuCount: Int = 1, irqchip: Bool = false, arguments: String? = nil,
+        modules: [BootModule] = []
+    ) {
         self.memoryMiB = memoryMiB
         self.vcpuCount = vcpuCount
         self.irqchip = irqchip
@@ -93,26 +99,38 @@ public enum Multiboot {
 
     /// Writes (address, bytes) pieces: the information page and each module.
     /// `imageName` starts the command line, as QEMU's loader does it.
-    static func layout(config: MachineConfig, imageName: String,
-                       imageEnd: UInt64) throws(MachineError) -> [(address: UInt64, bytes: [UInt8])] {
+    static func layout(
+        config: MachineConfig, imageName: String,
+        imageEnd: UInt64
+    ) throws(MachineError) -> [(address: UInt64, bytes: [UInt8])] {
         var page = [UInt8](repeating: 0, count: infoPageSize)
-        func put32(_ v: UInt32, _ at: Int) { for i in 0..<4 { page[at + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt32(i))) } }
-        func put64(_ v: UInt64, _ at: Int) { for i in 0..<8 { page[at + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(i))) } }
+        func put32(_ v: UInt32, _ at: Int) {
+            for i in 0..<4 { page[at + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt32(i))) }
+        }
+        func put64(_ v: UInt64, _ at: Int) {
+            for i in 0..<8 { page[at + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(i))) }
+        }
         // After the 52-byte structure: the module list, the memory map, then the strings.
-        let modulesAt = 64, mapAt = 64 + 16 * config.modules.count, stringsAt = mapAt + 48
+        let modulesAt = 64
+        let mapAt = 64 + 16 * config.modules.count
+        let stringsAt = mapAt + 48
         var strings: [UInt8] = []
         func string(_ s: String) throws(MachineError) -> UInt32 {
             let at = stringsAt + strings.count
             strings += Array(s.utf8) + [0]
-            guard stringsAt + strings.count <= infoPageSize else { throw .multibootInfoTooLarge(stringsAt + strings.count) }
+            guard stringsAt + strings.count <= infoPageSize else {
+                throw .multibootInfoTooLarge(stringsAt + strings.count)
+            }
             return UInt32(infoAddress) + UInt32(at)
         }
         var flags: Flags = [.memory, .commandLine, .memoryMap]
-        put32(639, 4)                                                       // mem_lower, KiB below 1 MiB
-        put32(UInt32((config.memoryBytes - (1 << 20)) / 1024), 8)          // mem_upper, KiB above 1 MiB
+        put32(639, 4)  // mem_lower, KiB below 1 MiB
+        put32(UInt32((config.memoryBytes - (1 << 20)) / 1024), 8)  // mem_upper, KiB above 1 MiB
         put32(try string(config.arguments.map { "\(imageName) \($0)" } ?? imageName), 16)
         // Two RAM ranges, as a PC's firmware reports them (the VGA hole aside; nestdbg has RAM there).
-        for (i, range) in [(UInt64(0), UInt64(0x9FC00)), (UInt64(1 << 20), UInt64(config.memoryBytes - (1 << 20)))].enumerated() {
+        for (i, range) in [(UInt64(0), UInt64(0x9FC00)), (UInt64(1 << 20), UInt64(config.memoryBytes - (1 << 20)))]
+            .enumerated()
+        {
             let e = mapAt + 24 * i
             put32(20, e)
             put64(range.0, e + 4)

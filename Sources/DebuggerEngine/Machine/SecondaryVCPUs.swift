@@ -112,17 +112,22 @@ final class SecondaryVCPUs: @unchecked Sendable {
             case .interrupted, .hlt:
                 continue
             case let .io(port, direction, size, count, data):
-                let (reply, outcome) = devices.access(port: port, direction: direction, size: size, count: count, data: data,
-                                                      inSMM: vcpu.lastRunFlags.contains(.smm))
+                let (reply, outcome) = devices.access(
+                    port: port, direction: direction, size: size, count: count, data: data,
+                    inSMM: vcpu.lastRunFlags.contains(.smm))
                 if let reply { try? vcpu.completeIn(reply) }
                 if case let .guestExited(status) = outcome {
-                    report(TargetEnded(description: "vCPU \(vcpu.id) wrote \(status) to isa-debug-exit", guestStatus: status))
+                    report(
+                        TargetEnded(
+                            description: "vCPU \(vcpu.id) wrote \(status) to isa-debug-exit", guestStatus: status))
                 }
             case .shutdown:
                 report(TargetEnded(description: "vCPU \(vcpu.id): triple fault (KVM_EXIT_SHUTDOWN)", guestStatus: nil))
             default:
-                report(TargetEnded(description: "vCPU \(vcpu.id): \(exit.kvmName), which nestdbg does not emulate for an AP",
-                                   guestStatus: nil))
+                report(
+                    TargetEnded(
+                        description: "vCPU \(vcpu.id): \(exit.kvmName), which nestdbg does not emulate for an AP",
+                        guestStatus: nil))
             }
         }
     }

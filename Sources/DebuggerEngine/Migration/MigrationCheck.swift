@@ -36,7 +36,8 @@ public enum MigrationWindow: String, CaseIterable, Sendable {
     public var summary: String {
         switch self {
         case .runPending: return "right after VMRUN, RUN_PENDING (L2 not yet entered)"
-        case .eventInjection: return "right after VMRUN with vmcb12's EVENTINJ valid (the event not yet delivered to L2)"
+        case .eventInjection:
+            return "right after VMRUN with vmcb12's EVENTINJ valid (the event not yet delivered to L2)"
         case .gifClear: return "L1 right after a nested #VMEXIT, GIF clear"
         case .interruptPending: return "in L2 with a virtual interrupt pending (V_IRQ)"
         case .inL2: return "in L2, at an exit to the VMM"
@@ -155,9 +156,13 @@ public struct MigrationCheckError: Error, CustomStringConvertible {
 /// both for the plan's nested exits and compare every stop.
 public enum MigrationCheck {
     /// Runs `original` (a session on an own VM, stopped) to `point`.
-    public static func run(_ original: any DebugSession, to point: MigrationPoint, timeout: Double,
-                           maxStops: Int = 20_000) throws -> Stop {
-        var exits = 0, vmruns = 0, inWindow = 0
+    public static func run(
+        _ original: any DebugSession, to point: MigrationPoint, timeout: Double,
+        maxStops: Int = 20_000
+    ) throws -> Stop {
+        var exits = 0
+        var vmruns = 0
+        var inWindow = 0
         for _ in 0..<maxStops {
             let stop = try nextStop(original, timeout: timeout, who: "the original")
             if stop.kind == .nestedExit { exits += 1 }
@@ -168,30 +173,37 @@ public enum MigrationCheck {
                 throw MigrationCheckError(description: "the run ended before \(point): \(stop.reason)")
             }
         }
-        throw MigrationCheckError(description: "\(point) not reached in \(maxStops) stops (\(exits) nested exits, \(vmruns) VMRUNs)")
+        throw MigrationCheckError(
+            description: "\(point) not reached in \(maxStops) stops (\(exits) nested exits, \(vmruns) VMRUNs)")
     }
 
     /// Checks at the stop `original` stands at. The original runs on for the
     /// side-by-side comparison; the clone is shut down at the end.
-    public static func check(_ original: any DebugSession, at point: MigrationPoint, plan: MigrationPlan) throws -> MigrationReport {
+    public static func check(_ original: any DebugSession, at point: MigrationPoint, plan: MigrationPlan) throws
+        -> MigrationReport
+    {
         guard original.stopSourceKind == .tracepoint else {
             // The patch source's HLTs sit in guest memory: a copy of it is not the guest's.
-            throw MigrationCheckError(description: "the migration check needs the tracepoint stop source (--stops tracepoint): "
-                                      + "the patch source's HLTs are in guest memory")
+            throw MigrationCheckError(
+                description: "the migration check needs the tracepoint stop source (--stops tracepoint): "
+                    + "the patch source's HLTs are in guest memory")
         }
         try original.send(.captureState)
         let captured = try awaitCapture(original, timeout: plan.stopTimeout)
         guard let savedAt = captured.stop else { throw MigrationCheckError(description: "no stop to save at") }
-        let (clone, log) = try captured.target.restoredClone(from: captured.state, order: plan.order, omitting: plan.omitting)
+        let (clone, log) = try captured.target.restoredClone(
+            from: captured.state, order: plan.order, omitting: plan.omitting)
         guard let clone else {
-            return MigrationReport(point: point, savedAt: savedAt, plan: plan, restore: log, readBack: [], comparedStops: 0,
-                                   comparedExits: 0, divergence: nil, endedEarly: nil, originalHistory: [],
-                                   savedNestedState: captured.state.nested, readBackNestedState: nil)
+            return MigrationReport(
+                point: point, savedAt: savedAt, plan: plan, restore: log, readBack: [], comparedStops: 0,
+                comparedExits: 0, divergence: nil, endedEarly: nil, originalHistory: [],
+                savedNestedState: captured.state.nested, readBackNestedState: nil)
         }
         // Unclaimed yet: this thread may read it back before its session claims it.
         let cloneState = try clone.captureState()
-        let readBack = StateComparison.compare(captured.state, cloneState,
-                                               vmcb12GPA: savedAt.vmcb12GPA ?? captured.state.svmNested?.vmcbPA)
+        let readBack = StateComparison.compare(
+            captured.state, cloneState,
+            vmcb12GPA: savedAt.vmcb12GPA ?? captured.state.svmNested?.vmcbPA)
         let engine = try Engine(ownVM: clone, stops: .tracepoint)
         engine.continueFrom(captured.context)
         let twin = EngineSession(engine: engine)
@@ -200,7 +212,8 @@ public enum MigrationCheck {
             throw MigrationCheckError(description: "the clone's engine did not start: \(failure)")
         }
         _ = twin.takeEvents()
-        var compared = 0, exits = 0
+        var compared = 0
+        var exits = 0
         var divergence: MigrationReport.Divergence?
         var endedEarly: String?
         var history: [Stop] = []
@@ -213,9 +226,14 @@ public enum MigrationCheck {
             compared += 1
             guard let x = a.stop, let y = b.stop else {
                 let said = { (r: StopResult) in r.stop.map { "stopped: \($0.reason)" } ?? r.failure ?? "no stop" }
-                let differences = [Difference(part: "stop", field: "stop", original: said(a), clone: said(b),
-                                              meaning: "one of the two gave no stop within \(plan.stopTimeout) s")]
-                divergence = .init(stopNumber: compared, original: a.stop ?? savedAt, clone: b.stop ?? savedAt, differences: differences)
+                let differences = [
+                    Difference(
+                        part: "stop", field: "stop", original: said(a), clone: said(b),
+                        meaning: "one of the two gave no stop within \(plan.stopTimeout) s")
+                ]
+                divergence = .init(
+                    stopNumber: compared, original: a.stop ?? savedAt, clone: b.stop ?? savedAt,
+                    differences: differences)
                 break
             }
             let differences = StateComparison.compare(x, y)
@@ -229,10 +247,11 @@ public enum MigrationCheck {
                 break
             }
         }
-        return MigrationReport(point: point, savedAt: savedAt, plan: plan, restore: log, readBack: readBack,
-                               comparedStops: compared, comparedExits: exits, divergence: divergence, endedEarly: endedEarly,
-                               originalHistory: history, savedNestedState: captured.state.nested,
-                               readBackNestedState: cloneState.nested)
+        return MigrationReport(
+            point: point, savedAt: savedAt, plan: plan, restore: log, readBack: readBack,
+            comparedStops: compared, comparedExits: exits, divergence: divergence, endedEarly: endedEarly,
+            originalHistory: history, savedNestedState: captured.state.nested,
+            readBackNestedState: cloneState.nested)
     }
 
     // MARK: waiting on a session
@@ -260,7 +279,10 @@ public enum MigrationCheck {
             for event in session.takeEvents(waitingUpTo: .milliseconds(200)) {
                 switch event {
                 case let .stopped(stop, history) where stop.kind != .start:
-                    return paused ? StopResult(stop: nil, failure: "no stop within \(timeout) s (paused at \(stop.reason))", history: Array(history))
+                    return paused
+                        ? StopResult(
+                            stop: nil, failure: "no stop within \(timeout) s (paused at \(stop.reason))",
+                            history: Array(history))
                         : StopResult(stop: stop, history: Array(history))
                 case let .failed(message):
                     return StopResult(stop: nil, failure: message)

@@ -2,8 +2,11 @@ import SVMModel
 
 extension Difference {
     public var json: JSON {
-        .object([("part", .string(part)), ("field", .string(field)), ("original", .string(original)), ("clone", .string(clone)),
-                 ("meaning", .string(meaning)), ("expected", .bool(expected))])
+        .object([
+            ("part", .string(part)), ("field", .string(field)), ("original", .string(original)),
+            ("clone", .string(clone)),
+            ("meaning", .string(meaning)), ("expected", .bool(expected)),
+        ])
     }
 }
 
@@ -18,24 +21,40 @@ extension RestoreStep {
             case let .failed(error): return ("failed", error)
             }
         }()
-        return .object([("part", .string(part.rawValue)), ("ioctl", .string(ioctl)), ("outcome", .string(outcome)),
-                        ("detail", detail.map { .string($0) } ?? .null)])
+        return .object([
+            ("part", .string(part.rawValue)), ("ioctl", .string(ioctl)), ("outcome", .string(outcome)),
+            ("detail", detail.map { .string($0) } ?? .null),
+        ])
     }
 }
 
 extension MigrationReport {
     /// One line of `nestdbg migrate-check --json` (README: "migrate-check JSON").
     public var json: JSON {
-        let divergenceJSON: JSON = divergence.map { d in
-            .object([("stop", .int(d.stopNumber)), ("differences", .array(d.differences.map(\.json))),
-                     ("original", d.original.json), ("clone", d.clone.json)])
-        } ?? .null
+        let divergenceJSON: JSON =
+            divergence.map { d in
+                .object([
+                    ("stop", .int(d.stopNumber)), ("differences", .array(d.differences.map(\.json))),
+                    ("original", d.original.json), ("clone", d.clone.json),
+                ])
+            } ?? .null
         return .object([
             ("point", .string(point.description)),
-            ("saved_at", .object([("kind", .string(savedAt.kind.rawValue)), ("level", .string(savedAt.level.rawValue)),
-                                  ("reason", .string(savedAt.reason)),
-                                  ("nested_flags", .string(savedAt.nestedFlags.description))])),
-            ("order", .object([("name", .string(plan.order.name)), ("steps", .array(plan.order.steps.map { .string($0.rawValue) }))])),
+            (
+                "saved_at",
+                .object([
+                    ("kind", .string(savedAt.kind.rawValue)), ("level", .string(savedAt.level.rawValue)),
+                    ("reason", .string(savedAt.reason)),
+                    ("nested_flags", .string(savedAt.nestedFlags.description)),
+                ])
+            ),
+            (
+                "order",
+                .object([
+                    ("name", .string(plan.order.name)),
+                    ("steps", .array(plan.order.steps.map { .string($0.rawValue) })),
+                ])
+            ),
             ("omitted", .array(plan.omitting.map(\.description).sorted().map { .string($0) })),
             ("restore", .array(restore.map(\.json))),
             ("read_back", .array(readBack.map(\.json))),

@@ -3,36 +3,49 @@ import SVMModel
 extension MigrationReport {
     /// The report as `nestdbg migrate-check` prints it and the front end's `:migrate` shows it.
     public var lines: [String] {
-        let omitted = plan.omitting.isEmpty ? "" : ", without " + plan.omitting.map(\.description).sorted().joined(separator: ", ")
+        let omitted =
+            plan.omitting.isEmpty
+            ? "" : ", without " + plan.omitting.map(\.description).sorted().joined(separator: ", ")
         let flags = savedAt.nestedFlags.description.isEmpty ? "none" : savedAt.nestedFlags.description
-        var lines = ["\(point) — saved at \(savedAt.kind.rawValue) (\(savedAt.level.rawValue), nested flags \(flags)): \(savedAt.reason)"]
-        lines.append("  restore in order \(plan.order.name)\(omitted): "
-            + restore.map { step -> String in
-                switch step.outcome {
-                case .done: return step.ioctl
-                case .omitted: return "(\(step.part.rawValue) omitted)"
-                case let .absent(why): return "(\(step.part.rawValue): \(why))"
-                case let .partial(what): return "\(step.ioctl) [\(what)]"
-                case let .failed(error): return "\(step.ioctl) FAILED: \(error)"
-                }
-            }.joined(separator: ", "))
+        var lines = [
+            "\(point) — saved at \(savedAt.kind.rawValue) (\(savedAt.level.rawValue), nested flags \(flags)): \(savedAt.reason)"
+        ]
+        lines.append(
+            "  restore in order \(plan.order.name)\(omitted): "
+                + restore.map { step -> String in
+                    switch step.outcome {
+                    case .done: return step.ioctl
+                    case .omitted: return "(\(step.part.rawValue) omitted)"
+                    case let .absent(why): return "(\(step.part.rawValue): \(why))"
+                    case let .partial(what): return "\(step.ioctl) [\(what)]"
+                    case let .failed(error): return "\(step.ioctl) FAILED: \(error)"
+                    }
+                }.joined(separator: ", "))
         let unexpected = unexpectedReadBack
         let expected = readBack.count - unexpected.count
-        lines.append("  read back: " + (unexpected.isEmpty ? "the same" : "\(unexpected.count) difference\(unexpected.count == 1 ? "" : "s")")
-            + (expected > 0 ? " (\(expected) expected: " + readBack.filter(\.expected).map(\.field).joined(separator: ", ") + ")" : ""))
+        lines.append(
+            "  read back: "
+                + (unexpected.isEmpty
+                    ? "the same" : "\(unexpected.count) difference\(unexpected.count == 1 ? "" : "s")")
+                + (expected > 0
+                    ? " (\(expected) expected: " + readBack.filter(\.expected).map(\.field).joined(separator: ", ")
+                        + ")" : ""))
         for d in unexpected.prefix(12) { lines.append("    \(d)") }
         if unexpected.count > 12 { lines.append("    … \(unexpected.count - 12) more (--json has all)") }
         if let d = divergence {
-            lines.append("  run: DIVERGED at stop \(d.stopNumber) after the save (\(comparedExits) nested exits alike before it)")
+            lines.append(
+                "  run: DIVERGED at stop \(d.stopNumber) after the save (\(comparedExits) nested exits alike before it)"
+            )
             lines.append("    original: \(d.original.reason)")
             lines.append("    clone:    \(d.clone.reason)")
             for x in d.differences.prefix(12) { lines.append("    \(x)") }
             if d.differences.count > 12 { lines.append("    … \(d.differences.count - 12) more (--json has all)") }
         } else if failedStep == nil {
-            lines.append("  run: \(comparedExits) nested exits (\(comparedStops) stops) alike" + (endedEarly.map { "; \($0)" } ?? ""))
+            lines.append(
+                "  run: \(comparedExits) nested exits (\(comparedStops) stops) alike"
+                    + (endedEarly.map { "; \($0)" } ?? ""))
         }
         lines.append("  verdict: \(verdict.rawValue)")
         return lines
     }
 }
-

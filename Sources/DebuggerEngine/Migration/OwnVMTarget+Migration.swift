@@ -6,8 +6,10 @@ public protocol MigratableTarget: RunnableTarget, Sendable {
     /// The whole vCPU and guest memory. The owner thread calls it, with the vCPU stopped.
     func captureState() throws -> VCPUState
     /// A new VM and vCPU given `state`; nil target when a restore ioctl failed (the log's last step says which).
-    func restoredClone(from state: VCPUState, order: RestoreOrder,
-                       omitting: Set<Omission>) throws -> (clone: OwnVMTarget?, log: [RestoreStep])
+    func restoredClone(
+        from state: VCPUState, order: RestoreOrder,
+        omitting: Set<Omission>
+    ) throws -> (clone: OwnVMTarget?, log: [RestoreStep])
 }
 
 extension OwnVMTarget: MigratableTarget {
@@ -26,8 +28,10 @@ extension OwnVMTarget: MigratableTarget {
     /// memory and CPUID first, then the parts in `order`, without `omitting`.
     /// The clone keeps this target's devices, VMRUN sites and symbols. Nil
     /// target when a restore ioctl failed (the log's last step says which).
-    public func restoredClone(from state: VCPUState, order: RestoreOrder,
-                              omitting: Set<Omission>) throws -> (clone: OwnVMTarget?, log: [RestoreStep]) {
+    public func restoredClone(
+        from state: VCPUState, order: RestoreOrder,
+        omitting: Set<Omission>
+    ) throws -> (clone: OwnVMTarget?, log: [RestoreStep]) {
         let clone = try vm.system.createVM()
         for image in state.memory {
             try clone.addMemory(at: image.guestPhysicalAddress, size: image.bytes.count)
@@ -35,12 +39,15 @@ extension OwnVMTarget: MigratableTarget {
         }
         let vcpu = try clone.createVCPU()
         try vcpu.setCPUID(state.cpuid)
-        let prelude = [RestoreStep(part: .cpuid, ioctl: MigrationPart.cpuid.setIoctl, outcome: .done),
-                       RestoreStep(part: .memory, ioctl: MigrationPart.memory.setIoctl, outcome: .done)]
+        let prelude = [
+            RestoreStep(part: .cpuid, ioctl: MigrationPart.cpuid.setIoctl, outcome: .done),
+            RestoreStep(part: .memory, ioctl: MigrationPart.memory.setIoctl, outcome: .done),
+        ]
         let log = prelude + state.restore(into: vcpu, order: order, omitting: omitting)
         if case .failed = log.last?.outcome { return (nil, log) }
-        let target = OwnVMTarget(name: "\(name) (clone)", vm: clone, vcpu: vcpu, ports: ports, vmrunSites: vmrunSites,
-                                 symbols: symbols, unknownVMRUNSitesReason: unknownVMRUNSitesReason)
+        let target = OwnVMTarget(
+            name: "\(name) (clone)", vm: clone, vcpu: vcpu, ports: ports, vmrunSites: vmrunSites,
+            symbols: symbols, unknownVMRUNSitesReason: unknownVMRUNSitesReason)
         return (target, log)
     }
 }

@@ -21,8 +21,10 @@ public struct RestoreOrder: Equatable, Sendable, CustomStringConvertible {
     public var description: String { "\(name) (" + steps.map(\.rawValue).joined(separator: ", ") + ")" }
 
     /// The parts an order arranges (CPUID and memory come first in every order).
-    public static let orderable: [MigrationPart] = [.lapic, .sregs, .nestedState, .tscKHz, .regs, .xsave, .xcrs, .msrs,
-                                                     .events, .mpState, .debugRegs]
+    public static let orderable: [MigrationPart] = [
+        .lapic, .sregs, .nestedState, .tscKHz, .regs, .xsave, .xcrs, .msrs,
+        .events, .mpState, .debugRegs,
+    ]
 
     public static let qemu = RestoreOrder(name: "qemu", steps: orderable)
 
@@ -71,7 +73,8 @@ public struct RestoreOrder: Equatable, Sendable, CustomStringConvertible {
         public var description: String {
             switch self {
             case let .unknownPart(word):
-                return "unknown order or part '\(word)': an order is one of " + RestoreOrder.variants.map(\.name).joined(separator: ", ")
+                return "unknown order or part '\(word)': an order is one of "
+                    + RestoreOrder.variants.map(\.name).joined(separator: ", ")
                     + ", or a comma list of " + RestoreOrder.orderable.map(\.rawValue).joined(separator: ", ")
             case let .repeated(word): return "'\(word)' appears twice in the order"
             }

@@ -14,7 +14,8 @@ public struct Difference: Equatable, Sendable, CustomStringConvertible {
     public var expected = false
 
     public var description: String {
-        "\(part): \(field) \(original) -> \(clone)" + (meaning.isEmpty ? "" : " (\(meaning))") + (expected ? " [expected]" : "")
+        "\(part): \(field) \(original) -> \(clone)" + (meaning.isEmpty ? "" : " (\(meaning))")
+            + (expected ? " [expected]" : "")
     }
 }
 
@@ -26,51 +27,79 @@ public enum StateComparison {
         var out: [Difference] = []
         let level = a.inGuestMode ? "L2" : "L1"
         let whose = a.inGuestMode ? "L2's (the vCPU is in guest mode: KVM_GET_REGS/SREGS2 read vmcb02)" : "L1's"
-        out += registers(RegisterSet.fromVCPU(a.regs, a.sregs, a.debugRegs, source: ""),
-                         RegisterSet.fromVCPU(b.regs, b.sregs, b.debugRegs, source: ""),
-                         part: "\(level) registers (KVM_GET_REGS/SREGS2/DEBUGREGS)", meaning: whose)
-        let special: [(String, UInt64, UInt64, String)] = [
-            ("cr8", a.sregs.cr8, b.sregs.cr8, "task priority"), ("apic_base", a.sregs.apicBase, b.sregs.apicBase, "APIC base MSR"),
-        ] + (0..<4).map { ("db\($0)", a.debugRegs.db[$0], b.debugRegs.db[$0], "breakpoint address") }
+        out += registers(
+            RegisterSet.fromVCPU(a.regs, a.sregs, a.debugRegs, source: ""),
+            RegisterSet.fromVCPU(b.regs, b.sregs, b.debugRegs, source: ""),
+            part: "\(level) registers (KVM_GET_REGS/SREGS2/DEBUGREGS)", meaning: whose)
+        let special: [(String, UInt64, UInt64, String)] =
+            [
+                ("cr8", a.sregs.cr8, b.sregs.cr8, "task priority"),
+                ("apic_base", a.sregs.apicBase, b.sregs.apicBase, "APIC base MSR"),
+            ] + (0..<4).map { ("db\($0)", a.debugRegs.db[$0], b.debugRegs.db[$0], "breakpoint address") }
         for (name, x, y, meaning) in special where x != y {
-            out.append(Difference(part: "\(level) registers", field: name, original: hex(x), clone: hex(y), meaning: meaning))
+            out.append(
+                Difference(part: "\(level) registers", field: name, original: hex(x), clone: hex(y), meaning: meaning))
         }
         if a.sregs.pdptrs != b.sregs.pdptrs {
-            let show = { (p: [UInt64]?) in p.map { $0.map(hex).joined(separator: " ") } ?? "none (not PAE paging, or not read)" }
-            out.append(Difference(part: "\(level) registers (SREGS2)", field: "pdptrs", original: show(a.sregs.pdptrs),
-                                  clone: show(b.sregs.pdptrs),
-                                  meaning: "the PDPTEs the CPU loaded at the last CR3 load (PAE); guest memory may hold others since"))
+            let show = { (p: [UInt64]?) in
+                p.map { $0.map(hex).joined(separator: " ") } ?? "none (not PAE paging, or not read)"
+            }
+            out.append(
+                Difference(
+                    part: "\(level) registers (SREGS2)", field: "pdptrs", original: show(a.sregs.pdptrs),
+                    clone: show(b.sregs.pdptrs),
+                    meaning: "the PDPTEs the CPU loaded at the last CR3 load (PAE); guest memory may hold others since")
+            )
         }
         out += nestedState(a.svmNested, b.svmNested)
         out += zip(a.events.fields, b.events.fields).compactMap { x, y in
-            x.value == y.value ? nil : Difference(part: "events (KVM_GET_VCPU_EVENTS)", field: x.name, original: hex(x.value),
-                                                  clone: hex(y.value), meaning: "\(level)'s pending or injected event")
+            x.value == y.value
+                ? nil
+                : Difference(
+                    part: "events (KVM_GET_VCPU_EVENTS)", field: x.name, original: hex(x.value),
+                    clone: hex(y.value), meaning: "\(level)'s pending or injected event")
         }
         if a.mpState != b.mpState {
-            out.append(Difference(part: "MP state", field: "mp_state", original: a.mpState.description, clone: b.mpState.description,
-                                  meaning: "runnable, halted, waiting for INIT/SIPI"))
+            out.append(
+                Difference(
+                    part: "MP state", field: "mp_state", original: a.mpState.description, clone: b.mpState.description,
+                    meaning: "runnable, halted, waiting for INIT/SIPI"))
         }
         out += msrs(a, b)
         out += bytes(a.xsave, b.xsave, part: "XSAVE", meaning: xsaveRegion)
         if a.xcrs != b.xcrs {
-            let show = { (x: [XCR]?) in x.map { $0.map { "XCR\($0.index)=\(hex($0.value))" }.joined(separator: " ") } ?? "none" }
-            out.append(Difference(part: "XCRs", field: "xcrs", original: show(a.xcrs), clone: show(b.xcrs),
-                                  meaning: "XCR0: enabled XSAVE features"))
+            let show = { (x: [XCR]?) in
+                x.map { $0.map { "XCR\($0.index)=\(hex($0.value))" }.joined(separator: " ") } ?? "none"
+            }
+            out.append(
+                Difference(
+                    part: "XCRs", field: "xcrs", original: show(a.xcrs), clone: show(b.xcrs),
+                    meaning: "XCR0: enabled XSAVE features"))
         }
         switch (a.lapic, b.lapic) {
-        case let (x?, y?): out += bytes(x, y, part: "LAPIC", meaning: { "APIC register at 0x\(String($0 & ~0xF, radix: 16))" })
+        case let (x?, y?):
+            out += bytes(x, y, part: "LAPIC", meaning: { "APIC register at 0x\(String($0 & ~0xF, radix: 16))" })
         case (nil, nil): break
-        default: out.append(Difference(part: "LAPIC", field: "page", original: a.lapic == nil ? "none" : "1024 bytes",
-                                       clone: b.lapic == nil ? "none" : "1024 bytes", meaning: "in-kernel local APIC"))
+        default:
+            out.append(
+                Difference(
+                    part: "LAPIC", field: "page", original: a.lapic == nil ? "none" : "1024 bytes",
+                    clone: b.lapic == nil ? "none" : "1024 bytes", meaning: "in-kernel local APIC"))
         }
         if a.cpuid != b.cpuid {
-            out.append(Difference(part: "CPUID", field: "entries", original: "\(a.cpuid.count) entries", clone: "\(b.cpuid.count) entries",
-                                  meaning: "the CPUID the vCPU was given (first difference at leaf "
-                                      + (zip(a.cpuid, b.cpuid).first { $0 != $1 }.map { hex(UInt64($0.0.function)) } ?? "count") + ")"))
+            out.append(
+                Difference(
+                    part: "CPUID", field: "entries", original: "\(a.cpuid.count) entries",
+                    clone: "\(b.cpuid.count) entries",
+                    meaning: "the CPUID the vCPU was given (first difference at leaf "
+                        + (zip(a.cpuid, b.cpuid).first { $0 != $1 }.map { hex(UInt64($0.0.function)) } ?? "count") + ")"
+                ))
         }
         if a.tscKHz != b.tscKHz {
-            out.append(Difference(part: "TSC", field: "tsc_khz", original: a.tscKHz.map { "\($0)" } ?? "none",
-                                  clone: b.tscKHz.map { "\($0)" } ?? "none", meaning: "the guest's TSC rate"))
+            out.append(
+                Difference(
+                    part: "TSC", field: "tsc_khz", original: a.tscKHz.map { "\($0)" } ?? "none",
+                    clone: b.tscKHz.map { "\($0)" } ?? "none", meaning: "the guest's TSC rate"))
         }
         out += memory(a, b, vmcb12GPA: vmcb12GPA)
         return out
@@ -84,10 +113,14 @@ public enum StateComparison {
         }
         add("kind", a.kind.rawValue, b.kind.rawValue, "what stopped the vCPU")
         add("level", a.level.rawValue, b.level.rawValue, "which level the vCPU was running")
-        add("exit", a.exit.map { "\($0.name) (\($0.summary))" } ?? "none", b.exit.map { "\($0.name) (\($0.summary))" } ?? "none",
+        add(
+            "exit", a.exit.map { "\($0.name) (\($0.summary))" } ?? "none",
+            b.exit.map { "\($0.name) (\($0.summary))" } ?? "none",
             "the nested #VMEXIT L1 sees")
         add("nested_flags", a.nestedFlags.description, b.nestedFlags.description, "KVM_STATE_NESTED_* at the stop")
-        add("exit_status", a.exitStatus.map { "\($0)" } ?? "none", b.exitStatus.map { "\($0)" } ?? "none", "the guest's exit status")
+        add(
+            "exit_status", a.exitStatus.map { "\($0)" } ?? "none", b.exitStatus.map { "\($0)" } ?? "none",
+            "the guest's exit status")
         if let x = a.vmcb12, let y = b.vmcb12 {
             out += vmcbFields(x, y)
         } else if (a.vmcb12 == nil) != (b.vmcb12 == nil) {
@@ -104,19 +137,22 @@ public enum StateComparison {
     static func vmcbFields(_ x: VMCB, _ y: VMCB) -> [Difference] {
         x.differingFields(from: y).map { field in
             let known = KnownLoss.note(field.name, x[field].integer, y[field].integer)
-            return Difference(part: "vmcb12 in memory", field: field.name, original: x.shown(field), clone: y.shown(field),
-                              meaning: field.summary + (known.map { "; \($0)" } ?? ""))
+            return Difference(
+                part: "vmcb12 in memory", field: field.name, original: x.shown(field), clone: y.shown(field),
+                meaning: field.summary + (known.map { "; \($0)" } ?? ""))
         }
     }
 
     static func registers(_ a: RegisterSet, _ b: RegisterSet, part: String, meaning: String) -> [Difference] {
         Register.allCases.compactMap { r in
-            let x = a.entry(r), y = b.entry(r)
+            let x = a.entry(r)
+            let y = b.entry(r)
             guard x != y else { return nil }
             let show = { (v: RegisterValue?) in v.map { $0.value.map(hex) ?? "unknown" } ?? "absent" }
             let known = KnownLoss.note(r.name, x?.value, y?.value)
-            return Difference(part: part, field: r.name, original: show(x), clone: show(y),
-                              meaning: meaning + (known.map { "; \($0)" } ?? ""))
+            return Difference(
+                part: part, field: r.name, original: show(x), clone: show(y),
+                meaning: meaning + (known.map { "; \($0)" } ?? ""))
         }
     }
 
@@ -124,14 +160,18 @@ public enum StateComparison {
         switch (a, b) {
         case let (x?, y?):
             return x.differences(from: y).map {
-                Difference(part: "nested state (KVM_GET_NESTED_STATE)", field: $0.field, original: $0.first, clone: $0.second,
-                           meaning: $0.meaning + (KnownLoss.note($0.field, nil, nil).map { "; \($0)" } ?? ""))
+                Difference(
+                    part: "nested state (KVM_GET_NESTED_STATE)", field: $0.field, original: $0.first, clone: $0.second,
+                    meaning: $0.meaning + (KnownLoss.note($0.field, nil, nil).map { "; \($0)" } ?? ""))
             }
         case (nil, nil):
             return []
         default:
-            return [Difference(part: "nested state", field: "blob", original: a == nil ? "none" : "present",
-                               clone: b == nil ? "none" : "present", meaning: "KVM_GET_NESTED_STATE")]
+            return [
+                Difference(
+                    part: "nested state", field: "blob", original: a == nil ? "none" : "present",
+                    clone: b == nil ? "none" : "present", meaning: "KVM_GET_NESTED_STATE")
+            ]
         }
     }
 
@@ -139,13 +179,16 @@ public enum StateComparison {
         let mine = Dictionary(a.msrs.map { ($0.index, $0.value) }, uniquingKeysWith: { x, _ in x })
         let theirs = Dictionary(b.msrs.map { ($0.index, $0.value) }, uniquingKeysWith: { x, _ in x })
         return a.msrs.map(\.index).compactMap { index in
-            let x = mine[index], y = theirs[index]
+            let x = mine[index]
+            let y = theirs[index]
             guard x != y else { return nil }
             let timeDependent = MSRNames.timeDependent.contains(index)
-            return Difference(part: "MSRs (KVM_GET_MSRS)", field: MSRNames.name(of: index), original: x.map(hex) ?? "not read",
-                              clone: y.map(hex) ?? "not read",
-                              meaning: timeDependent ? "a counter that runs on between the save and the read-back" : msrMeaning(index),
-                              expected: timeDependent)
+            return Difference(
+                part: "MSRs (KVM_GET_MSRS)", field: MSRNames.name(of: index), original: x.map(hex) ?? "not read",
+                clone: y.map(hex) ?? "not read",
+                meaning: timeDependent
+                    ? "a counter that runs on between the save and the read-back" : msrMeaning(index),
+                expected: timeDependent)
         }
     }
 
@@ -175,11 +218,17 @@ public enum StateComparison {
         guard a != b else { return [] }
         let differing = zip(a, b).enumerated().filter { $0.element.0 != $0.element.1 }.map(\.offset)
         guard let first = differing.first else {
-            return [Difference(part: part, field: "size", original: "\(a.count) bytes", clone: "\(b.count) bytes", meaning: "")]
+            return [
+                Difference(
+                    part: part, field: "size", original: "\(a.count) bytes", clone: "\(b.count) bytes", meaning: "")
+            ]
         }
         let show = { (x: [UInt8]) in x[first..<min(first + 8, x.count)].map(twoDigitHex).joined(separator: " ") }
-        return [Difference(part: part, field: "byte \(first) (\(differing.count) differ)", original: show(a), clone: show(b),
-                           meaning: meaning(first))]
+        return [
+            Difference(
+                part: part, field: "byte \(first) (\(differing.count) differ)", original: show(a), clone: show(b),
+                meaning: meaning(first))
+        ]
     }
 
     static func memory(_ a: VCPUState, _ b: VCPUState, vmcb12GPA: UInt64?) -> [Difference] {
@@ -190,9 +239,11 @@ public enum StateComparison {
                 x.bytes[$0..<min($0 + 4096, x.bytes.count)] != y.bytes[$0..<min($0 + 4096, y.bytes.count)]
             }
             let list = pages.prefix(8).map { hex(x.guestPhysicalAddress + UInt64($0)) }.joined(separator: " ")
-            out.append(Difference(part: "guest memory", field: "\(pages.count) page\(pages.count == 1 ? "" : "s")",
-                                  original: "slot at \(hex(x.guestPhysicalAddress))", clone: list + (pages.count > 8 ? " …" : ""),
-                                  meaning: "pages that differ right after the restore"))
+            out.append(
+                Difference(
+                    part: "guest memory", field: "\(pages.count) page\(pages.count == 1 ? "" : "s")",
+                    original: "slot at \(hex(x.guestPhysicalAddress))", clone: list + (pages.count > 8 ? " …" : ""),
+                    meaning: "pages that differ right after the restore"))
         }
         if let gpa = vmcb12GPA, let x = vmcbPage(a, gpa), let y = vmcbPage(b, gpa) {
             out += vmcbFields(x, y)
@@ -201,7 +252,10 @@ public enum StateComparison {
     }
 
     static func vmcbPage(_ s: VCPUState, _ gpa: UInt64) -> VMCB? {
-        guard let slot = s.memory.first(where: { gpa >= $0.guestPhysicalAddress && gpa + 4096 <= $0.guestPhysicalAddress + UInt64($0.bytes.count) })
+        guard
+            let slot = s.memory.first(where: {
+                gpa >= $0.guestPhysicalAddress && gpa + 4096 <= $0.guestPhysicalAddress + UInt64($0.bytes.count)
+            })
         else { return nil }
         let start = Int(gpa - slot.guestPhysicalAddress)
         return try? VMCB(bytes: slot.bytes[start..<start + 4096])

@@ -39,10 +39,16 @@ public enum Omission: Hashable, Sendable, CustomStringConvertible {
 
     /// "nested-state", "pdptrs", "msr:0xc0010117" (or a known MSR's name, "msr:VM_HSAVE_PA").
     public init?(_ text: String) {
-        if text == "pdptrs" { self = .pdptrs; return }
+        if text == "pdptrs" {
+            self = .pdptrs
+            return
+        }
         if text.hasPrefix("msr:") {
             let what = String(text.dropFirst(4))
-            if let known = MSRNames.index(named: what) { self = .msr(known); return }
+            if let known = MSRNames.index(named: what) {
+                self = .msr(known)
+                return
+            }
             let digits = what.lowercased().hasPrefix("0x") ? String(what.dropFirst(2)) : what
             guard let index = UInt32(digits, radix: 16) else { return nil }
             self = .msr(index)
@@ -60,7 +66,8 @@ public enum Omission: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
-    public static let help = "nested-state, pdptrs (KVM_SET_SREGS instead of SREGS2), events, msrs, msr:INDEX|NAME, lapic, xsave, xcrs, mp-state, debugregs, tsc-khz, regs, sregs"
+    public static let help =
+        "nested-state, pdptrs (KVM_SET_SREGS instead of SREGS2), events, msrs, msr:INDEX|NAME, lapic, xsave, xcrs, mp-state, debugregs, tsc-khz, regs, sregs"
 }
 
 /// MSRs a reader knows by name (the rest are shown by index).
@@ -145,15 +152,21 @@ public struct VCPUState: Sendable {
         let debugRegs = try vcpu.debugRegisters()
         let nested = vcpu.nestedStateMaxSize > 0 ? try vcpu.nestedState() : nil
         let tscKHz = (try? vm.system.checkExtension(.getTSCKHz)) ?? 0 > 0 ? try vcpu.tscKHz() : nil
-        let memory = try vm.regions.map { MemoryImage(guestPhysicalAddress: $0.guestPhysicalAddress,
-                                                      bytes: try vm.read(at: $0.guestPhysicalAddress, count: $0.size)) }
-        return VCPUState(cpuid: try vcpu.cpuid(), memory: memory, lapic: lapic, sregs: sregs, nested: nested, tscKHz: tscKHz,
-                         regs: regs, xsave: xsave, xcrs: xcrs, msrs: msrs, refusedMSRs: refused, events: events,
-                         mpState: mpState, debugRegs: debugRegs)
+        let memory = try vm.regions.map {
+            MemoryImage(
+                guestPhysicalAddress: $0.guestPhysicalAddress,
+                bytes: try vm.read(at: $0.guestPhysicalAddress, count: $0.size))
+        }
+        return VCPUState(
+            cpuid: try vcpu.cpuid(), memory: memory, lapic: lapic, sregs: sregs, nested: nested, tscKHz: tscKHz,
+            regs: regs, xsave: xsave, xcrs: xcrs, msrs: msrs, refusedMSRs: refused, events: events,
+            mpState: mpState, debugRegs: debugRegs)
     }
 
     /// KVM_GET_MSRS stops at the first MSR it refuses: read on past it, noting each refused one.
-    private static func readMSRs(_ vcpu: VCPU, _ indices: [UInt32]) throws -> ([(index: UInt32, value: UInt64)], [UInt32]) {
+    private static func readMSRs(_ vcpu: VCPU, _ indices: [UInt32]) throws -> (
+        [(index: UInt32, value: UInt64)], [UInt32]
+    ) {
         var values: [(index: UInt32, value: UInt64)] = []
         let refused = try pastRefusedMSRs(indices, index: { $0 }) { run in
             values += zip(run, try vcpu.msrs(run)).map { (index: $0, value: $1) }
@@ -164,7 +177,8 @@ public struct VCPUState: Sendable {
     /// Runs `body` (one KVM_GET_MSRS or KVM_SET_MSRS) over `items`; where KVM
     /// stops at an MSR it refuses, runs it again over those before and those
     /// after. Returns the refused MSRs.
-    static func pastRefusedMSRs<T>(_ items: [T], index: (T) -> UInt32, _ body: ([T]) throws -> Void) throws -> [UInt32] {
+    static func pastRefusedMSRs<T>(_ items: [T], index: (T) -> UInt32, _ body: ([T]) throws -> Void) throws -> [UInt32]
+    {
         var refused: [UInt32] = []
         var rest = items[...]
         while !rest.isEmpty {
@@ -221,7 +235,8 @@ extension VCPUState {
                     outcome = .failed("\(error)")
                 }
             }
-            let ioctl = part == .sregs && (omitting.contains(.pdptrs) || !vcpu.hasSREGS2) ? "KVM_SET_SREGS" : part.setIoctl
+            let ioctl =
+                part == .sregs && (omitting.contains(.pdptrs) || !vcpu.hasSREGS2) ? "KVM_SET_SREGS" : part.setIoctl
             log.append(RestoreStep(part: part, ioctl: ioctl, outcome: outcome))
             if case .failed = outcome { break }
         }
@@ -231,7 +246,7 @@ extension VCPUState {
     private func put(_ part: MigrationPart, into vcpu: VCPU, omitting: Set<Omission>) throws -> RestoreOutcome {
         switch part {
         case .cpuid, .memory:
-            return .done    // done when the VM and vCPU were made
+            return .done  // done when the VM and vCPU were made
         case .lapic:
             guard let lapic else { return .absent("no in-kernel irqchip in the source VM") }
             try vcpu.setLAPIC(lapic)

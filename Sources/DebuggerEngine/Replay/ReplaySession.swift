@@ -63,37 +63,54 @@ public final class ReplaySession: DebugSession {
         case .next: try move(forward: true, "the next stop that is not a VMRUN") { [stops] in stops[$0].kind != .vmrun }
         case .nextVMRUN: try move(forward: true, "the next VMRUN") { [stops] in stops[$0].kind != .nestedExit }
         case .continueRunning:
-            try move(forward: true, "a breakpoint") { [self] in hit($0) != nil || stops[$0].endsRun || stops[$0].kind == .paused }
+            try move(forward: true, "a breakpoint") { [self] in
+                hit($0) != nil || stops[$0].endsRun || stops[$0].kind == .paused
+            }
         case .previousStop: try move(forward: false, "the previous stop") { _ in true }
-        case .previous: try move(forward: false, "a previous nested #VMEXIT") { [stops] in stops[$0].kind == .nestedExit }
+        case .previous:
+            try move(forward: false, "a previous nested #VMEXIT") { [stops] in stops[$0].kind == .nestedExit }
         case .previousVMRUN: try move(forward: false, "a previous VMRUN") { [stops] in stops[$0].kind == .vmrun }
         case .reverseContinue:
-            guard !breakpoints.isEmpty else { throw CommandRefusal(description: "reverse-continue needs a breakpoint (b, break …, watch FIELD)") }
+            guard !breakpoints.isEmpty else {
+                throw CommandRefusal(description: "reverse-continue needs a breakpoint (b, break …, watch FIELD)")
+            }
             try move(forward: false, "a breakpoint") { [self] in hit($0) != nil }
         case let .goto(number):
             guard let i = stops.firstIndex(where: { $0.index == number }) else {
-                throw CommandRefusal(description: "goto \(number): the recording has stops #\(stops[0].index) to #\(stops[stops.count - 1].index)")
+                throw CommandRefusal(
+                    description:
+                        "goto \(number): the recording has stops #\(stops[0].index) to #\(stops[stops.count - 1].index)"
+                )
             }
             cursor = i
             post(i)
         case let .search(text):
             let query = StopQuery(text)
             let order = Array(cursor + 1..<stops.count) + Array(0...cursor)
-            guard let i = order.first(where: { query.matches(stops[$0], previousVMCB: previousVMCB(before: $0)) }) else {
+            guard let i = order.first(where: { query.matches(stops[$0], previousVMCB: previousVMCB(before: $0)) })
+            else {
                 throw CommandRefusal(description: "search \(query): no stop in the recording matches")
             }
             let wrapped = i <= cursor
             cursor = i
             post(i)
-            events.append(.notice("search \(query): stop #\(stops[i].index)\(wrapped ? " (wrapped to the start)" : ""): \(stops[i].reason)"))
+            events.append(
+                .notice(
+                    "search \(query): stop #\(stops[i].index)\(wrapped ? " (wrapped to the start)" : ""): \(stops[i].reason)"
+                ))
         case let .addBreakpoint(breakpoint):
             breakpoints.append(breakpoint)
             events.append(.breakpoints(breakpoints))
         case let .deleteBreakpoints(index):
-            if let index { if breakpoints.indices.contains(index) { breakpoints.remove(at: index) } } else { breakpoints.removeAll() }
+            if let index {
+                if breakpoints.indices.contains(index) { breakpoints.remove(at: index) }
+            } else {
+                breakpoints.removeAll()
+            }
             events.append(.breakpoints(breakpoints))
         case .stepInstruction:
-            throw CommandRefusal(description: "a recording holds stops, not instructions: S goes back one stop, n/N, e/E, c/C move")
+            throw CommandRefusal(
+                description: "a recording holds stops, not instructions: S goes back one stop, n/N, e/E, c/C move")
         case .watch, .stopWatch, .pause, .captureState, .record:
             throw CommandRefusal(description: "a recording does not run: nothing to watch, pause, save or record")
         }
@@ -105,7 +122,9 @@ public final class ReplaySession: DebugSession {
         let range = forward ? Array(cursor + 1..<stops.count) : Array((0..<cursor).reversed())
         guard let i = range.first(where: wanted) else {
             let edge = forward ? "ends at stop #\(stops[stops.count - 1].index)" : "starts at stop #\(stops[0].index)"
-            throw CommandRefusal(description: "no \(what) \(forward ? "after" : "before") stop #\(stops[cursor].index): the recording \(edge)")
+            throw CommandRefusal(
+                description:
+                    "no \(what) \(forward ? "after" : "before") stop #\(stops[cursor].index): the recording \(edge)")
         }
         cursor = i
         post(i)
@@ -121,7 +140,7 @@ public final class ReplaySession: DebugSession {
 
     private func post(_ i: Int) {
         var shown = stops[i]
-        shown.hit = hit(i)   // this replay's breakpoints, not the live run's
+        shown.hit = hit(i)  // this replay's breakpoints, not the live run's
         events.append(.stopped(shown, history: stops[...i]))
     }
 }

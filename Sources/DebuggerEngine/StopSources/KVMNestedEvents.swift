@@ -60,9 +60,11 @@ public enum KVMNestedEvent: Equatable, Sendable {
     public var summary: String {
         switch self {
         case let .vmenter(rip, vmcb, l2RIP, _, _, npt):
-            return "\(tracepoint): L1 resumes at \(hex(rip)), vmcb12 \(hex(vmcb)), L2 RIP \(hex(l2RIP)), nested paging \(npt ? "on" : "off")"
+            return
+                "\(tracepoint): L1 resumes at \(hex(rip)), vmcb12 \(hex(vmcb)), L2 RIP \(hex(l2RIP)), nested paging \(npt ? "on" : "off")"
         case let .vmexitInject(f), let .l2Exit(f):
-            return "\(tracepoint): \(exitName(f.code)) info1 \(hex(f.info1)) info2 \(hex(f.info2)) int_info \(hex(f.intInfo))"
+            return
+                "\(tracepoint): \(exitName(f.code)) info1 \(hex(f.info1)) info2 \(hex(f.info2)) int_info \(hex(f.intInfo))"
         case let .vmenterFailed(check):
             return "\(tracepoint): \(check)"
         }
@@ -105,14 +107,20 @@ struct KVMEventDecoder {
             throw TraceError.missingField(event: format.event, field: names.joined(separator: " or "))
         }
         func exitFields() throws -> [TracepointFormat.Field] {
-            [try field("exit_code", "exit_reason"), try field("exit_info1", "info1"), try field("exit_info2", "info2"),
-             try field("exit_int_info", "intr_info"), try field("exit_int_info_err", "error_code")]
+            [
+                try field("exit_code", "exit_reason"), try field("exit_info1", "info1"),
+                try field("exit_info2", "info2"),
+                try field("exit_int_info", "intr_info"), try field("exit_int_info_err", "error_code"),
+            ]
         }
         switch format.event {
         case "kvm:" + KVMNestedEvent.vmenterName:
             kind = .vmenter
-            fields = [try field("rip"), try field("vmcb"), try field("nested_rip"), try field("int_ctl"), try field("event_inj"),
-                      try field("npt", "tdp_enabled")]
+            fields = [
+                try field("rip"), try field("vmcb"), try field("nested_rip"), try field("int_ctl"),
+                try field("event_inj"),
+                try field("npt", "tdp_enabled"),
+            ]
         case "kvm:" + KVMNestedEvent.vmexitInjectName:
             kind = .vmexitInject
             fields = try exitFields()
@@ -137,11 +145,13 @@ struct KVMEventDecoder {
         }
         switch kind {
         case .vmenter:
-            return .vmenter(l1RIP: try integer(0), vmcb12: try integer(1), l2RIP: try integer(2), intCtl: try integer(3),
-                            eventInj: try integer(4), nestedPaging: try integer(5) != 0)
+            return .vmenter(
+                l1RIP: try integer(0), vmcb12: try integer(1), l2RIP: try integer(2), intCtl: try integer(3),
+                eventInj: try integer(4), nestedPaging: try integer(5) != 0)
         case .vmexitInject, .l2Exit:
-            let exit = KVMExitFields(code: try integer(0), info1: try integer(1), info2: try integer(2), intInfo: try integer(3),
-                                     intInfoError: try integer(4))
+            let exit = KVMExitFields(
+                code: try integer(0), info1: try integer(1), info2: try integer(2), intInfo: try integer(3),
+                intInfoError: try integer(4))
             return kind == .l2Exit ? .l2Exit(exit) : .vmexitInject(exit)
         case .vmenterFailed:
             guard let message = fields[0].string(in: bytes) else { throw short(fields[0]) }
@@ -226,12 +236,15 @@ public struct KVMEventSequence: Sendable {
     /// The evidence of one stop from the events fired since the last one, and
     /// what the counters say the ring lost: stopping events (a problem: the
     /// stop is not exact) and L2 exits (the L0-handled counts fall short).
-    public mutating func evidence(for fired: [KVMNestedEvent], missingStops: [String] = [],
-                                  missingL2Exits: UInt64 = 0) -> KVMEvidence {
+    public mutating func evidence(
+        for fired: [KVMNestedEvent], missingStops: [String] = [],
+        missingL2Exits: UInt64 = 0
+    ) -> KVMEvidence {
         var evidence = KVMEvidence()
         evidence.lost = missingL2Exits
         if !missingStops.isEmpty {
-            evidence.problems.append("KVM fired \(missingStops.joined(separator: ", ")) that the ring lost: events are missing")
+            evidence.problems.append(
+                "KVM fired \(missingStops.joined(separator: ", ")) that the ring lost: events are missing")
         }
         for event in fired {
             switch event {
@@ -239,14 +252,16 @@ public struct KVMEventSequence: Sendable {
                 l2Exits.append(fields)
             case .vmenter:
                 if inL2 == true {
-                    evidence.problems.append("kvm_nested_vmenter while KVM already ran L2: the #VMEXIT before it fired no event")
+                    evidence.problems.append(
+                        "kvm_nested_vmenter while KVM already ran L2: the #VMEXIT before it fired no event")
                 }
                 inL2 = true
                 l2Exits = []
                 evidence.events.append(event)
             case let .vmexitInject(fields):
                 if inL2 == false {
-                    evidence.problems.append("kvm_nested_vmexit_inject without a VMRUN before it: kvm_nested_vmenter is missing")
+                    evidence.problems.append(
+                        "kvm_nested_vmexit_inject without a VMRUN before it: kvm_nested_vmenter is missing")
                 }
                 // The last L2 exit with the same code is the one KVM reflected; the rest KVM handled.
                 var handled = l2Exits
@@ -260,7 +275,9 @@ public struct KVMEventSequence: Sendable {
             }
         }
         if missingL2Exits > 0 {
-            evidence.notes.append("\(missingL2Exits) kvm_nested_vmexit sample(s) lost (ring full): L0-handled counts are short by that many")
+            evidence.notes.append(
+                "\(missingL2Exits) kvm_nested_vmexit sample(s) lost (ring full): L0-handled counts are short by that many"
+            )
         }
         checkMerged(&evidence)
         return evidence
@@ -275,11 +292,16 @@ public struct KVMEventSequence: Sendable {
         let names = evidence.events.map(\.tracepoint)
         guard names.count > 1 else { return }
         if let firstExit = names.firstIndex(of: KVMNestedEvent.vmexitInjectName),
-           names[firstExit...].contains(KVMNestedEvent.vmenterName) {
-            evidence.problems.append("late stop: \(names.joined(separator: ", ")) fired before the vCPU stopped; L1 ran between a #VMEXIT and the next VMRUN unseen")
+            names[firstExit...].contains(KVMNestedEvent.vmenterName)
+        {
+            evidence.problems.append(
+                "late stop: \(names.joined(separator: ", ")) fired before the vCPU stopped; L1 ran between a #VMEXIT and the next VMRUN unseen"
+            )
         } else {
-            let shape = names.contains(KVMNestedEvent.vmexitInjectName) ? " (L2 did not run an instruction in between)" : ""
-            evidence.notes.append("one KVM_RUN, several events\(shape): \(evidence.events.map(\.summary).joined(separator: "; "))")
+            let shape =
+                names.contains(KVMNestedEvent.vmexitInjectName) ? " (L2 did not run an instruction in between)" : ""
+            evidence.notes.append(
+                "one KVM_RUN, several events\(shape): \(evidence.events.map(\.summary).joined(separator: "; "))")
         }
     }
 }

@@ -59,7 +59,8 @@ public final class PatchStopSource: StopSource {
         var checked: [Site] = []
         for site in vmrunSites {
             guard let gpa = try target.translate(site), try target.readPhysical(gpa, count: 3) == [0x0F, 0x01, 0xD8],
-                  let afterGPA = try target.translate(site + 3) else {
+                let afterGPA = try target.translate(site + 3)
+            else {
                 throw StopSourceError.notVMRUN(site)
             }
             checked.append(Site(vmrun: site, after: site + 3, vmrunGPA: gpa, afterGPA: afterGPA))
@@ -106,7 +107,7 @@ public final class PatchStopSource: StopSource {
                 if let stop = try classify(exit) {
                     switch stop.event {
                     case .fault, .guestExited: return stop
-                    default: continue   // free running: I/O and HLT are part of the guest's life
+                    default: continue  // free running: I/O and HLT are part of the guest's life
                     }
                 }
             }
@@ -116,7 +117,9 @@ public final class PatchStopSource: StopSource {
     }
 
     public func addL1Breakpoint(_ linear: UInt64) throws {
-        if sites.contains(where: { $0.vmrun == linear || $0.after == linear }) { throw StopSourceError.breakpointOnVMRUNSite }
+        if sites.contains(where: { $0.vmrun == linear || $0.after == linear }) {
+            throw StopSourceError.breakpointOnVMRUNSite
+        }
         guard let gpa = try target.translate(linear) else { throw StopSourceError.notMapped(linear) }
         l1Breakpoints[linear] = gpa
         // Stopped on that very instruction: patch it once it has executed.
@@ -169,7 +172,9 @@ public final class PatchStopSource: StopSource {
 
     private func stepOneInstruction() throws -> VCPUExit {
         try target.setSingleStep(true)
-        return try withRestore("turning single-step off (KVM_SET_GUEST_DEBUG)") { try runVCPU() } restore: {
+        return try withRestore("turning single-step off (KVM_SET_GUEST_DEBUG)") {
+            try runVCPU()
+        } restore: {
             try target.setSingleStep(false)
         }
     }
@@ -202,7 +207,7 @@ public final class PatchStopSource: StopSource {
             }
             if let site = sites.first(where: { $0.after == at }), original[site.afterGPA] != nil {
                 try rewind(site.afterGPA)
-                try patch(site.vmrunGPA)   // VMRUN has run: arm it again
+                try patch(site.vmrunGPA)  // VMRUN has run: arm it again
                 stepOverPatch = site.afterGPA
                 return SourceStop(.nestedExit, kvmExit: "KVM_EXIT_HLT (patch after VMRUN)")
             }

@@ -69,7 +69,8 @@ public enum StopSourceKind: String, CaseIterable, Sendable {
         case .tracepoint:
             return TracepointStopSource.availability()
         case .patch:
-            return .available("HLT over VMRUN and the instruction after it (needs the VMRUN sites: symbols, a scan or --vmrun-at)")
+            return .available(
+                "HLT over VMRUN and the instruction after it (needs the VMRUN sites: symbols, a scan or --vmrun-at)")
         }
     }
 }
@@ -100,9 +101,11 @@ public enum StopSourceError: Error, Equatable, CustomStringConvertible {
         case .cannotStepVMRUN: return "L1 is at VMRUN: use n (next exit) or e (next VMRUN) to run L2"
         case .breakpointOnVMRUNSite: return "VMRUN and the instruction after it are stops already: use e and n"
         case let .notMapped(a): return "L1 address 0x\(String(a, radix: 16)) is not mapped"
-        case let .noVMRUNSite(target, reason): return "no VMRUN site known for \(target): \(reason); use --stops tracepoint"
+        case let .noVMRUNSite(target, reason):
+            return "no VMRUN site known for \(target): \(reason); use --stops tracepoint"
         case let .patchNeedsHLTExits(target):
-            return "--stops patch cannot stop \(target): with the in-kernel irqchip KVM handles HLT itself and the patches "
+            return
+                "--stops patch cannot stop \(target): with the in-kernel irqchip KVM handles HLT itself and the patches "
                 + "never reach nestdbg; use --stops tracepoint, or --no-irqchip (no LAPIC, one vCPU)"
         case let .restoreFailed(what, error, after):
             return "\(what) failed: \(error); the stop source may not stop the guest any more"
@@ -163,9 +166,11 @@ extension RunnableTarget {
             case .handled: return nil
             case let .guestExited(status): return SourceStop(.guestExited(status: status), kvmExit: exit.kvmName)
             case let .l1ReportedUnhandledExit(code):
-                return SourceStop(.fault(description: "L1 reported an exit it does not handle: \(exitName(code))"),
-                                  kvmExit: exit.kvmName)
-            case let .unclaimed(description): return SourceStop(.vmmExit(description: description), kvmExit: exit.kvmName)
+                return SourceStop(
+                    .fault(description: "L1 reported an exit it does not handle: \(exitName(code))"),
+                    kvmExit: exit.kvmName)
+            case let .unclaimed(description):
+                return SourceStop(.vmmExit(description: description), kvmExit: exit.kvmName)
             case .smmEntered: return SourceStop(.vmmExit(description: SMMStub.explanation), kvmExit: exit.kvmName)
             }
         case let .mmio(address, isWrite, length, _):
@@ -176,8 +181,9 @@ extension RunnableTarget {
         case .shutdown:
             return SourceStop(.fault(description: "triple fault (KVM_EXIT_SHUTDOWN)"), kvmExit: exit.kvmName)
         case let .failEntry(reason, _):
-            return SourceStop(.fault(description: "KVM_EXIT_FAIL_ENTRY, hardware reason 0x\(String(reason, radix: 16))"),
-                              kvmExit: exit.kvmName)
+            return SourceStop(
+                .fault(description: "KVM_EXIT_FAIL_ENTRY, hardware reason 0x\(String(reason, radix: 16))"),
+                kvmExit: exit.kvmName)
         case let .internalError(suberror, data):
             let words = data.map { "0x" + String($0, radix: 16) }
             return SourceStop(.fault(description: "KVM internal error \(suberror) \(words)"), kvmExit: exit.kvmName)

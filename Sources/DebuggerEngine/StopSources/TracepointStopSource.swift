@@ -1,9 +1,10 @@
-import KernelTrace
 import KVMControl
+import KernelTrace
 import SVMModel
 import Synchronization
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Stops where KVM itself says a nested transition happened: perf events on
@@ -46,8 +47,9 @@ public final class TracepointStopSource: StopSource {
         do {
             let tracefs = try Tracefs.locate()
             // Opened and closed at once: the kernel accepts what the source will ask.
-            _ = try PerfTracepoints(KVMNestedEvent.requests, thread: PerfTracepoints.currentThreadID(), tracefs: tracefs,
-                                    ringPages: 1)
+            _ = try PerfTracepoints(
+                KVMNestedEvent.requests, thread: PerfTracepoints.currentThreadID(), tracefs: tracefs,
+                ringPages: 1)
             return .available("perf SIGTRAP on kvm:kvm_nested_* (tracefs at \(tracefs.root))")
         } catch let error as TraceError {
             return .unavailable(error.description)
@@ -81,7 +83,9 @@ public final class TracepointStopSource: StopSource {
             throw StopSourceError.cannotStepVMRUN
         }
         try target.setSingleStep(true)
-        let exit = try withRestore("turning single-step off (KVM_SET_GUEST_DEBUG)") { try runVCPU() } restore: {
+        let exit = try withRestore("turning single-step off (KVM_SET_GUEST_DEBUG)") {
+            try runVCPU()
+        } restore: {
             try target.setSingleStep(false)
         }
         return try interpret(exit) ?? SourceStop(.singleStep, kvmExit: exit.kvmName)
@@ -209,7 +213,8 @@ public final class TracepointStopSource: StopSource {
                 return SourceStop(.nestedExit, kvmExit: how, evidence: evidence)
             }
             if !stopping.isEmpty {
-                evidence.notes.append("KVM fired \(stopping.map(\.tracepoint).joined(separator: ", ")) before this exit")
+                evidence.notes.append(
+                    "KVM fired \(stopping.map(\.tracepoint).joined(separator: ", ")) before this exit")
             }
             stop.evidence = evidence
             return stop

@@ -35,8 +35,10 @@ public enum Register: Int, CaseIterable, Sendable {
     }
 
     /// The sixteen GPRs, in pane order.
-    public static let gprs: [Register] = [.rax, .rbx, .rcx, .rdx, .rsi, .rdi, .rsp, .rbp,
-                                          .r8, .r9, .r10, .r11, .r12, .r13, .r14, .r15]
+    public static let gprs: [Register] = [
+        .rax, .rbx, .rcx, .rdx, .rsi, .rdi, .rsp, .rbp,
+        .r8, .r9, .r10, .r11, .r12, .r13, .r14, .r15,
+    ]
     /// The GPRs VMRUN and #VMEXIT do not switch (RAX and RSP are in the VMCB).
     public static let unswitchedGPRs: [Register] = gprs.filter { $0 != .rax && $0 != .rsp }
 
@@ -48,7 +50,8 @@ public enum Register: Int, CaseIterable, Sendable {
 
     private static let saveFields: [Register: VMCBField] = [
         .rax: .saveRAX, .rsp: .saveRSP, .rip: .saveRIP, .rflags: .saveRFLAGS,
-        .cr0: .saveCR0, .cr2: .saveCR2, .cr3: .saveCR3, .cr4: .saveCR4, .efer: .saveEFER, .dr6: .saveDR6, .dr7: .saveDR7,
+        .cr0: .saveCR0, .cr2: .saveCR2, .cr3: .saveCR3, .cr4: .saveCR4, .efer: .saveEFER, .dr6: .saveDR6,
+        .dr7: .saveDR7,
         .csSelector: .saveCSSelector, .csBase: .saveCSBase, .csLimit: .saveCSLimit, .csAttrib: .saveCSAttrib,
         .ssSelector: .saveSSSelector, .ssBase: .saveSSBase, .ssLimit: .saveSSLimit, .ssAttrib: .saveSSAttrib,
         .dsSelector: .saveDSSelector, .dsBase: .saveDSBase, .dsLimit: .saveDSLimit, .dsAttrib: .saveDSAttrib,
@@ -56,7 +59,8 @@ public enum Register: Int, CaseIterable, Sendable {
         .fsSelector: .saveFSSelector, .fsBase: .saveFSBase, .fsLimit: .saveFSLimit, .fsAttrib: .saveFSAttrib,
         .gsSelector: .saveGSSelector, .gsBase: .saveGSBase, .gsLimit: .saveGSLimit, .gsAttrib: .saveGSAttrib,
         .trSelector: .saveTRSelector, .trBase: .saveTRBase, .trLimit: .saveTRLimit, .trAttrib: .saveTRAttrib,
-        .ldtrSelector: .saveLDTRSelector, .ldtrBase: .saveLDTRBase, .ldtrLimit: .saveLDTRLimit, .ldtrAttrib: .saveLDTRAttrib,
+        .ldtrSelector: .saveLDTRSelector, .ldtrBase: .saveLDTRBase, .ldtrLimit: .saveLDTRLimit,
+        .ldtrAttrib: .saveLDTRAttrib,
         .gdtrBase: .saveGDTRBase, .gdtrLimit: .saveGDTRLimit, .idtrBase: .saveIDTRBase, .idtrLimit: .saveIDTRLimit,
     ]
 }
@@ -113,13 +117,17 @@ public struct RegisterSet: Equatable, Sendable {
     }
 
     /// Everything from the vCPU's register ioctls (the level that is running).
-    static func fromVCPU(_ r: GeneralRegisters, _ s: SpecialRegisters, _ d: DebugRegisters, source: String) -> RegisterSet {
+    static func fromVCPU(_ r: GeneralRegisters, _ s: SpecialRegisters, _ d: DebugRegisters, source: String)
+        -> RegisterSet
+    {
         var v = empty
         for (register, value) in zip(Register.gprs, gprValues(r)) { v[register.rawValue] = .known(value) }
-        let plain: [(Register, UInt64)] = [(.rip, r.rip), (.rflags, r.rflags), (.cr0, s.cr0), (.cr2, s.cr2), (.cr3, s.cr3),
-                                           (.cr4, s.cr4), (.efer, s.efer), (.dr6, d.dr6), (.dr7, d.dr7),
-                                           (.gdtrBase, s.gdt.base), (.gdtrLimit, UInt64(s.gdt.limit)),
-                                           (.idtrBase, s.idt.base), (.idtrLimit, UInt64(s.idt.limit))]
+        let plain: [(Register, UInt64)] = [
+            (.rip, r.rip), (.rflags, r.rflags), (.cr0, s.cr0), (.cr2, s.cr2), (.cr3, s.cr3),
+            (.cr4, s.cr4), (.efer, s.efer), (.dr6, d.dr6), (.dr7, d.dr7),
+            (.gdtrBase, s.gdt.base), (.gdtrLimit, UInt64(s.gdt.limit)),
+            (.idtrBase, s.idt.base), (.idtrLimit, UInt64(s.idt.limit)),
+        ]
         for (register, value) in plain { v[register.rawValue] = .known(value) }
         let segments: [(Segment, [Register])] = [
             (s.cs, [.csSelector, .csBase, .csLimit, .csAttrib]), (s.ss, [.ssSelector, .ssBase, .ssLimit, .ssAttrib]),
@@ -129,7 +137,9 @@ public struct RegisterSet: Equatable, Sendable {
             (s.ldt, [.ldtrSelector, .ldtrBase, .ldtrLimit, .ldtrAttrib]),
         ]
         for (segment, parts) in segments {
-            let values = [UInt64(segment.selector), segment.base, UInt64(segment.limit), UInt64(segment.vmcbAttributes)]
+            let values = [
+                UInt64(segment.selector), segment.base, UInt64(segment.limit), UInt64(segment.vmcbAttributes),
+            ]
             for (register, value) in zip(parts, values) { v[register.rawValue] = .known(value) }
         }
         return RegisterSet(source: source, slots: v)

@@ -1,7 +1,10 @@
 import SVMModel
 
 /// Which level the vCPU is executing.
-public enum Level: String, Sendable { case l1 = "L1", l2 = "L2" }
+public enum Level: String, Sendable {
+    case l1 = "L1"
+    case l2 = "L2"
+}
 
 /// Why the engine stopped.
 public enum StopKind: String, Sendable {
@@ -74,10 +77,12 @@ public struct Stop: Sendable {
         return SyncDiff.written(before: before, after: after)
     }
 
-    public init(index: Int = 0, kind: StopKind, level: Level, reason: String, exit: DecodedExit? = nil, l1: RegisterSet,
-                l2: RegisterSet? = nil, vmcb12GPA: UInt64? = nil, vmcb12AtVMRUN: VMCB? = nil, vmcb12: VMCB? = nil,
-                synced: [FieldChange] = [], violations: [Violation] = [], nestedFlags: NestedStateFlags = [],
-                cachedControls: VMCB? = nil, kvmExit: String) {
+    public init(
+        index: Int = 0, kind: StopKind, level: Level, reason: String, exit: DecodedExit? = nil, l1: RegisterSet,
+        l2: RegisterSet? = nil, vmcb12GPA: UInt64? = nil, vmcb12AtVMRUN: VMCB? = nil, vmcb12: VMCB? = nil,
+        synced: [FieldChange] = [], violations: [Violation] = [], nestedFlags: NestedStateFlags = [],
+        cachedControls: VMCB? = nil, kvmExit: String
+    ) {
         self.index = index
         self.kind = kind
         self.level = level
@@ -100,11 +105,16 @@ public struct Stop: Sendable {
 
     /// A nested-exit stop built from two vmcb12 pages and register values, as
     /// the engine builds them (for the renderer's tests and benchmark).
-    public static func synthetic(index: Int, before: VMCB, after: VMCB, l1: [Register: RegisterValue],
-                                 l2: [Register: RegisterValue]) -> Stop {
-        Stop(index: index, kind: .nestedExit, level: .l1, reason: "nested #VMEXIT", exit: DecodedExit(vmcb: after),
-             l1: RegisterSet(source: "vCPU registers", values: l1), l2: RegisterSet(source: "vmcb12 save area", values: l2),
-             vmcb12GPA: 0x20000, vmcb12AtVMRUN: before, vmcb12: after, synced: SyncDiff.changes(before: before, after: after),
-             kvmExit: "KVM_EXIT_HLT")
+    public static func synthetic(
+        index: Int, before: VMCB, after: VMCB, l1: [Register: RegisterValue],
+        l2: [Register: RegisterValue]
+    ) -> Stop {
+        Stop(
+            index: index, kind: .nestedExit, level: .l1, reason: "nested #VMEXIT", exit: DecodedExit(vmcb: after),
+            l1: RegisterSet(source: "vCPU registers", values: l1),
+            l2: RegisterSet(source: "vmcb12 save area", values: l2),
+            vmcb12GPA: 0x20000, vmcb12AtVMRUN: before, vmcb12: after,
+            synced: SyncDiff.changes(before: before, after: after),
+            kvmExit: "KVM_EXIT_HLT")
     }
 }

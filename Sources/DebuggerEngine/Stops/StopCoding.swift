@@ -12,7 +12,8 @@ extension Breakpoint: Codable {
     /// One key naming the kind: `{"exit": CODE}`, `{"l2_rip": ADDR}`, `{"watch": "save.cr4"}`, `{"l1_rip": ADDR}`.
     enum CodingKeys: String, CodingKey {
         case exit, watch
-        case l2RIP = "l2_rip", l1RIP = "l1_rip"
+        case l2RIP = "l2_rip"
+        case l1RIP = "l1_rip"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -23,7 +24,9 @@ extension Breakpoint: Codable {
             self = .l2RIP(rip)
         } else if let rip = try c.decodeIfPresent(UInt64.self, forKey: .l1RIP) {
             self = .l1RIP(rip)
-        } else if let name = try c.decodeIfPresent(String.self, forKey: .watch), let field = VMCBLayout.field(named: name) {
+        } else if let name = try c.decodeIfPresent(String.self, forKey: .watch),
+            let field = VMCBLayout.field(named: name)
+        {
             self = .watch(field)
         } else {
             throw StoredStopError(description: "not a breakpoint: \(c.allKeys.map(\.stringValue))")
@@ -46,9 +49,10 @@ extension RegisterSet {
     /// value not knowable at the stop (registers not in the pane are absent):
     /// the stop JSON's `l1`/`l2` without `source`.
     public var valuesJSON: JSON {
-        .object(Register.allCases.compactMap { register in
-            entry(register).map { (register.name, $0.value.map { JSON.hex($0) } ?? .null) }
-        })
+        .object(
+            Register.allCases.compactMap { register in
+                entry(register).map { (register.name, $0.value.map { JSON.hex($0) } ?? .null) }
+            })
     }
 
     /// The pane packed for storage: 9 bytes a register in `Register` order,
@@ -63,7 +67,9 @@ extension RegisterSet {
             case .unknown?: out += [1, 0, 0, 0, 0, 0, 0, 0, 0]
             case let .known(v)?:
                 out.append(2)
-                for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: v >> UInt64(shift))) }
+                for shift in stride(from: 56, through: 0, by: -8) {
+                    out.append(UInt8(truncatingIfNeeded: v >> UInt64(shift)))
+                }
             }
         }
         return out
@@ -72,7 +78,8 @@ extension RegisterSet {
     /// Reads `packed` back.
     public init(source: String, packed: [UInt8]) throws {
         guard packed.count == Register.allCases.count * 9 else {
-            throw StoredStopError(description: "a register set is \(Register.allCases.count * 9) bytes, this is \(packed.count)")
+            throw StoredStopError(
+                description: "a register set is \(Register.allCases.count * 9) bytes, this is \(packed.count)")
         }
         var values: [Register: RegisterValue] = [:]
         for (i, register) in Register.allCases.enumerated() {

@@ -2,8 +2,9 @@ import Foundation
 import KVMControl
 import ProcessControl
 import SVMModel
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Guest-physical memory of a VM another process owns (QEMU's RAM, read
@@ -28,8 +29,10 @@ public struct AttachPoint {
     /// runs under nestdbg (QMP `cont` for a QEMU started with -S).
     public var resumeProcess: (() throws -> Void)?
 
-    public init(pid: Int32, vcpuIndex: UInt32, thread: Int32, vcpuFD: Int32, memory: any GuestPhysicalMemory,
-                processName: String, resumeProcess: (() throws -> Void)? = nil) {
+    public init(
+        pid: Int32, vcpuIndex: UInt32, thread: Int32, vcpuFD: Int32, memory: any GuestPhysicalMemory,
+        processName: String, resumeProcess: (() throws -> Void)? = nil
+    ) {
         self.pid = pid
         self.vcpuIndex = vcpuIndex
         self.thread = thread
@@ -77,7 +80,7 @@ public final class AttachedVCPUTarget: RunnableTarget, @unchecked Sendable {
 
     /// The value nestdbg's own pause signals carry (SIGUSR1 with SI_QUEUE):
     /// QEMU's kicks are SIGUSR1 too, and pass on untouched.
-    static let kickValue: UInt64 = 0x6E65_7374_6462_6721   // "nestdbg!"
+    static let kickValue: UInt64 = 0x6E65_7374_6462_6721  // "nestdbg!"
 
     public init(_ point: AttachPoint) throws {
         var point = point
@@ -100,7 +103,7 @@ public final class AttachedVCPUTarget: RunnableTarget, @unchecked Sendable {
             try stopInsideSystemCall(traced)
             exitReasonAddress = try QEMUProcess(pid: point.pid).memoryMappings().first {
                 $0.path == "anon_inode:kvm-vcpu:\(point.vcpuIndex)" && $0.fileOffset == 0
-            }.map { $0.start + 8 }   // struct kvm_run: 8 bytes of flags, then __u32 exit_reason
+            }.map { $0.start + 8 }  // struct kvm_run: 8 bytes of flags, then __u32 exit_reason
             try armAgainstTracerDeath(traced)
             vcpu = try RemoteVCPU(id: point.vcpuIndex, kvm: kvm) { [unowned self] request, argument, size in
                 try self.remoteIoctl(request, argument, size: size)
@@ -124,7 +127,8 @@ public final class AttachedVCPUTarget: RunnableTarget, @unchecked Sendable {
             try traced.interrupt()
             let event = try traced.wait()
             guard case .stopped = event else {
-                throw ProcessError.ended("QEMU's vCPU \(point.vcpuIndex) thread \(point.thread) ended while nestdbg attached")
+                throw ProcessError.ended(
+                    "QEMU's vCPU \(point.vcpuIndex) thread \(point.thread) ended while nestdbg attached")
             }
             if case let .stopped(.signal(info)) = event, !info.isPerfTrap {
                 // A signal of QEMU's own (a kick) came first: deliver it and try again.
@@ -135,7 +139,8 @@ public final class AttachedVCPUTarget: RunnableTarget, @unchecked Sendable {
             try traced.resume()
             usleep(useconds_t(1000 * min(attempt + 1, 20)))
         }
-        throw ProcessError.unsuitable("thread \(point.thread) of process \(point.pid) never stopped inside a system call")
+        throw ProcessError.unsuitable(
+            "thread \(point.thread) of process \(point.pid) never stopped inside a system call")
     }
 
     /// The stop source binds its tracepoints to QEMU's vCPU thread; their
@@ -144,7 +149,9 @@ public final class AttachedVCPUTarget: RunnableTarget, @unchecked Sendable {
 
     public func run() throws -> VCPUExit {
         if let ended { throw ended }
-        guard let thread else { throw TargetError.notSupported(operation: "KVM_RUN", target: "\(name) before attaching") }
+        guard let thread else {
+            throw TargetError.notSupported(operation: "KVM_RUN", target: "\(name) before attaching")
+        }
         try disarm(thread)
         try thread.resume()
         if let resume = pendingResume {
@@ -153,12 +160,16 @@ public final class AttachedVCPUTarget: RunnableTarget, @unchecked Sendable {
             // (run_on_cpu), which only moves while nestdbg waits for its stops below.
             let box = UncheckedSendable(resume)
             Thread {
-                do { try box.value() } catch { FileHandle.standardError.write(Data("nestdbg: resuming QEMU: \(error)\n".utf8)) }
+                do { try box.value() } catch {
+                    FileHandle.standardError.write(Data("nestdbg: resuming QEMU: \(error)\n".utf8))
+                }
             }.start()
         }
         while true {
             let event: ThreadEvent
-            do { event = try thread.wait() } catch let error as ProcessError { throw end(error.description, status: nil) }
+            do { event = try thread.wait() } catch let error as ProcessError {
+                throw end(error.description, status: nil)
+            }
             switch event {
             case let .stopped(.signal(info)):
                 // Ours: a tracepoint's SIGTRAP, or nestdbg's pause. Dropped on resume.
@@ -186,7 +197,8 @@ public final class AttachedVCPUTarget: RunnableTarget, @unchecked Sendable {
     private func describeExit(_ waitStatus: Int32) -> String {
         if waitStatus & 0x7F != 0 { return "QEMU is exiting on signal \(waitStatus & 0x7F)" }
         let code = (waitStatus >> 8) & 0xFF
-        let debugExit = code & 1 == 1 ? ": the guest wrote \(code >> 1) to isa-debug-exit (QEMU exits with value << 1 | 1)" : ""
+        let debugExit =
+            code & 1 == 1 ? ": the guest wrote \(code >> 1) to isa-debug-exit (QEMU exits with value << 1 | 1)" : ""
         return "QEMU exited with status \(code)\(debugExit)"
     }
 
@@ -248,7 +260,7 @@ public final class AttachedVCPUTarget: RunnableTarget, @unchecked Sendable {
     private func armAgainstTracerDeath(_ thread: TracedThread) throws {
         guard let address = exitReasonAddress, savedExitReason == nil else { return }
         savedExitReason = try thread.readMemory(at: address, count: 4)
-        try thread.writeMemory([7, 0, 0, 0], at: address)   // KVM_EXIT_IRQ_WINDOW_OPEN
+        try thread.writeMemory([7, 0, 0, 0], at: address)  // KVM_EXIT_IRQ_WINDOW_OPEN
     }
 
     /// Puts exit_reason back before the thread runs on (it is QEMU's).
@@ -262,7 +274,9 @@ public final class AttachedVCPUTarget: RunnableTarget, @unchecked Sendable {
 
     private func remote() throws -> RemoteVCPU {
         if let ended { throw ended }
-        guard let vcpu else { throw TargetError.notSupported(operation: "a vCPU ioctl", target: "\(name) before attaching") }
+        guard let vcpu else {
+            throw TargetError.notSupported(operation: "a vCPU ioctl", target: "\(name) before attaching")
+        }
         return vcpu
     }
 
@@ -282,7 +296,9 @@ public final class AttachedVCPUTarget: RunnableTarget, @unchecked Sendable {
 
     public func isInGuestMode() throws -> Bool { try nestedState()?.flags.contains(.guestMode) ?? false }
 
-    public func readPhysical(_ address: UInt64, count: Int) throws -> [UInt8] { try point.memory.read(address, count: count) }
+    public func readPhysical(_ address: UInt64, count: Int) throws -> [UInt8] {
+        try point.memory.read(address, count: count)
+    }
     public func writePhysical(_ bytes: [UInt8], at address: UInt64) throws {
         throw TargetError.notSupported(operation: "writing guest memory", target: name)
     }
@@ -317,14 +333,19 @@ public final class AttachedVCPUTarget: RunnableTarget, @unchecked Sendable {
     /// rt_sigaction in QEMU: SIG_IGN for `signal` (with `ignore`), or an
     /// action saved earlier (`restoring`). Returns the action it replaced
     /// (the kernel's struct sigaction: handler, flags, restorer, mask).
-    private func setSignalAction(_ signal: Int32, ignore: Bool = false, restoring saved: [UInt8]? = nil) throws -> [UInt8] {
+    private func setSignalAction(_ signal: Int32, ignore: Bool = false, restoring saved: [UInt8]? = nil) throws
+        -> [UInt8]
+    {
         guard let thread else { throw TargetError.notSupported(operation: "rt_sigaction", target: name) }
         let size = 32
-        let new = saved ?? [UInt8](repeating: 0, count: size).enumerated().map { $0.offset == 0 && ignore ? 1 : 0 }   // SIG_IGN = 1
+        // SIG_IGN = 1
+        let new = saved ?? [UInt8](repeating: 0, count: size).enumerated().map { $0.offset == 0 && ignore ? 1 : 0 }
         let address = try scratch(thread, size: 2 * size)
         try thread.writeMemory(new + [UInt8](repeating: 0, count: size), at: address)
         let r = try thread.syscall(SystemCall.rtSigaction, [UInt64(signal), address, address + UInt64(size), 8])
-        if r < 0 { throw ProcessError.system(call: "rt_sigaction(\(signal)) in process \(point.pid)", errno: Int32(-r)) }
+        if r < 0 {
+            throw ProcessError.system(call: "rt_sigaction(\(signal)) in process \(point.pid)", errno: Int32(-r))
+        }
         return try thread.readMemory(at: address + UInt64(size), count: size)
     }
 }
@@ -348,6 +369,7 @@ public struct TargetEnded: Error, Equatable, CustomStringConvertible {
     public let guestStatus: Int32?
 
     var stop: SourceStop {
-        SourceStop(.processEnded(description: description, guestStatus: guestStatus), kvmExit: "none (the process ended)")
+        SourceStop(
+            .processEnded(description: description, guestStatus: guestStatus), kvmExit: "none (the process ended)")
     }
 }

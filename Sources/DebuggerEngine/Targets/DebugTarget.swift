@@ -27,7 +27,8 @@ public enum TargetError: Error, Equatable, CustomStringConvertible {
         case let .noNestedSVM(why): return "this KVM cannot run an L1 hypervisor: \(why) (use scripts/sandbox)"
         case let .notSupported(operation, target): return "\(operation) is not possible on \(target)"
         case let .wrongThread(operation, owner, caller):
-            return "\(operation) from thread \(caller): the vCPU belongs to thread \(owner) (send the engine a command instead)"
+            return
+                "\(operation) from thread \(caller): the vCPU belongs to thread \(owner) (send the engine a command instead)"
         }
     }
 }

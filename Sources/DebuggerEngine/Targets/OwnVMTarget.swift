@@ -1,11 +1,10 @@
+import KVMControl
 import KernelTrace
-import KVMControl
-
-import KVMControl
 import SVMModel
 import Synchronization
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// An L1 hypervisor loaded into a VM nestdbg created: the VM, its vCPU, the
@@ -36,26 +35,35 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
     /// The owner's kernel thread id, and its pthread for the per-ioctl check (no system call).
     private let owner = Mutex<(tid: Int32, thread: pthread_t)?>(nil)
 
-    init(name: String, vm: VirtualMachine, vcpu: VCPU, devices: Devices, vmrunSites: [UInt64], symbols: [String: UInt64],
-         unknownVMRUNSitesReason: String? = nil, secondaries: [VCPU] = []) {
+    init(
+        name: String, vm: VirtualMachine, vcpu: VCPU, devices: Devices, vmrunSites: [UInt64], symbols: [String: UInt64],
+        unknownVMRUNSitesReason: String? = nil, secondaries: [VCPU] = []
+    ) {
         self.name = name
         self.vm = vm
         self.vcpu = vcpu
         self.devices = devices
-        self.secondaries = secondaries.isEmpty ? nil : SecondaryVCPUs(vcpus: secondaries, devices: devices) { [vcpu] in
-            vcpu.kick()
-        }
+        self.secondaries =
+            secondaries.isEmpty
+            ? nil
+            : SecondaryVCPUs(vcpus: secondaries, devices: devices) { [vcpu] in
+                vcpu.kick()
+            }
         self.vmrunSites = vmrunSites
         self.unknownVMRUNSitesReason = unknownVMRUNSitesReason
         self.symbols = symbols
     }
 
     /// A built-in scenario's VM: one vCPU, the demo's ports, fw_cfg saying so.
-    convenience init(name: String, vm: VirtualMachine, vcpu: VCPU, ports: PortMap, vmrunSites: [UInt64],
-                     symbols: [String: UInt64], unknownVMRUNSitesReason: String? = nil) {
+    convenience init(
+        name: String, vm: VirtualMachine, vcpu: VCPU, ports: PortMap, vmrunSites: [UInt64],
+        symbols: [String: UInt64], unknownVMRUNSitesReason: String? = nil
+    ) {
         let ram = UInt64(vm.regions.reduce(0) { $0 + $1.size })
-        self.init(name: name, vm: vm, vcpu: vcpu, devices: Devices(ports: ports, firmwareConfig: FirmwareConfig(ramSize: ram, cpuCount: 1)),
-                  vmrunSites: vmrunSites, symbols: symbols, unknownVMRUNSitesReason: unknownVMRUNSitesReason)
+        self.init(
+            name: name, vm: vm, vcpu: vcpu,
+            devices: Devices(ports: ports, firmwareConfig: FirmwareConfig(ramSize: ram, cpuCount: 1)),
+            vmrunSites: vmrunSites, symbols: symbols, unknownVMRUNSitesReason: unknownVMRUNSitesReason)
     }
 
     deinit { secondaries?.shutdown() }
@@ -147,12 +155,14 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
 
     public func handleIO(_ exit: VCPUExit) throws -> IOOutcome {
         guard case let .io(port, direction, size, count, data) = exit else { return .handled }
-        let (reply, outcome) = devices.access(port: port, direction: direction, size: size, count: count, data: data,
-                                              inSMM: vcpu.lastRunFlags.contains(.smm))
+        let (reply, outcome) = devices.access(
+            port: port, direction: direction, size: size, count: count, data: data,
+            inSMM: vcpu.lastRunFlags.contains(.smm))
         if let reply { try vcpu.completeIn(reply) }
         // Only L1 reports on the panic port; the same port from L2 is just an exit.
         if case .l1ReportedUnhandledExit = outcome, try isInGuestMode() {
-            return .unclaimed(description: "OUT port 0x\(String(port, radix: 16)) from L2, \(size) byte\(size == 1 ? "" : "s")")
+            return .unclaimed(
+                description: "OUT port 0x\(String(port, radix: 16)) from L2, \(size) byte\(size == 1 ? "" : "s")")
         }
         return outcome
     }
@@ -166,16 +176,24 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
     /// Flat 4 GiB segments as a boot loader leaves them: code 0x08 (32-bit, or
     /// 64-bit in long mode), data 0x10.
     static func setFlatSegments(_ sregs: inout SpecialRegisters, longMode: Bool) {
-        let code = Segment(base: 0, limit: 0xFFFF_FFFF, selector: 0x08, type: 11, db: !longMode, s: true, l: longMode, g: true)
+        let code = Segment(
+            base: 0, limit: 0xFFFF_FFFF, selector: 0x08, type: 11, db: !longMode, s: true, l: longMode, g: true)
         let data = Segment(base: 0, limit: 0xFFFF_FFFF, selector: 0x10, type: 3, db: true, s: true, g: true)
-        sregs.cs = code; sregs.ss = data; sregs.ds = data; sregs.es = data; sregs.fs = data; sregs.gs = data
+        sregs.cs = code
+        sregs.ss = data
+        sregs.ds = data
+        sregs.es = data
+        sregs.fs = data
+        sregs.gs = data
     }
 
     /// Checks that KVM offers nested SVM; returns the CPUID to give the guest.
     static func nestedCPUID(_ kvm: KVM) throws -> [CPUIDEntry] {
         let cpuid = try kvm.supportedCPUID()
         guard CPUIDEntry.hasSVM(cpuid) else { throw TargetError.noNestedSVM("KVM_GET_SUPPORTED_CPUID has no SVM") }
-        guard try kvm.checkExtension(.nestedState) > 0 else { throw TargetError.noNestedSVM("KVM_CAP_NESTED_STATE is 0") }
+        guard try kvm.checkExtension(.nestedState) > 0 else {
+            throw TargetError.noNestedSVM("KVM_CAP_NESTED_STATE is 0")
+        }
         return cpuid
     }
 
@@ -187,8 +205,10 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
     /// it), each vCPU's APIC ID its index; vCPUs above 0 wait for INIT/SIPI
     /// in the in-kernel LAPIC. `vmrunSites` default to the image's own
     /// (symbols, else a scan for 0F 01 D8).
-    public static func image(kvm: KVM, image: GuestImage, machine: MachineConfig = MachineConfig(), imageName: String = "image",
-                             vmrunSites: [UInt64]? = nil, name: String = "image") throws -> OwnVMTarget {
+    public static func image(
+        kvm: KVM, image: GuestImage, machine: MachineConfig = MachineConfig(), imageName: String = "image",
+        vmrunSites: [UInt64]? = nil, name: String = "image"
+    ) throws -> OwnVMTarget {
         try machine.validate()
         let vm = try kvm.createVM()
         try vm.addMemory(at: 0, size: machine.memoryBytes)
@@ -196,16 +216,21 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
         var imageEnd: UInt64 = 0
         for seg in image.segments {
             let end = seg.physicalAddress + UInt64(max(seg.memorySize, seg.bytes.count))
-            guard end <= UInt64(machine.memoryBytes) else { throw ImageError.outsideMemory(seg.physicalAddress, seg.memorySize) }
-            try vm.write(seg.bytes, at: seg.physicalAddress)   // the rest of memsz stays zero (fresh memory)
+            guard end <= UInt64(machine.memoryBytes) else {
+                throw ImageError.outsideMemory(seg.physicalAddress, seg.memorySize)
+            }
+            try vm.write(seg.bytes, at: seg.physicalAddress)  // the rest of memsz stays zero (fresh memory)
             imageEnd = max(imageEnd, end)
         }
         func free(_ address: UInt64, _ count: Int) -> Bool {
-            !image.segments.contains { address < $0.physicalAddress + UInt64(max($0.memorySize, $0.bytes.count))
-                && $0.physicalAddress < address + UInt64(count) }
+            !image.segments.contains {
+                address < $0.physicalAddress + UInt64(max($0.memorySize, $0.bytes.count))
+                    && $0.physicalAddress < address + UInt64(count)
+            }
         }
         if machine.irqchip, free(SMMStub.entry, SMMStub.code.count), try vm.checkExtension(.x86SMM) > 0,
-           try vm.mapMemoryForSMM() {
+            try vm.mapMemoryForSMM()
+        {
             try vm.write(SMMStub.code, at: SMMStub.entry)
         }
         let cpuid = try kvm.supportedCPUID()
@@ -235,12 +260,16 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
             regs.rbx = Multiboot.infoAddress
         }
         try vcpu.setRegisters(regs)
-        let devices = Devices(ports: .standard, firmwareConfig: FirmwareConfig(ramSize: UInt64(machine.memoryBytes),
-                                                                               cpuCount: UInt16(machine.vcpuCount)))
+        let devices = Devices(
+            ports: .standard,
+            firmwareConfig: FirmwareConfig(
+                ramSize: UInt64(machine.memoryBytes),
+                cpuCount: UInt16(machine.vcpuCount)))
         // The banner says which vCPU the debugger follows.
         let shown = machine.vcpuCount > 1 ? "\(name), vCPU 0 of \(machine.vcpuCount) (all-stop)" : name
-        return OwnVMTarget(name: shown, vm: vm, vcpu: vcpu, devices: devices, vmrunSites: vmrunSites ?? image.vmrunSites(),
-                           symbols: image.symbols, secondaries: Array(vcpus.dropFirst()))
+        return OwnVMTarget(
+            name: shown, vm: vm, vcpu: vcpu, devices: devices, vmrunSites: vmrunSites ?? image.vmrunSites(),
+            symbols: image.symbols, secondaries: Array(vcpus.dropFirst()))
     }
 
     // The PAE scenario's second-gigabyte mappings: two page directories (PAE_PD_A/B in demo.S),
@@ -269,17 +298,19 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
         sregs.efer = 0
         switch paging {
         case .pse:
-            try vm.writeInteger(UInt32(0x83), at: l1PML4)            // PDE[0]: 4 MiB page at 0
+            try vm.writeInteger(UInt32(0x83), at: l1PML4)  // PDE[0]: 4 MiB page at 0
             sregs.cr3 = l1PML4
             sregs.cr4 = 1 << 4
         case .pae:
-            try vm.writeInteger(l1PDPT | 1, at: l1PML4)               // PDPTE[0] -> PD (PDPTEs take only P)
-            try vm.writeInteger(UInt64(0x83), at: l1PDPT)             // PDE[0]: 2 MiB page at 0
+            try vm.writeInteger(l1PDPT | 1, at: l1PML4)  // PDPTE[0] -> PD (PDPTEs take only P)
+            try vm.writeInteger(UInt64(0x83), at: l1PDPT)  // PDE[0]: 2 MiB page at 0
             // PDPTE[1] (linear 1-2 GiB): one of two page directories whose first
             // 4 KiB page holds a different marker; L2 flips it (see demo.S).
             try vm.writeInteger(paePDA | 1, at: l1PML4 + 8)
-            for (pd, pt, page, marker) in [(paePDA, paePDA + 0x2000, paePDA + 0x4000, paeMarkerA),
-                                           (paePDB, paePDB + 0x2000, paePDB + 0x4000, paeMarkerB)] {
+            for (pd, pt, page, marker) in [
+                (paePDA, paePDA + 0x2000, paePDA + 0x4000, paeMarkerA),
+                (paePDB, paePDB + 0x2000, paePDB + 0x4000, paeMarkerB),
+            ] {
                 try vm.writeInteger(pt | 3, at: pd)
                 try vm.writeInteger(page | 3, at: pt)
                 try vm.writeInteger(marker, at: page)
@@ -292,18 +323,21 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
         regs.rip = image.address("l1_32_entry")
         regs.rsp = l1StackTop
         try vcpu.setRegisters(regs)
-        return OwnVMTarget(name: "scenario-\(paging.rawValue)", vm: vm, vcpu: vcpu, ports: .demo,
-                           vmrunSites: [image.address("vmrun32")], symbols: image.symbols)
+        return OwnVMTarget(
+            name: "scenario-\(paging.rawValue)", vm: vm, vcpu: vcpu, ports: .demo,
+            vmrunSites: [image.address("vmrun32")], symbols: image.symbols)
     }
 
     /// The events scenario (demo.S): a 64-bit L1 injecting #UD into L2 at
     /// every round and leaving a virtual interrupt pending while L2 runs.
     public static func eventsScenario(kvm: KVM) throws -> OwnVMTarget {
         let image = DemoImage()
-        let (vm, vcpu) = try longModeL1(kvm: kvm, bytes: image.bytes, at: DemoImage.loadAddress,
-                                        entry: image.address("events_entry"))
-        return OwnVMTarget(name: "scenario-events", vm: vm, vcpu: vcpu, ports: .demo,
-                           vmrunSites: [image.address("events_vmrun")], symbols: image.symbols)
+        let (vm, vcpu) = try longModeL1(
+            kvm: kvm, bytes: image.bytes, at: DemoImage.loadAddress,
+            entry: image.address("events_entry"))
+        return OwnVMTarget(
+            name: "scenario-events", vm: vm, vcpu: vcpu, ports: .demo,
+            vmrunSites: [image.address("events_vmrun")], symbols: image.symbols)
     }
 
     /// The timer scenario (demo.S): a 64-bit L1 whose x2APIC timer interrupts
@@ -312,10 +346,12 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
     /// in-kernel irqchip (the LAPIC), so the patch source cannot run it.
     public static func timerScenario(kvm: KVM) throws -> OwnVMTarget {
         let image = DemoImage()
-        let (vm, vcpu) = try longModeL1(kvm: kvm, bytes: image.bytes, at: DemoImage.loadAddress,
-                                        entry: image.address("timer_entry"), irqchip: true)
-        return OwnVMTarget(name: "scenario-timer", vm: vm, vcpu: vcpu, ports: .demo,
-                           vmrunSites: [image.address("timer_vmrun")], symbols: image.symbols)
+        let (vm, vcpu) = try longModeL1(
+            kvm: kvm, bytes: image.bytes, at: DemoImage.loadAddress,
+            entry: image.address("timer_entry"), irqchip: true)
+        return OwnVMTarget(
+            name: "scenario-timer", vm: vm, vcpu: vcpu, ports: .demo,
+            vmrunSites: [image.address("timer_vmrun")], symbols: image.symbols)
     }
 
     /// Throws unless KVM offers nested SVM (for tests deciding whether to run).
@@ -324,8 +360,11 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
     /// The built-in demo: L1 entered in 64-bit long mode (identity-mapped first 2 MiB, CPL 0).
     public static func demo(kvm: KVM) throws -> OwnVMTarget {
         let image = DemoImage()
-        let (vm, vcpu) = try longModeL1(kvm: kvm, bytes: image.bytes, at: DemoImage.loadAddress, entry: image.address("l1_entry"))
-        return OwnVMTarget(name: "demo", vm: vm, vcpu: vcpu, ports: .demo, vmrunSites: [image.address("vmrun")], symbols: image.symbols)
+        let (vm, vcpu) = try longModeL1(
+            kvm: kvm, bytes: image.bytes, at: DemoImage.loadAddress, entry: image.address("l1_entry"))
+        return OwnVMTarget(
+            name: "demo", vm: vm, vcpu: vcpu, ports: .demo, vmrunSites: [image.address("vmrun")], symbols: image.symbols
+        )
     }
 
     /// The self-checking L1 (selfcheck.S), started like the demo. Its VMRUN
@@ -333,16 +372,20 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
     /// that needs none (KVM's tracepoints) can stop at its nested exits.
     public static func selfCheck(kvm: KVM) throws -> OwnVMTarget {
         let image = SelfCheckImage()
-        let (vm, vcpu) = try longModeL1(kvm: kvm, bytes: image.bytes, at: SelfCheckImage.loadAddress,
-                                        entry: image.address("l1_entry"))
-        return OwnVMTarget(name: "selfcheck", vm: vm, vcpu: vcpu, ports: .demo, vmrunSites: [], symbols: image.symbols,
-                           unknownVMRUNSitesReason: "its VMRUN is generated at run time")
+        let (vm, vcpu) = try longModeL1(
+            kvm: kvm, bytes: image.bytes, at: SelfCheckImage.loadAddress,
+            entry: image.address("l1_entry"))
+        return OwnVMTarget(
+            name: "selfcheck", vm: vm, vcpu: vcpu, ports: .demo, vmrunSites: [], symbols: image.symbols,
+            unknownVMRUNSitesReason: "its VMRUN is generated at run time")
     }
 
     /// A VM with nested SVM in its CPUID and an L1 image entered as
     /// `longModeStart` says. L1 sets EFER.SVME itself.
-    private static func longModeL1(kvm: KVM, bytes: [UInt8], at loadAddress: UInt64,
-                                   entry: UInt64, irqchip: Bool = false) throws -> (VirtualMachine, VCPU) {
+    private static func longModeL1(
+        kvm: KVM, bytes: [UInt8], at loadAddress: UInt64,
+        entry: UInt64, irqchip: Bool = false
+    ) throws -> (VirtualMachine, VCPU) {
         let cpuid = try nestedCPUID(kvm)
         let vm = try kvm.createVM()
         try vm.addMemory(at: 0, size: memorySize)
@@ -350,7 +393,7 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
         try vm.write(bytes, at: loadAddress)
         try vm.writeInteger(l1PDPT | 3, at: l1PML4)
         try vm.writeInteger(l1PD | 3, at: l1PDPT)
-        try vm.writeInteger(UInt64(0x83), at: l1PD)     // one 2 MiB page at 0
+        try vm.writeInteger(UInt64(0x83), at: l1PD)  // one 2 MiB page at 0
         let vcpu = try vm.createVCPU()
         try vcpu.setCPUID(cpuid)
         let (sregs, regs) = longModeStart(from: try vcpu.specialRegisters(), entry: entry)
@@ -364,13 +407,15 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
     /// RSP `l1StackTop`, RFLAGS 2, the other GPRs 0, at `entry`; the rest as
     /// KVM reset it (`reset`). multiboot_entry.S starts an L1 in this state
     /// from a Multiboot loader, its own boot tables aside: a change here goes there too.
-    public static func longModeStart(from reset: SpecialRegisters, entry: UInt64) -> (SpecialRegisters, GeneralRegisters) {
+    public static func longModeStart(from reset: SpecialRegisters, entry: UInt64) -> (
+        SpecialRegisters, GeneralRegisters
+    ) {
         var sregs = reset
         setFlatSegments(&sregs, longMode: true)
         sregs.cr3 = l1PML4
         sregs.cr4 = 1 << 5
         sregs.cr0 = 0x8000_0011
-        sregs.efer = 1 << 8 | 1 << 10                    // LME LMA
+        sregs.efer = 1 << 8 | 1 << 10  // LME LMA
         var regs = GeneralRegisters()
         regs.rip = entry
         regs.rsp = l1StackTop

@@ -29,7 +29,8 @@ extension AttachPoint {
         if let client {
             let threads = try client.vcpuThreads()
             guard let t = threads.first(where: { $0.index == vcpu }) else {
-                throw ProcessError.unsuitable("\(process.label) has no vCPU \(vcpu) (QMP query-cpus-fast lists \(threads.map(\.index)))")
+                throw ProcessError.unsuitable(
+                    "\(process.label) has no vCPU \(vcpu) (QMP query-cpus-fast lists \(threads.map(\.index)))")
             }
             thread = t.threadID
         } else {
@@ -42,19 +43,24 @@ extension AttachPoint {
         if let client, try client.status().state == .prelaunch {
             resume = { try client.cont() }
         }
-        return AttachPoint(pid: pid, vcpuIndex: UInt32(vcpu), thread: thread, vcpuFD: descriptor.fileDescriptor,
-                           memory: QEMUMemory(GuestMemory(pid: pid, ranges: ranges)), processName: "QEMU \(pid)",
-                           resumeProcess: resume)
+        return AttachPoint(
+            pid: pid, vcpuIndex: UInt32(vcpu), thread: thread, vcpuFD: descriptor.fileDescriptor,
+            memory: QEMUMemory(GuestMemory(pid: pid, ranges: ranges)), processName: "QEMU \(pid)",
+            resumeProcess: resume)
     }
 
     /// This machine's KVM must keep nested state (the sandbox's does) and
     /// must show ptrace a thread inside KVM_RUN as a normal system call.
     private static func checkKVM() throws {
         if FileManager.default.fileExists(atPath: "/sys/module/kvm_pvm") {
-            throw ProcessError.unsuitable("this host's KVM is PVM (kvm_pvm): a vCPU thread inside KVM_RUN shows ptrace no user registers, so nestdbg cannot run ioctls in it; use scripts/sandbox")
+            throw ProcessError.unsuitable(
+                "this host's KVM is PVM (kvm_pvm): a vCPU thread inside KVM_RUN shows ptrace no user registers, so nestdbg cannot run ioctls in it; use scripts/sandbox"
+            )
         }
         guard try KVM().checkExtension(.nestedState) > 0 else {
-            throw ProcessError.unsuitable("this KVM keeps no nested state (KVM_CAP_NESTED_STATE is 0): no nested SVM to step; use scripts/sandbox")
+            throw ProcessError.unsuitable(
+                "this KVM keeps no nested state (KVM_CAP_NESTED_STATE is 0): no nested SVM to step; use scripts/sandbox"
+            )
         }
     }
 }
