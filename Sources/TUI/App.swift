@@ -16,7 +16,9 @@ public final class App {
     private let recorderFactory: RecorderFactory?
     /// A recording being replayed: reverse commands, goto and `/` work over the whole of it.
     private var isReplay: Bool { session.capabilities.contains(.replaysRecording) }
-    let terminal: Terminal
+    let terminal: any TerminalDevice
+    /// `:quit` ends the loop as `q` does.
+    private var quitting = false
     public private(set) var view: SessionView
     private var watchHz: Double?
     /// Live watch on KVM's tracepoint: the guest runs freely, the UI drains the counts.
@@ -28,12 +30,18 @@ public final class App {
     /// A command was sent and its answer has not come back: poll for it.
     private var awaitingEngine = false
 
-    public init(session: any DebugSession, theme: Theme, recorderFactory: RecorderFactory? = nil) {
+    /// `terminal` nil: ncurses on this process's terminal.
+    public init(
+        session: any DebugSession, theme: Theme, recorderFactory: RecorderFactory? = nil,
+        terminal: (any TerminalDevice)? = nil
+    ) {
         self.session = session
         self.recorderFactory = recorderFactory
-        terminal = Terminal(theme: ProcessInfo.processInfo.environment["NO_COLOR"] != nil ? theme.monochrome : theme)
+        self.terminal =
+            terminal
+            ?? Terminal(theme: ProcessInfo.processInfo.environment["NO_COLOR"] != nil ? theme.monochrome : theme)
         view = SessionView(target: session.targetName)
-        view.unicode = terminal.unicode
+        view.unicode = self.terminal.unicode
     }
 
     /// Puts the terminal back (curses off) before nestdbg ends on a signal it
@@ -51,7 +59,7 @@ public final class App {
         collectEvents(waitingUpTo: .seconds(5))  // the start stop: L1 as loaded
         if let watch { startWatch(hz: watch) }
         redraw()
-        while quit?.isRequested != true {
+        while !quitting && quit?.isRequested != true {
             // Idle, the keyboard is polled a few times a second so that a quit request is seen.
             let idleMs: Int32 = quit == nil ? -1 : 200
             let waitMs: Int32 = watchHz.map { Int32(1000 / $0) } ?? (awaitingEngine ? 50 : idleMs)
@@ -252,9 +260,7 @@ public final class App {
             case "serial", "o": showSerial()
             case "help", "?": view.showHelp = true
             case "quit", "q":
-                session.shutdown()
-                terminal.stop()
-                exit(0)
+                quitting = true
             default: say("unknown command \(verb): ? lists them", error: true)
             }
         } catch {
@@ -475,6 +481,9 @@ public final class QuitRequest: Sendable {
     public init() {}
 
     var isRequested: Bool { requested.load(ordering: .acquiring) }
+
+    /// Asks the front end to end at its next look, without waiting.
+    func request() { requested.store(true, ordering: .releasing) }
 
     func running() { phase.withLock { $0 = .running } }
 

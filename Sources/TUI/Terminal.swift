@@ -103,7 +103,7 @@ public final class Terminal {
         refresh()
     }
 
-    public enum Key: Equatable {
+    public enum Key: Equatable, Sendable {
         case char(Character)
         case left, right, up, down, tab, enter, backspace, escape, resize, none
     }

@@ -37,7 +37,7 @@ public final class StopTimings: @unchecked Sendable {
 /// patches again. Nothing outside this file knows about patches or sites.
 public final class PatchStopSource: StopSource {
     public let name = "patch (HLT over VMRUN and the instruction after it)"
-    public var kind: StopSourceKind { .patch }
+    public var kind: StopSourceKind? { .patch }
     public let capabilities: StopSourceCapabilities = [.l1Breakpoints, .vmrunStops, .singleStep, .freeRun]
     private let target: any RunnableTarget
     private let timings: StopTimings

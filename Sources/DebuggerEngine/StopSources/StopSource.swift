@@ -133,8 +133,8 @@ func withRestore<T>(_ what: String, _ body: () throws -> T, restore: () throws -
 public protocol StopSource: AnyObject {
     /// "patch (HLT over VMRUN)", for kvm-info and the banner.
     var name: String { get }
-    /// Which of nestdbg's mechanisms it is (kvm-info, the banner, JSON).
-    var kind: StopSourceKind { get }
+    /// Which of the host's mechanisms it is (kvm-info, the banner, JSON); nil for the embedded fixture's.
+    var kind: StopSourceKind? { get }
     var capabilities: StopSourceCapabilities { get }
     /// Runs until the next event (VMRUN stops included where the source has them).
     func next() throws -> SourceStop

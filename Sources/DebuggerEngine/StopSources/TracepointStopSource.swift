@@ -17,7 +17,7 @@ import Synchronization
 /// itself between a VMRUN and the #VMEXIT L1 sees.
 public final class TracepointStopSource: StopSource {
     public let name = "tracepoint (perf SIGTRAP on kvm_nested_vmenter / _vmexit_inject / _vmenter_failed)"
-    public var kind: StopSourceKind { .tracepoint }
+    public var kind: StopSourceKind? { .tracepoint }
     public let capabilities: StopSourceCapabilities = [.vmrunStops, .singleStep, .freeRun]
     private let target: any RunnableTarget
     private let timings: StopTimings
