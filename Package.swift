@@ -50,7 +50,7 @@ let package = Package(
         .executableTarget(
             name: "nestdbg",
             dependencies: [
-                "KVMControl", "KernelTrace", "SVMModel", "DebuggerEngine", "Recording", "TUI",
+                "KVMControl", "KernelTrace", "ProcessControl", "SVMModel", "DebuggerEngine", "Recording", "TUI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             // The demo recording (nestdbg replay --demo) is read from the clone, not bundled.

@@ -1,3 +1,5 @@
+import CKVM
+
 /// Why `KVM_RUN` returned, decoded from `kvm_run`. Every exit reason maps to
 /// a case; reasons nestdbg has no decoder for are `.unknown`, never a trap.
 public enum VCPUExit: Equatable, Sendable {
@@ -53,4 +55,17 @@ public struct RunFlags: OptionSet, Sendable {
     public static let busLock = RunFlags(rawValue: 1 << 1)
     /// The vCPU was running L2 when it exited (6.10+, `KVM_CAP_X86_GUEST_MODE`).
     public static let guestMode = RunFlags(rawValue: 1 << 2)
+}
+
+/// Where things are in `struct kvm_run` (the vCPU's shared page), and the
+/// exit codes another process's loop is handed: named once, from the header.
+public enum KVMRunLayout {
+    /// `kvm_run.exit_reason`: 8 bytes of flags come first (ckvm.c asserts it).
+    public static let exitReasonOffset = UInt64(MemoryLayout<kvm_run>.offset(of: \kvm_run.exit_reason)!)
+    /// KVM_EXIT_IRQ_WINDOW_OPEN as the 4 little-endian bytes of `exit_reason`.
+    public static let irqWindowOpenExitReason: [UInt8] = withUnsafeBytes(
+        of: UInt32(KVM_EXIT_IRQ_WINDOW_OPEN).littleEndian
+    ) {
+        Array($0)
+    }
 }

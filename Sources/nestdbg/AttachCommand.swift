@@ -106,7 +106,7 @@ struct AttachCommand: ParsableCommand {
 
     /// The engine on QEMU's vCPU, or one line that says what is missing.
     private func attachedEngine() throws -> Engine {
-        do {
+        try reportingErrors {
             let point = try AttachPoint.locate(pid: pid, vcpu: vcpu, qmpPath: qmp)
             let target = try AttachedVCPUTarget(point)
             let timings = StopTimings()
@@ -114,12 +114,6 @@ struct AttachCommand: ParsableCommand {
                 target: target, source: try TracepointStopSource(target: target, timings: timings), timings: timings)
             engine.checkEnvironment = CheckEnvironment(physicalAddressBits: physBits)
             return engine
-        } catch let error as ProcessError {
-            throw fail(error.description, status: 1)
-        } catch let error as KVMError {
-            throw fail(error.description, status: 1)
-        } catch let error as TraceError {
-            throw fail(error.description, status: 1)
         }
     }
 

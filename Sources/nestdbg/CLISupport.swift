@@ -1,12 +1,41 @@
 import ArgumentParser
+import DebuggerEngine
 import Foundation
+import KVMControl
+import KernelTrace
+import ProcessControl
 import SVMModel
+import TUI
 
 /// Prints one line on stderr and returns the exit status to throw: every
 /// command fails this way (2 = bad input, 1 = a failed check or KVM error).
 func fail(_ message: String, status: Int32 = 2) -> ExitCode {
     FileHandle.standardError.write(Data("nestdbg: \(message)\n".utf8))
     return ExitCode(status)
+}
+
+/// The one mapping from nestdbg's errors to exit statuses: 2 for what the user
+/// gave (an image, a machine, a stop source that cannot stop that target), 1
+/// for what the host, KVM or the target did. nil: not one of ours.
+func exitStatus(for error: any Error) -> Int32? {
+    switch error {
+    case let error as StopSourceError:
+        if case .restoreFailed = error { return 1 }
+        return 2
+    case is ImageError, is MachineError, is ThemeError: return 2
+    case is TargetError, is KVMError, is TraceError, is ProcessError, is EngineError: return 1
+    default: return nil
+    }
+}
+
+/// Runs `body`; one of nestdbg's errors becomes one line on stderr (`describe` words it) and its exit status.
+func reportingErrors<T>(describe: (any Error) -> String = { "\($0)" }, _ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch {
+        guard let status = exitStatus(for: error) else { throw error }
+        throw fail(describe(error), status: status)
+    }
 }
 
 /// Reads a whole input file, or fails with one line naming it.

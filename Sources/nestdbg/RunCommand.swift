@@ -205,21 +205,8 @@ struct TargetOptions: ParsableArguments {
 
     /// Turns the errors of making a target or an engine into one line and an exit status.
     func reportingErrors<T>(_ body: () throws -> T) throws -> T {
-        do {
-            return try body()
-        } catch let error as TargetError {
-            throw fail(error.description, status: 1)
-        } catch let error as ImageError {
-            throw fail("\(image ?? ""): \(error)", status: 2)
-        } catch let error as StopSourceError {
-            throw fail(error.description, status: 2)
-        } catch let error as KVMError {
-            throw fail(error.description, status: 1)
-        } catch let error as TraceError {
-            throw fail(error.description, status: 1)
-        } catch let error as MachineError {
-            throw fail(error.description, status: 2)
-        }
+        try nestdbg.reportingErrors(
+            describe: { error in error is ImageError ? "\(image ?? ""): \(error)" : "\(error)" }, body)
     }
 
     /// `--stops`, or the tracepoint source where this host allows it (else

@@ -28,6 +28,7 @@ enum EmbeddedScene {
         try target.withState { s in
             s.memory.replaceSubrange(Int(vmcb12)..<Int(vmcb12) + VMCBLayout.size, with: v.bytes)
             s.registers.rip = vmrunRIP
+            s.registers.rbx = 0xB0B
             s.special.efer = 0x1D00
             s.special.cr0 = 0x8000_0011
             s.nestedFlags = [.gifSet]
@@ -60,6 +61,9 @@ struct EmbeddedEngineTests {
         let first = try engine.next()
         #expect(first.kind == .nestedExit && first.exit?.name == "CPUID", "\(first.kind) \(first.reason)")
         #expect(first.l1.values[.rip]?.value == EmbeddedScene.vmrunRIP + 3, "L1 resumes after its VMRUN")
+        #expect(
+            first.l1[.rbx] == 0xB0B && first.l2?[.rbx] == 0xB0B, "the live L1 pane has the vCPU's RBX (not switched)")
+        #expect(first.l1.source.contains("not switched by VMRUN"), "\(first.l1.source)")
         let second = try engine.next()
         #expect(second.exit?.name == "IOIO" && second.reason.contains("OUT 0x80, 1 byte"), "\(second.reason)")
         let classes = Dictionary(second.synced.map { ($0.field.name, $0.sync) }, uniquingKeysWith: { a, _ in a })

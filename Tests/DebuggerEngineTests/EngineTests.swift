@@ -73,7 +73,8 @@ struct EngineTests {
                 #expect(s.l2?[.rip] == demo.address(symbol))
                 #expect(s.l1[.rip] == demo.address("after_vmrun"), "L1 resumes after VMRUN")
                 #expect(s.l1[.rax] == vmcb12, "RAX holds the vmcb12 address")
-                #expect(!s.l1.isKnown(.rbx), "L1's RBX is unknowable after #VMEXIT")
+                #expect(
+                    s.l1[.rbx] != nil && s.l1[.rbx] == s.l2?[.rbx], "L1 runs with the vCPU's RBX, L2's (not switched)")
                 #expect(s.l2?.isKnown(.rbx) == true, "L2's RBX is the vCPU's")
                 #expect(!s.nestedFlags.contains(.guestMode))
                 let unexpected = s.synced.filter { $0.sync == .unexpected }.map(\.field.name)

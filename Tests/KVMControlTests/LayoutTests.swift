@@ -25,6 +25,12 @@ struct LayoutTests {
         #expect(ckvm_offsetof_run_debug_pc() == 40)
     }
 
+    @Test("kvm_run's exit_reason offset and the exit code handed to QEMU come from the header")
+    func kvmRunLayout() {
+        #expect(KVMRunLayout.exitReasonOffset == 8, "8 bytes of request/flags, then exit_reason")
+        #expect(KVMRunLayout.irqWindowOpenExitReason == [7, 0, 0, 0], "KVM_EXIT_IRQ_WINDOW_OPEN is 7")
+    }
+
     @Test("ioctl numbers match the reference's encodings")
     func ioctlNumbers() {
         #expect(CKVM_RUN == 0xAE80)

@@ -235,9 +235,10 @@ struct StopAssembler {
             let exit = DecodedExit(vmcb: after, context: context)
             return (exit, before.map { SyncDiff.changes(before: $0, after: after) } ?? [])
         }
-        var l1 = RegisterSet.fromVCPU(
-            r, s, d, source: "vCPU registers; RBX-R15 are L2's now (VMRUN does not switch them)")
-        l1.forget(Register.unswitchedGPRs)
+        // L1 runs now, with the vCPU's RBX-R15 as L2 left them (VMRUN switches neither way): they are
+        // the live values, not unknown; the pane's source says whose they are.
+        let l1 = RegisterSet.fromVCPU(
+            r, s, d, source: "vCPU registers, live; RBX-R15 not switched by VMRUN: L2's values, which L1 now runs with")
         let l2 = RegisterSet.fromVMCBSave(
             after, gprs: r,
             source: "vmcb12 save area as KVM synced it + vCPU GPRs (L2's: not switched by VMRUN)")

@@ -103,7 +103,7 @@ public final class AttachedVCPUTarget: RunnableTarget, @unchecked Sendable {
             try stopInsideSystemCall(traced)
             exitReasonAddress = try QEMUProcess(pid: point.pid).memoryMappings().first {
                 $0.path == "anon_inode:kvm-vcpu:\(point.vcpuIndex)" && $0.fileOffset == 0
-            }.map { $0.start + 8 }  // struct kvm_run: 8 bytes of flags, then __u32 exit_reason
+            }.map { $0.start + KVMRunLayout.exitReasonOffset }
             try armAgainstTracerDeath(traced)
             vcpu = try RemoteVCPU(id: point.vcpuIndex, kvm: kvm) { [unowned self] request, argument, size in
                 try self.remoteIoctl(request, argument, size: size)
@@ -260,7 +260,7 @@ public final class AttachedVCPUTarget: RunnableTarget, @unchecked Sendable {
     private func armAgainstTracerDeath(_ thread: TracedThread) throws {
         guard let address = exitReasonAddress, savedExitReason == nil else { return }
         savedExitReason = try thread.readMemory(at: address, count: 4)
-        try thread.writeMemory([7, 0, 0, 0], at: address)  // KVM_EXIT_IRQ_WINDOW_OPEN
+        try thread.writeMemory(KVMRunLayout.irqWindowOpenExitReason, at: address)
     }
 
     /// Puts exit_reason back before the thread runs on (it is QEMU's).
