@@ -51,7 +51,14 @@ echo "nested-state diff on the saved blobs: $(head -n 1 $out)"
 # pending virtual interrupt survive; L2's CS already has G from its GDT.
 for window in event-injection interrupt-pending run-pending; do
     check 1 --scenario events --window $window --exits 50
-    grep -q 'run: 50 nested exits' $out || fail "events $window: the run diverged"
+    grep -q 'inexact stop' $out && { cat $out; fail "events $window: an inexact stop (nestdbg's own)"; }
+    if ! grep -q 'run: 50 nested exits' $out; then
+        # A divergence passes only where a second restore of the same saved state parted from the
+        # first clone too: then this run's course is the platform's timing, not a restore loss.
+        grep -q 'verdict: nondeterministic' $out && grep -q 'control: a second restore of the same saved state parted' $out \
+            || { cat $out; fail "events $window: diverged, and a second restore ran as the first (a restore loss)"; }
+        echo "events $window: $(grep 'control:' $out | cut -c1-160)"
+    fi
     [ -z "$(unexpected)" ] || { cat $out; fail "events $window: unexpected read-back differences"; }
 done
 

@@ -132,7 +132,7 @@ public final class ScriptedStopSource: StopSource {
             return nil
         case let .vmmExit(description):
             return SourceStop(.vmmExit(description: description), kvmExit: "none (scripted)")
-        case let .fault(description): return SourceStop(.fault(description: description), kvmExit: "none (scripted)")
+        case let .fault(description): return SourceStop(.fault(.other(description)), kvmExit: "none (scripted)")
         case let .guestExited(status): return SourceStop(.guestExited(status: status), kvmExit: "none (scripted)")
         case .runsForever: return nil
         }

@@ -56,8 +56,8 @@ struct StopAssembler {
             stop = try levelStop(kind: nil, reason: description, r, s, d, target: target, kvmExit: source.kvmExit)
         case .paused:
             stop = try levelStop(kind: .paused, reason: "paused", r, s, d, target: target, kvmExit: source.kvmExit)
-        case let .fault(description):
-            let reason = description + (description.hasPrefix("triple fault") ? shutdownDiagnosis() : "")
+        case let .fault(fault):
+            let reason = fault.description + (fault == .tripleFault ? shutdownDiagnosis() : "")
             stop = try levelStop(kind: .fault, reason: reason, r, s, d, target: target, kvmExit: source.kvmExit)
         case let .guestExited(status):
             stop = try levelStop(

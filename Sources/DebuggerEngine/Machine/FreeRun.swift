@@ -93,8 +93,8 @@ extension OwnVMTarget {
                     return .fault("HLT with no interrupt controller: nothing can wake the vCPU")
                 }
             default:
-                guard let stop = try classify(exit), case let .fault(description) = stop.event else { continue }
-                return .fault(description)
+                guard let stop = try classify(exit), case let .fault(fault) = stop.event else { continue }
+                return .fault(fault.description)
             }
         }
     }

@@ -102,8 +102,23 @@ public struct MigrationReport: Sendable {
         case restoreFailed = "restore_failed"
         /// The read-back differs; the run stayed the same.
         case stateDiffers = "state_differs"
-        /// The clone's run left the original's.
+        /// The clone's run left the original's, and a second restore of the same saved state
+        /// ran as the first clone did: the difference is the restore's.
         case diverged
+        /// The clone's run left the original's, but a second restore of the same saved state
+        /// parted from the first clone too: the platform's timing decides this run, not the restore.
+        case nondeterministic
+    }
+
+    /// A second clone restored from the same saved state, run as far as the divergence (on divergence only).
+    public struct ControlRun: Sendable {
+        /// 1-based: the first stop where the second clone parted from the first, nil when it never did.
+        public let partedFromClone: Int?
+        /// The second clone's stop at the divergence, and whether it is the original's there.
+        public let atDivergence: Stop?
+        public let matchesOriginal: Bool
+        /// Where the two clones parted, field by field.
+        public let differences: [Difference]
     }
 
     public struct Divergence: Sendable {
@@ -124,6 +139,7 @@ public struct MigrationReport: Sendable {
     public let comparedStops: Int
     public let comparedExits: Int
     public let divergence: Divergence?
+    public var control: ControlRun? = nil
     /// Why the side-by-side run ended early without a divergence (both ended the same way).
     public let endedEarly: String?
     /// The original's history after the side-by-side run (it ran on: a front end shows where it is now).
@@ -140,7 +156,7 @@ public struct MigrationReport: Sendable {
 
     public var verdict: Verdict {
         if failedStep != nil { return .restoreFailed }
-        if divergence != nil { return .diverged }
+        if divergence != nil { return control?.partedFromClone != nil ? .nondeterministic : .diverged }
         return unexpectedReadBack.isEmpty ? .same : .stateDiffers
     }
 }
@@ -204,14 +220,9 @@ public enum MigrationCheck {
         let readBack = StateComparison.compare(
             captured.state, cloneState,
             vmcb12GPA: savedAt.vmcb12GPA ?? captured.state.svmNested?.vmcbPA)
-        let engine = try Engine(ownVM: clone, stops: .tracepoint)
-        engine.continueFrom(captured.context)
-        let twin = EngineSession(engine: engine)
+        let twin = try session(on: clone, from: captured)
         defer { twin.shutdown() }
-        if let failure = twin.startFailure(waitingUpTo: .seconds(10)) {
-            throw MigrationCheckError(description: "the clone's engine did not start: \(failure)")
-        }
-        _ = twin.takeEvents()
+        var cloneStops: [Stop?] = []
         var compared = 0
         var exits = 0
         var divergence: MigrationReport.Divergence?
@@ -223,6 +234,7 @@ public enum MigrationCheck {
             let a = try nextStopResult(original, timeout: plan.stopTimeout)
             let b = try nextStopResult(twin, timeout: plan.stopTimeout)
             history = a.history
+            cloneStops.append(b.stop)
             compared += 1
             guard let x = a.stop, let y = b.stop else {
                 let said = { (r: StopResult) in r.stop.map { "stopped: \($0.reason)" } ?? r.failure ?? "no stop" }
@@ -247,11 +259,66 @@ public enum MigrationCheck {
                 break
             }
         }
-        return MigrationReport(
+        var report = MigrationReport(
             point: point, savedAt: savedAt, plan: plan, restore: log, readBack: readBack,
             comparedStops: compared, comparedExits: exits, divergence: divergence, endedEarly: endedEarly,
             originalHistory: history, savedNestedState: captured.state.nested,
             readBackNestedState: cloneState.nested)
+        if let divergence {
+            report.control = try controlRun(captured, plan: plan, against: cloneStops, divergence: divergence)
+        }
+        return report
+    }
+
+    /// An engine session on a fresh clone, going on from the captured stop's context.
+    private static func session(on clone: OwnVMTarget, from captured: CapturedStop) throws -> EngineSession {
+        let engine = try Engine(ownVM: clone, stops: .tracepoint)
+        engine.continueFrom(captured.context)
+        let session = EngineSession(engine: engine)
+        if let failure = session.startFailure(waitingUpTo: .seconds(10)) {
+            session.shutdown()
+            throw MigrationCheckError(description: "the clone's engine did not start: \(failure)")
+        }
+        _ = session.takeEvents()
+        return session
+    }
+
+    /// Restores the same saved state a second time and runs it as far as the divergence: if the
+    /// two clones part from each other, what the first clone did is not a property of the restore.
+    private static func controlRun(
+        _ captured: CapturedStop, plan: MigrationPlan, against cloneStops: [Stop?],
+        divergence: MigrationReport.Divergence
+    ) throws -> MigrationReport.ControlRun? {
+        guard
+            case let (second?, _) = try captured.target.restoredClone(
+                from: captured.state, order: plan.order, omitting: plan.omitting)
+        else { return nil }
+        let control = try session(on: second, from: captured)
+        defer { control.shutdown() }
+        for (index, first) in cloneStops.enumerated() {
+            try control.send(.nextStop)
+            let result = try nextStopResult(control, timeout: plan.stopTimeout)
+            let parted: [Difference]
+            switch (first, result.stop) {
+            case let (x?, y?): parted = StateComparison.compare(x, y)
+            case (nil, nil): parted = []
+            default:
+                parted = [
+                    Difference(
+                        part: "stop", field: "stop", original: first?.reason ?? "no stop",
+                        clone: result.stop?.reason ?? result.failure ?? "no stop",
+                        meaning: "one of the two clones gave no stop within \(plan.stopTimeout) s")
+                ]
+            }
+            let atDivergence = index + 1 == divergence.stopNumber
+            if !parted.isEmpty || atDivergence {
+                let matches = result.stop.map { StateComparison.compare(divergence.original, $0).isEmpty } ?? false
+                return .init(
+                    partedFromClone: parted.isEmpty ? nil : index + 1, atDivergence: result.stop,
+                    matchesOriginal: atDivergence && matches, differences: parted)
+            }
+        }
+        return nil
     }
 
     // MARK: waiting on a session

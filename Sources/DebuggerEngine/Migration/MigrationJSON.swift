@@ -61,6 +61,16 @@ extension MigrationReport {
             ("compared_stops", .int(comparedStops)),
             ("compared_exits", .int(comparedExits)),
             ("divergence", divergenceJSON),
+            (
+                "control",
+                control.map { c in
+                    .object([
+                        ("parted_from_clone_at", c.partedFromClone.map { .int($0) } ?? .null),
+                        ("matches_original", .bool(c.matchesOriginal)),
+                        ("differences", .array(c.differences.map(\.json))),
+                    ])
+                } ?? .null
+            ),
             ("ended_early", endedEarly.map { .string($0) } ?? .null),
             ("verdict", .string(verdict.rawValue)),
         ])

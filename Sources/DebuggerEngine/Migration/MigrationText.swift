@@ -40,6 +40,26 @@ extension MigrationReport {
             lines.append("    clone:    \(d.clone.reason)")
             for x in d.differences.prefix(12) { lines.append("    \(x)") }
             if d.differences.count > 12 { lines.append("    … \(d.differences.count - 12) more (--json has all)") }
+            for side in [("original", d.original), ("clone", d.clone)] {
+                let l0 = side.1.kvm?.handledByL0.map { $0.map { "\($0.name) ×\($0.count)" }.joined(separator: ", ") }
+                lines.append(
+                    "    \(side.0) came by \(side.1.kvmExit)"
+                        + (l0.map { "; L0 handled \($0.isEmpty ? "nothing" : $0)" } ?? ""))
+            }
+            if let c = control {
+                if let at = c.partedFromClone {
+                    lines.append(
+                        "  control: a second restore of the same saved state parted from the first clone at stop \(at)"
+                            + (c.matchesOriginal ? " and ran as the original did" : "")
+                            + ": the platform's timing (host interrupts, L0 exits under TCG) decides this run, not the restore"
+                    )
+                    for x in c.differences.prefix(6) { lines.append("    \(x)") }
+                } else {
+                    lines.append(
+                        "  control: a second restore of the same saved state ran exactly as the first clone: the difference is the restore's"
+                    )
+                }
+            }
         } else if failedStep == nil {
             lines.append(
                 "  run: \(comparedExits) nested exits (\(comparedStops) stops) alike"

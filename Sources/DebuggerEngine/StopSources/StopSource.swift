@@ -21,12 +21,39 @@ public enum StopEvent: Equatable, Sendable {
     case paused
     /// Something went wrong in the guest or in KVM: a triple fault, a failed
     /// entry, an internal error, L1 reporting an exit it cannot handle.
-    case fault(description: String)
+    case fault(Fault)
     /// The guest ended itself (isa-debug-exit) with this status.
     case guestExited(status: Int32)
     /// The process that ran the vCPU (QEMU) ended: nothing can be read any
     /// more. `guestStatus` where the exit says what the guest wrote.
     case processEnded(description: String, guestStatus: Int32?)
+}
+
+/// What went wrong, typed: behaviour (the triple-fault diagnosis) is decided on the case, never on words.
+public enum Fault: Equatable, Sendable, CustomStringConvertible {
+    /// KVM_EXIT_SHUTDOWN: a triple fault at the level KVM runs.
+    case tripleFault
+    case failedEntry(hardwareReason: UInt64)
+    case internalError(suberror: UInt32, data: [UInt64])
+    case systemEvent(type: UInt32)
+    case unhandledExit(reason: UInt32)
+    /// L1 wrote an exit code to the demo's panic port.
+    case l1ReportedUnhandledExit(code: UInt64)
+    /// Said by whoever saw it (a scripted fault).
+    case other(String)
+
+    public var description: String {
+        switch self {
+        case .tripleFault: return "triple fault (KVM_EXIT_SHUTDOWN)"
+        case let .failedEntry(reason): return "KVM_EXIT_FAIL_ENTRY, hardware reason 0x\(String(reason, radix: 16))"
+        case let .internalError(suberror, data):
+            return "KVM internal error \(suberror) \(data.map { "0x" + String($0, radix: 16) })"
+        case let .systemEvent(type): return "system event \(type)"
+        case let .unhandledExit(reason): return "unhandled KVM exit reason \(reason)"
+        case let .l1ReportedUnhandledExit(code): return "L1 reported an exit it does not handle: \(exitName(code))"
+        case let .other(text): return text
+        }
+    }
 }
 
 /// An event and how the source learned of it (for the record: "KVM_EXIT_HLT (patch at VMRUN)"),
@@ -166,9 +193,7 @@ extension RunnableTarget {
             case .handled: return nil
             case let .guestExited(status): return SourceStop(.guestExited(status: status), kvmExit: exit.kvmName)
             case let .l1ReportedUnhandledExit(code):
-                return SourceStop(
-                    .fault(description: "L1 reported an exit it does not handle: \(exitName(code))"),
-                    kvmExit: exit.kvmName)
+                return SourceStop(.fault(.l1ReportedUnhandledExit(code: code)), kvmExit: exit.kvmName)
             case let .unclaimed(description):
                 return SourceStop(.vmmExit(description: description), kvmExit: exit.kvmName)
             case .smmEntered: return SourceStop(.vmmExit(description: SMMStub.explanation), kvmExit: exit.kvmName)
@@ -179,20 +204,17 @@ extension RunnableTarget {
         case .interrupted:
             return SourceStop(.paused, kvmExit: exit.kvmName)
         case .shutdown:
-            return SourceStop(.fault(description: "triple fault (KVM_EXIT_SHUTDOWN)"), kvmExit: exit.kvmName)
+            return SourceStop(.fault(.tripleFault), kvmExit: exit.kvmName)
         case let .failEntry(reason, _):
-            return SourceStop(
-                .fault(description: "KVM_EXIT_FAIL_ENTRY, hardware reason 0x\(String(reason, radix: 16))"),
-                kvmExit: exit.kvmName)
+            return SourceStop(.fault(.failedEntry(hardwareReason: reason)), kvmExit: exit.kvmName)
         case let .internalError(suberror, data):
-            let words = data.map { "0x" + String($0, radix: 16) }
-            return SourceStop(.fault(description: "KVM internal error \(suberror) \(words)"), kvmExit: exit.kvmName)
+            return SourceStop(.fault(.internalError(suberror: suberror, data: data)), kvmExit: exit.kvmName)
         case .debug:
             return SourceStop(.singleStep, kvmExit: exit.kvmName)
         case let .systemEvent(type, _):
-            return SourceStop(.fault(description: "system event \(type)"), kvmExit: exit.kvmName)
+            return SourceStop(.fault(.systemEvent(type: type)), kvmExit: exit.kvmName)
         case let .unknown(reason):
-            return SourceStop(.fault(description: "unhandled KVM exit reason \(reason)"), kvmExit: exit.kvmName)
+            return SourceStop(.fault(.unhandledExit(reason: reason)), kvmExit: exit.kvmName)
         }
     }
 }
