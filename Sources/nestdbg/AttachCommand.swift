@@ -1,6 +1,7 @@
 import ArgumentParser
 import DebuggerEngine
 import Foundation
+import Synchronization
 import KVMControl
 import KernelTrace
 import ProcessControl
@@ -176,12 +177,11 @@ struct AttachCommand: ParsableCommand {
 }
 
 /// The session a signal must shut down, once there is one.
-final class RunningSession: @unchecked Sendable {
-    private let lock = NSLock()
-    private var current: EngineSession?
+final class RunningSession: Sendable {
+    private let current = Mutex<EngineSession?>(nil)
     var session: EngineSession? {
-        get { lock.withLock { current } }
-        set { lock.withLock { current = newValue } }
+        get { current.withLock { $0 } }
+        set { current.withLock { $0 = newValue } }
     }
 }
 

@@ -228,8 +228,10 @@ struct EngineTests {
         try engine.addBreakpoint(.exit(0x1234))  // never hit: continue runs until paused
         let done = DispatchSemaphore(value: 0)
         nonisolated(unsafe) var result: Stop?
+        // Handed to that thread for the run; this one only calls interrupt(), the one call any thread may make.
+        nonisolated(unsafe) let running = engine
         Thread {
-            result = try? engine.continueRunning()
+            result = try? running.continueRunning()
             done.signal()
         }.start()
         Thread.sleep(forTimeInterval: 0.3)

@@ -28,7 +28,7 @@ public struct StopContext: Sendable {
 /// is assembled in one place, evaluated against the breakpoints in one
 /// place, and recorded. Not thread-safe by design: one thread owns an
 /// engine (see `EngineSession`); only `interrupt()` may come from elsewhere.
-public final class Engine: @unchecked Sendable {
+public final class Engine {
     public let target: any RunnableTarget
     public let source: any StopSource
     private var assembler: StopAssembler

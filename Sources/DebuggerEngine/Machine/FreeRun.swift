@@ -1,3 +1,4 @@
+import Synchronization
 import Foundation
 import KVMControl
 
@@ -101,9 +102,8 @@ extension OwnVMTarget {
 }
 
 /// A one-way flag another thread sets.
-private final class Flag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = false
-    func set() { lock.withLock { value = true } }
-    var isSet: Bool { lock.withLock { value } }
+private final class Flag: Sendable {
+    private let value = Atomic<Bool>(false)
+    func set() { value.store(true, ordering: .releasing) }
+    var isSet: Bool { value.load(ordering: .acquiring) }
 }
