@@ -431,11 +431,11 @@ public final class App {
                 say(path.map { "recording every stop to \($0) (R stops)" } ?? "recording stopped; the file is complete")
             case let .notice(text):
                 say(text)
-            case let .failed(message):
+            case let .failed(failure):
                 awaitingEngine = false
                 endWatch()
                 view.runState = stoppedState
-                say(message, error: true)
+                say(failure.description, error: true)
             }
         }
         guard let watchHz else { return }

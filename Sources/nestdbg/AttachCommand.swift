@@ -1,11 +1,11 @@
 import ArgumentParser
 import DebuggerEngine
 import Foundation
-import Synchronization
 import KVMControl
 import KernelTrace
 import ProcessControl
 import SVMModel
+import Synchronization
 import TUI
 
 /// `nestdbg attach PID`: step the nested exits of a vCPU that belongs to a
@@ -141,7 +141,7 @@ struct AttachCommand: ParsableCommand {
                 switch event {
                 case .sample: samples += 1
                 case let .stopped(stop, _) where stop.kind != .start: ended = stop
-                case let .failed(message): throw fail(message, status: 1)
+                case let .failed(failure): throw fail(failure.description, status: 1)
                 default: break
                 }
             }

@@ -71,7 +71,7 @@ struct BatchRun {
                 case .breakpoints: return nil
                 // the start stop; samples only come in live watch
                 case .stopped, .sample, .captured, .recording, .notice: continue
-                case let .failed(message): throw fail(message, status: 1)
+                case let .failed(failure): throw fail(failure.description, status: 1)
                 }
             }
         }

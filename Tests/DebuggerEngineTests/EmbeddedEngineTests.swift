@@ -159,6 +159,29 @@ struct EmbeddedSessionTests {
         #expect(session.state == .ended && session.endFailure == nil)
     }
 
+    @Test("a command that fails is a typed failure naming the command; the session is stopped again")
+    func typedFailure() throws {
+        let target = try EmbeddedScene.target()
+        let (engine, _) = EmbeddedScene.engine(target, [])
+        let session = EngineSession(engine: engine)
+        defer { session.shutdown() }
+        #expect(Self.nextStop(session)?.kind == .start)
+        target.withState { s in  // L2 runs now (L1 parked in the nested state): single-step is refused
+            s.nestedFlags = [.guestMode, .gifSet]
+            s.nestedData = VMCB()
+        }
+        try session.send(.stepInstruction)
+        var failure: SessionFailure?
+        let deadline = ContinuousClock.now + .seconds(10)
+        while failure == nil, ContinuousClock.now < deadline {
+            for case let .failed(f) in session.takeEvents(waitingUpTo: .milliseconds(100)) { failure = f }
+        }
+        #expect(
+            failure == .command(.stepInstruction, EngineError.cannotStepL2.description),
+            "\(String(describing: failure))")
+        #expect(session.state == .stopped)
+    }
+
     @Test("a replay of what the embedded session recorded steps backwards to the same stops")
     func replayOfEmbeddedHistory() throws {
         let target = try EmbeddedScene.target()

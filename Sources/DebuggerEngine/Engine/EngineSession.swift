@@ -88,7 +88,30 @@ public enum SessionEvent: Sendable {
     /// Something to tell the user that is not a stop (a search's result, the end of a recording).
     case notice(String)
     /// A command failed (an ioctl, a refused breakpoint); the session is stopped.
-    case failed(String)
+    case failed(SessionFailure)
+}
+
+/// Why the engine's thread could not do what it was asked, typed by what it was doing.
+public enum SessionFailure: Error, Equatable, Sendable, CustomStringConvertible {
+    /// Taking the vCPU (for another process's: seizing its thread).
+    case claimingVCPU(String)
+    case readingStartState(String)
+    /// The command, and what failed under it (an ioctl, a refused breakpoint).
+    case command(EngineCommand, String)
+    /// A pause or stop-watch arrived when nothing ran.
+    case notRunning
+    /// A reverse or jump command reached a live vCPU.
+    case liveVCPUDoesNotRunBackwards
+
+    public var description: String {
+        switch self {
+        case let .claimingVCPU(error): return error
+        case let .readingStartState(error): return "reading the target's start state: \(error)"
+        case let .command(_, error): return error
+        case .notRunning: return "not running"
+        case .liveVCPUDoesNotRunBackwards: return "a live vCPU does not run backwards"
+        }
+    }
 }
 
 /// One thread owns the engine and the vCPU; everyone else sends typed
@@ -204,7 +227,7 @@ public final class EngineSession: DebugSession, @unchecked Sendable {
         defer { condition.unlock() }
         let deadline = Date(timeIntervalSinceNow: Double(timeout.components.seconds))
         while events.isEmpty, condition.wait(until: deadline) {}
-        for case let .failed(message) in events { return message }
+        for case let .failed(failure) in events { return failure.description }
         return events.isEmpty ? "the engine did not report its start within \(timeout)" : nil
     }
 
@@ -275,7 +298,7 @@ public final class EngineSession: DebugSession, @unchecked Sendable {
             try engine.target.claimVCPU()
         } catch {
             claimed = false
-            post(.failed("\(error)"))
+            post(.failed(.claimingVCPU("\(error)")))
         }
         locked {
             threadID = VCPU.currentThreadID()
@@ -286,7 +309,7 @@ public final class EngineSession: DebugSession, @unchecked Sendable {
                 let start = try engine.recordStart()
                 post(.stopped(start, history: engine.history[...]))
             } catch {
-                post(.failed("reading the target's start state: \(error)"))
+                post(.failed(.readingStartState("\(error)")))
             }
         }
         while true {
@@ -348,12 +371,12 @@ public final class EngineSession: DebugSession, @unchecked Sendable {
                 engine.recorder = handle?.recorder
                 post(.recording(handle?.recorder.path), state: .stopped)
             case .pause, .stopWatch:
-                post(.failed("not running"), state: .stopped)
+                post(.failed(.notRunning), state: .stopped)
             case .previousStop, .previous, .previousVMRUN, .reverseContinue, .goto, .search:
-                post(.failed("a live vCPU does not run backwards"), state: .stopped)
+                post(.failed(.liveVCPUDoesNotRunBackwards), state: .stopped)
             }
         } catch {
-            post(.failed("\(error)"), state: .stopped)
+            post(.failed(.command(command, "\(error)")), state: .stopped)
         }
     }
 

@@ -1,6 +1,6 @@
-import Synchronization
 import Foundation
 import KVMControl
+import Synchronization
 
 /// How a run with no stops ended (`nestdbg run --free`).
 public enum FreeRunEnd: Equatable, Sendable {

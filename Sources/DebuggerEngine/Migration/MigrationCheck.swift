@@ -351,8 +351,8 @@ public enum MigrationCheck {
                             stop: nil, failure: "no stop within \(timeout) s (paused at \(stop.reason))",
                             history: Array(history))
                         : StopResult(stop: stop, history: Array(history))
-                case let .failed(message):
-                    return StopResult(stop: nil, failure: message)
+                case let .failed(failure):
+                    return StopResult(stop: nil, failure: failure.description)
                 default:
                     continue
                 }
@@ -373,7 +373,7 @@ public enum MigrationCheck {
             for event in session.takeEvents(waitingUpTo: .milliseconds(200)) {
                 switch event {
                 case let .captured(captured): return captured
-                case let .failed(message): throw MigrationCheckError(description: "saving the vCPU: \(message)")
+                case let .failed(failure): throw MigrationCheckError(description: "saving the vCPU: \(failure)")
                 default: continue
                 }
             }
