@@ -105,8 +105,9 @@ public struct MigrationReport: Sendable {
         /// The clone's run left the original's, and a second restore of the same saved state
         /// ran as the first clone did: the difference is the restore's.
         case diverged
-        /// The clone's run left the original's, but a second restore of the same saved state
-        /// parted from the first clone too: the platform's timing decides this run, not the restore.
+        /// The clone's run left the original's, but the platform's timing decides this run, not the
+        /// restore: a second restore of the same saved state parted from the first clone too, or L0
+        /// handled different exits (a host interrupt) in the two runs before the stop where they parted.
         case nondeterministic
     }
 
@@ -127,6 +128,19 @@ public struct MigrationReport: Sendable {
         public let original: Stop
         public let clone: Stop
         public let differences: [Difference]
+
+        /// L0 (the host's KVM) took a different number of host interrupts (INTR, NMI, SMI exits) in the
+        /// two runs on the way to this stop: timing, unlike L0's page faults, which a fresh clone takes
+        /// anyway while its memory is mapped in.
+        public var l0InterruptsDiffer: Bool { Self.interrupts(original) != Self.interrupts(clone) }
+
+        static func interrupts(_ stop: Stop) -> [UInt64: Int] {
+            var counts: [UInt64: Int] = [:]
+            for c in stop.kvm?.handledByL0 ?? [] where (0x60...0x62).contains(c.code) {
+                counts[c.code, default: 0] += c.count
+            }
+            return counts
+        }
     }
 
     public let point: MigrationPoint
@@ -156,7 +170,9 @@ public struct MigrationReport: Sendable {
 
     public var verdict: Verdict {
         if failedStep != nil { return .restoreFailed }
-        if divergence != nil { return control?.partedFromClone != nil ? .nondeterministic : .diverged }
+        if let divergence {
+            return control?.partedFromClone != nil || divergence.l0InterruptsDiffer ? .nondeterministic : .diverged
+        }
         return unexpectedReadBack.isEmpty ? .same : .stateDiffers
     }
 }

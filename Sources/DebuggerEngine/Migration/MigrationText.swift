@@ -46,6 +46,11 @@ extension MigrationReport {
                     "    \(side.0) came by \(side.1.kvmExit)"
                         + (l0.map { "; L0 handled \($0.isEmpty ? "nothing" : $0)" } ?? ""))
             }
+            if d.l0InterruptsDiffer {
+                lines.append(
+                    "  timing: L0 took host interrupts in one run and not the other before this stop (INTR/NMI/SMI"
+                        + " handled by L0): where they land moves what L2 and KVM do next")
+            }
             if let c = control {
                 if let at = c.partedFromClone {
                     lines.append(
