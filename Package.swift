@@ -57,7 +57,7 @@ let package = Package(
             exclude: ["Recordings"]),
         // What every test target needs: requirements (skip here, fail in CI), folders of a test's own,
         // children run with both pipes read and a deadline, the built nestdbg.
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["SVMModel"], path: "Tests/TestSupport"),
         .testTarget(name: "KVMControlTests", dependencies: ["KVMControl", "CKVM", "TestSupport"]),
         .testTarget(name: "SVMModelTests", dependencies: ["SVMModel", "TestSupport"]),
         // Format parsing; perf SIGTRAP stops on a plain guest of the host's real KVM (kvm:kvm_cpuid).

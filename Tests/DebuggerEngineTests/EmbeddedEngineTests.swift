@@ -3,6 +3,7 @@ import Foundation
 import KVMControl
 import SVMModel
 import Testing
+import TestSupport
 
 /// The engine, the session thread, breakpoints and the stop assembler's
 /// checks on the embedded target and a scripted stop source: no /dev/kvm,
@@ -14,17 +15,7 @@ enum EmbeddedScene {
     /// A 64-bit L1 at its VMRUN with a vmcb12 that VMRUN accepts (or, `asid` 0, one it refuses).
     static func target(asid: UInt64 = 1) throws -> EmbeddedTarget {
         let target = EmbeddedTarget(name: "embedded L1")
-        var v = VMCB()
-        v[integer: .intercepts3] = 1 << 18 | 1 << 27  // CPUID, IOIO_PROT
-        v[integer: .intercepts4] = 1  // VMRUN
-        v[integer: .iopmBasePA] = 0x3_0000
-        v[integer: .msrpmBasePA] = 0x3_4000
-        v[integer: .asid] = asid
-        v[integer: .saveEFER] = 0x1500
-        v[integer: .saveCR0] = 0x8000_0011
-        v[integer: .saveCR4] = 0x20
-        v[integer: .saveCSAttrib] = 0x29B
-        v[integer: .saveRIP] = 0x40_0000
+        let v = SampleVMCB.prepared(asid: asid)
         try target.withState { s in
             s.memory.replaceSubrange(Int(vmcb12)..<Int(vmcb12) + VMCBLayout.size, with: v.bytes)
             s.registers.rip = vmrunRIP

@@ -31,25 +31,7 @@ struct CLI {
 }
 
 /// A vmcb12 as a long-mode L1 prepares it, and the same page after an IOIO #VMEXIT.
-func samplePages() -> (before: VMCB, after: VMCB) {
-    var v = VMCB()
-    v[integer: .intercepts3] = 1 << 18 | 1 << 27
-    v[integer: .intercepts4] = 1
-    v[integer: .iopmBasePA] = 0x10_0000
-    v[integer: .msrpmBasePA] = 0x10_4000
-    v[integer: .asid] = 1
-    v[integer: .saveEFER] = 0x1500
-    v[integer: .saveCR0] = 0x8000_0011
-    v[integer: .saveCR4] = 0x20
-    v[integer: .saveCSAttrib] = 0x29B
-    v[integer: .saveRIP] = 0x40_0000
-    var a = v
-    a[integer: .exitCode] = 0x7B
-    a[integer: .exitInfo1] = 0x0080_0090
-    a[integer: .exitInfo2] = 0x40_1002
-    a[integer: .saveRIP] = 0x40_1000
-    return (v, a)
-}
+func samplePages() -> (before: VMCB, after: VMCB) { (SampleVMCB.prepared(), SampleVMCB.afterIOIO()) }
 
 @Suite("nestdbg command line", .serialized)
 struct CLITests {

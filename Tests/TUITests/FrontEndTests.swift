@@ -2,6 +2,7 @@ import DebuggerEngine
 import Foundation
 import SVMModel
 import TUI
+import TestSupport
 import Testing
 
 /// The front end's keys and commands, driven by an in-memory terminal over a
@@ -13,13 +14,7 @@ struct FrontEndTests {
 
     static func session(_ script: [ScriptedEvent]) throws -> (EngineSession, EmbeddedTarget) {
         let target = EmbeddedTarget(name: "embedded L1")
-        var v = VMCB()
-        v[integer: .intercepts3] = 1 << 18 | 1 << 27
-        v[integer: .intercepts4] = 1
-        v[integer: .asid] = 1
-        v[integer: .saveEFER] = 0x1500
-        v[integer: .saveCR0] = 0x8000_0011
-        v[integer: .saveCSAttrib] = 0x29B
+        let v = SampleVMCB.prepared()
         target.withState { s in
             s.memory.replaceSubrange(Int(vmcb12)..<Int(vmcb12) + VMCBLayout.size, with: v.bytes)
             s.registers.rip = 0x1_0040
