@@ -2,8 +2,8 @@ import DebuggerEngine
 import Foundation
 import KVMControl
 import SVMModel
-import Testing
 import TestSupport
+import Testing
 
 /// The engine, the session thread, breakpoints and the stop assembler's
 /// checks on the embedded target and a scripted stop source: no /dev/kvm,
