@@ -63,17 +63,11 @@ struct BatchRun {
     /// Waits for the engine to finish a command: its stop, or nil for a
     /// command that ends without one.
     private func awaitStop(_ session: any DebugSession) throws -> Stop? {
-        let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
-        while ContinuousClock.now < deadline {
-            for event in session.takeEvents(waitingUpTo: .milliseconds(200)) {
-                switch event {
-                case let .stopped(stop, _) where stop.kind != .start: return stop
-                case .breakpoints: return nil
-                // the start stop; samples only come in live watch
-                case .stopped, .sample, .captured, .recording, .notice: continue
-                case let .failed(failure): throw fail(failure.description, status: 1)
-                }
-            }
+        switch session.awaitOutcome(timeout: .milliseconds(Int64(timeout * 1000))) {
+        case let .stopped(stop, _): return stop
+        case .done: return nil
+        case let .failed(failure): throw fail(failure.description, status: 1)
+        case .noAnswer: break
         }
         try? session.send(.pause)
         let paused = session.takeEvents(waitingUpTo: .seconds(5)).compactMap { event -> Stop? in

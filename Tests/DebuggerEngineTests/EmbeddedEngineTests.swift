@@ -118,11 +118,16 @@ struct EmbeddedEngineTests {
 struct EmbeddedSessionTests {
     /// Waits for the next `.stopped` event (at most 10 s).
     static func nextStop(_ session: EngineSession) -> Stop? {
-        let deadline = ContinuousClock.now + .seconds(10)
-        while ContinuousClock.now < deadline {
-            for case let .stopped(stop, _) in session.takeEvents(waitingUpTo: .milliseconds(100)) { return stop }
-        }
-        return nil
+        guard case let .stopped(stop, _) = session.awaitOutcome(timeout: .seconds(10)) else { return nil }
+        return stop
+    }
+
+    /// The start stop, which the engine's thread posts before any command.
+    static func startStop(_ session: EngineSession) -> Stop? {
+        session.takeEvents(waitingUpTo: .seconds(10)).compactMap { event -> Stop? in
+            if case let .stopped(stop, _) = event, stop.kind == .start { return stop }
+            return nil
+        }.first
     }
 
     @Test(
@@ -135,7 +140,7 @@ struct EmbeddedSessionTests {
         let session = EngineSession(engine: engine)
         defer { session.shutdown() }
         #expect(session.startFailure(waitingUpTo: .seconds(10)) == nil)
-        #expect(Self.nextStop(session)?.kind == .start)
+        #expect(Self.startStop(session)?.kind == .start)
         // The engine's thread claimed the vCPU: this thread's reads are refused, as KVM's ioctls would be.
         #expect(throws: TargetError.self) { try target.generalRegisters() }
         try session.send(.next)
@@ -156,20 +161,18 @@ struct EmbeddedSessionTests {
         let (engine, _) = EmbeddedScene.engine(target, [])
         let session = EngineSession(engine: engine)
         defer { session.shutdown() }
-        #expect(Self.nextStop(session)?.kind == .start)
+        #expect(Self.startStop(session)?.kind == .start)
         target.withState { s in  // L2 runs now (L1 parked in the nested state): single-step is refused
             s.nestedFlags = [.guestMode, .gifSet]
             s.nestedData = VMCB()
         }
         try session.send(.stepInstruction)
-        var failure: SessionFailure?
-        let deadline = ContinuousClock.now + .seconds(10)
-        while failure == nil, ContinuousClock.now < deadline {
-            for case let .failed(f) in session.takeEvents(waitingUpTo: .milliseconds(100)) { failure = f }
+        let outcome = session.awaitOutcome(timeout: .seconds(10))
+        guard case let .failed(failure) = outcome else {
+            Issue.record("expected a failure, got \(outcome)")
+            return
         }
-        #expect(
-            failure == .command(.stepInstruction, EngineError.cannotStepL2.description),
-            "\(String(describing: failure))")
+        #expect(failure == .command(.stepInstruction, EngineError.cannotStepL2.description), "\(failure)")
         #expect(session.state == .stopped)
     }
 

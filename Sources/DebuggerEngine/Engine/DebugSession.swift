@@ -41,3 +41,33 @@ extension DebugSession {
     public func takeEvents() -> [SessionEvent] { takeEvents(waitingUpTo: .zero) }
     @discardableResult public func shutdown() -> Bool { shutdown(timeout: .seconds(5)) }
 }
+
+/// How a command sent to a session ended.
+public enum CommandOutcome: Sendable {
+    /// At this stop (the history is the session's up to it).
+    case stopped(Stop, history: ArraySlice<Stop>)
+    /// A command that ends without a stop: breakpoints changed, a recording started or ended, a vCPU saved.
+    case done(SessionEvent)
+    case failed(SessionFailure)
+    /// No answer within the time: the guest still runs.
+    case noAnswer
+}
+
+extension DebugSession {
+    /// The one wait for a command's end: the start stop, live-watch samples and notices are passed over.
+    public func awaitOutcome(timeout: Duration) -> CommandOutcome {
+        let deadline = ContinuousClock.now + timeout
+        repeat {
+            let left = deadline - ContinuousClock.now
+            for event in takeEvents(waitingUpTo: max(.zero, min(.milliseconds(200), left))) {
+                switch event {
+                case let .stopped(stop, history) where stop.kind != .start: return .stopped(stop, history: history)
+                case let .failed(failure): return .failed(failure)
+                case .breakpoints, .captured, .recording: return .done(event)
+                case .stopped, .sample, .notice: continue
+                }
+            }
+        } while ContinuousClock.now < deadline
+        return .noAnswer
+    }
+}

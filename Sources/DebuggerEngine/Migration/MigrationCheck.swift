@@ -356,44 +356,24 @@ public enum MigrationCheck {
 
     /// The stop a command ended at; a guest that gives none within `timeout` is paused and said to.
     private static func nextStopResult(_ session: any DebugSession, timeout: Double) throws -> StopResult {
-        let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
-        var paused = false
-        while true {
-            for event in session.takeEvents(waitingUpTo: .milliseconds(200)) {
-                switch event {
-                case let .stopped(stop, history) where stop.kind != .start:
-                    return paused
-                        ? StopResult(
-                            stop: nil, failure: "no stop within \(timeout) s (paused at \(stop.reason))",
-                            history: Array(history))
-                        : StopResult(stop: stop, history: Array(history))
-                case let .failed(failure):
-                    return StopResult(stop: nil, failure: failure.description)
-                default:
-                    continue
-                }
-            }
-            if !paused, ContinuousClock.now >= deadline {
-                paused = true
-                try? session.send(.pause)
-            }
-            if ContinuousClock.now >= deadline + .seconds(10) {
-                throw MigrationCheckError(description: "the engine neither stopped nor paused within \(timeout + 10) s")
-            }
+        switch session.awaitOutcome(timeout: .milliseconds(Int64(timeout * 1000))) {
+        case let .stopped(stop, history): return StopResult(stop: stop, history: Array(history))
+        case let .failed(failure): return StopResult(stop: nil, failure: failure.description)
+        case .done, .noAnswer: break
         }
+        try? session.send(.pause)
+        guard case let .stopped(stop, history) = session.awaitOutcome(timeout: .seconds(10)) else {
+            throw MigrationCheckError(description: "the engine neither stopped nor paused within \(timeout + 10) s")
+        }
+        return StopResult(
+            stop: nil, failure: "no stop within \(timeout) s (paused at \(stop.reason))", history: Array(history))
     }
 
     private static func awaitCapture(_ session: any DebugSession, timeout: Double) throws -> CapturedStop {
-        let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
-        while ContinuousClock.now < deadline {
-            for event in session.takeEvents(waitingUpTo: .milliseconds(200)) {
-                switch event {
-                case let .captured(captured): return captured
-                case let .failed(failure): throw MigrationCheckError(description: "saving the vCPU: \(failure)")
-                default: continue
-                }
-            }
+        switch session.awaitOutcome(timeout: .milliseconds(Int64(timeout * 1000))) {
+        case let .done(.captured(captured)): return captured
+        case let .failed(failure): throw MigrationCheckError(description: "saving the vCPU: \(failure)")
+        default: throw MigrationCheckError(description: "saving the vCPU took longer than \(timeout) s")
         }
-        throw MigrationCheckError(description: "saving the vCPU took longer than \(timeout) s")
     }
 }
