@@ -53,11 +53,13 @@ for window in event-injection interrupt-pending run-pending; do
     check 1 --scenario events --window $window --exits 50
     grep -q 'inexact stop' $out && { cat $out; fail "events $window: an inexact stop (nestdbg's own)"; }
     if ! grep -q 'run: 50 nested exits' $out; then
-        # A divergence passes only where the check shows the platform's timing at work: a second
-        # restore of the same saved state parted from the first clone too, or L0 took host interrupts
-        # (INTR/NMI/SMI) in one run and not the other just before they parted. Never a restore loss.
+        # A divergence passes only where the check shows the platform's timing at work, never a
+        # restore loss: a second restore of the same saved state parted from the first clone too, or
+        # the VINTR exit came one instruction early in the run where L0 took a host interrupt (L2's
+        # STI shadow lost across L0's exit: the sandbox's TCG CPU ignores vmcb int_state at VMRUN).
+        # Seen under load: 2 of 30 interrupt-pending checks on 6.1 with two boots and a CPU hog.
         grep -q 'verdict: nondeterministic' $out \
-            && grep -qE 'control: a second restore of the same saved state parted|timing: L0 took host interrupts' $out \
+            && grep -qE 'control: a second restore of the same saved state parted|timing: an STI interrupt shadow lost' $out \
             || { cat $out; fail "events $window: diverged, and a second restore ran as the first (a restore loss)"; }
         echo "events $window: nondeterministic: $(grep -E 'control:|timing:' $out | cut -c1-160)"
     fi

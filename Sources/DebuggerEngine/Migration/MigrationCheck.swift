@@ -141,6 +141,22 @@ public struct MigrationReport: Sendable {
             }
             return counts
         }
+
+        /// Both runs took the VINTR #VMEXIT, at L2 RIPs one instruction apart, and the earlier one is
+        /// the run where L0 took a host interrupt: L2's STI shadow did not survive L0's exit and
+        /// re-entry, so the pending V_IRQ was taken before the instruction after STI, not after it.
+        /// KVM keeps the shadow in vmcb02's int_state; the CPU under L0 must honour it at VMRUN (the
+        /// sandbox's TCG CPU, QEMU 7.2, loads no int_state at VMRUN; later QEMUs do).
+        public var lostInterruptShadow: Bool {
+            let vintr: UInt64 = 0x64
+            guard original.exit?.code == vintr, clone.exit?.code == vintr,
+                let a = original.vmcb12?[integer: .saveRIP], let b = clone.vmcb12?[integer: .saveRIP], a != b,
+                max(a, b) - min(a, b) <= 15
+            else { return false }
+            let early = a < b ? original : clone
+            let late = a < b ? clone : original
+            return Self.interrupts(early)[0x60, default: 0] > Self.interrupts(late)[0x60, default: 0]
+        }
     }
 
     public let point: MigrationPoint
