@@ -111,6 +111,22 @@ struct WatchCommand: ParsableCommand {
     }
 }
 
+/// nestdbg's built-in L1s, by the name `--scenario` takes.
+enum Scenario: String, CaseIterable {
+    case demo, pse, pae, selfcheck, events, timer
+
+    func makeTarget(kvm: KVM) throws -> OwnVMTarget {
+        switch self {
+        case .demo: return try OwnVMTarget.demo(kvm: kvm)
+        case .pse: return try OwnVMTarget.legacyPagingScenario(kvm: kvm, paging: .pse)
+        case .pae: return try OwnVMTarget.legacyPagingScenario(kvm: kvm, paging: .pae)
+        case .selfcheck: return try OwnVMTarget.selfCheck(kvm: kvm)
+        case .events: return try OwnVMTarget.eventsScenario(kvm: kvm)
+        case .timer: return try OwnVMTarget.timerScenario(kvm: kvm)
+        }
+    }
+}
+
 /// Which L1 to run, shared by run, watch and the front end.
 struct TargetOptions: ParsableArguments {
     @Option(help: "L1's MAXPHYADDR for the VMRUN consistency checks.") var physBits = 40
@@ -191,15 +207,10 @@ struct TargetOptions: ParsableArguments {
                     "--append, --module, --memory, --smp and --no-irqchip describe the machine for --image; "
                         + "the built-in scenarios have their own", status: 2)
             }
-            switch scenario {
-            case "demo": return try OwnVMTarget.demo(kvm: kvm)
-            case "pse": return try OwnVMTarget.legacyPagingScenario(kvm: kvm, paging: .pse)
-            case "pae": return try OwnVMTarget.legacyPagingScenario(kvm: kvm, paging: .pae)
-            case "selfcheck": return try OwnVMTarget.selfCheck(kvm: kvm)
-            case "events": return try OwnVMTarget.eventsScenario(kvm: kvm)
-            case "timer": return try OwnVMTarget.timerScenario(kvm: kvm)
-            default: throw fail("unknown scenario \(scenario): demo, pse, pae, events, timer or selfcheck", status: 2)
+            guard let builtIn = Scenario(rawValue: scenario) else {
+                throw fail("unknown scenario \(scenario): demo, pse, pae, events, timer or selfcheck", status: 2)
             }
+            return try builtIn.makeTarget(kvm: kvm)
         }
     }
 

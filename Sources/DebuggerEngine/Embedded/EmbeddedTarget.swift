@@ -128,8 +128,6 @@ public final class EmbeddedTarget: RunnableTarget, Sendable {
     /// Whether `kick()` came since the last look (and forgets it).
     public func takeKick() -> Bool { kicked.exchange(false, ordering: .acquiringAndReleasing) }
 
-    public func handleIO(_ exit: VCPUExit) throws -> IOOutcome { .handled }
-
     public func claimVCPU() throws { owner.withLock { $0 = VCPU.currentThreadID() } }
 
     public var vcpuThreadID: Int32? { owner.withLock { $0 } }

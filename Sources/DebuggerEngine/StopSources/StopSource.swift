@@ -189,7 +189,9 @@ extension RunnableTarget {
         case .hlt:
             return SourceStop(.vmmExit(description: "HLT"), kvmExit: exit.kvmName)
         case .io:
-            switch try handleIO(exit) {
+            // No device model (another process's vCPU): the port is its VMM's, nothing for the user.
+            guard let devices = deviceModel else { return nil }
+            switch try devices.handleIO(exit) {
             case .handled: return nil
             case let .guestExited(status): return SourceStop(.guestExited(status: status), kvmExit: exit.kvmName)
             case let .l1ReportedUnhandledExit(code):

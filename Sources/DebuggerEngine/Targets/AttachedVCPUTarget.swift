@@ -220,9 +220,6 @@ public final class AttachedVCPUTarget: RunnableTarget, @unchecked Sendable {
         throw TargetError.notSupported(operation: "single-step", target: name)
     }
 
-    /// QEMU handles its own I/O: KVM_RUN returns to nestdbg only on signals.
-    public func handleIO(_ exit: VCPUExit) throws -> IOOutcome { .handled }
-
     /// Restores QEMU's signal state, closes nothing of QEMU's, and lets the
     /// thread go. Safe to call more than once; a no-op once the process ended.
     public func release() throws {

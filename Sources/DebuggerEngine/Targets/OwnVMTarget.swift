@@ -12,7 +12,7 @@ import Synchronization
 ///
 /// One thread owns the vCPU: the first to call `claimVCPU()` (the engine's).
 /// A vCPU ioctl from any other thread afterwards throws `wrongThread`.
-public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable {
+public final class OwnVMTarget: DebugTarget, RunnableTarget, DeviceModel, @unchecked Sendable {
     public let name: String
     public let vm: VirtualMachine
     let vcpu: VCPU
@@ -30,6 +30,8 @@ public final class OwnVMTarget: DebugTarget, RunnableTarget, @unchecked Sendable
     public var capabilities: TargetCapabilities { [.ownsVM, .canWrite, .canSingleStep] }
     /// What the guest wrote to COM1, all of it.
     public var serialOutput: [UInt8]? { devices.serialOutput }
+    /// nestdbg is the VMM: the ports are its own.
+    public var deviceModel: (any DeviceModel)? { self }
     /// How many vCPUs the VM has (the debugger's is vCPU 0).
     public var vcpuCount: Int { 1 + (secondaries?.count ?? 0) }
     /// The owner's kernel thread id, and its pthread for the per-ioctl check (no system call).

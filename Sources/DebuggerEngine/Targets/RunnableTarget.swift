@@ -6,8 +6,6 @@ public protocol RunnableTarget: DebugTarget {
     func setSingleStep(_ enabled: Bool) throws
     /// Makes a run in progress (or the next one) return `.interrupted`. Any thread.
     func kick()
-    /// Emulates a port I/O exit with the target's device model.
-    func handleIO(_ exit: VCPUExit) throws -> IOOutcome
     /// Makes the calling thread the vCPU's only user from now on (for
     /// another process's vCPU: its tracer).
     func claimVCPU() throws
@@ -26,6 +24,14 @@ public protocol RunnableTarget: DebugTarget {
     var serialOutput: [UInt8]? { get }
     /// The target as one whose vCPU can be saved and restored into a clone; nil where it cannot.
     var migratable: (any MigratableTarget)? { get }
+    /// The devices behind the vCPU's port I/O where nestdbg is the VMM; nil where another process is.
+    var deviceModel: (any DeviceModel)? { get }
+}
+
+/// A VMM's devices: what a port I/O exit does (the own VMM's ports, isa-debug-exit, the SMM stub).
+public protocol DeviceModel {
+    /// Emulates a port I/O exit.
+    func handleIO(_ exit: VCPUExit) throws -> IOOutcome
 }
 
 extension RunnableTarget {
@@ -33,4 +39,5 @@ extension RunnableTarget {
     public func pauseOtherVCPUs() {}
     public var serialOutput: [UInt8]? { nil }
     public var migratable: (any MigratableTarget)? { nil }
+    public var deviceModel: (any DeviceModel)? { nil }
 }
