@@ -317,7 +317,9 @@ public final class App {
         say("migration check at stop #\(at.index): saving, restoring, running both for \(plan.exits) nested exits…")
         redraw()
         do {
-            let report = try MigrationCheck.check(session, at: .stop(at.index), plan: plan)
+            let report = try Self.offTheUIThread { [session] in
+                try MigrationCheck.check(session, at: .stop(at.index), plan: plan)
+            }
             if !report.originalHistory.isEmpty { view.stops = report.originalHistory }
             view.selected = nil
             view.panel = (title: "migrate: \(report.verdict.rawValue) (any key closes)", lines: report.lines)
@@ -327,6 +329,24 @@ public final class App {
         } catch {
             say("migrate: \(error)", error: true)
         }
+    }
+
+    /// Runs `work` on a thread of its own and waits for it: the check makes clone VMs and reads them
+    /// back (KVM ioctls), which the UI thread never does. The session is only handed over: this thread
+    /// does nothing with it until the work is done.
+    private static func offTheUIThread<T: Sendable>(_ work: @escaping () throws -> T) throws -> T {
+        nonisolated(unsafe) let job = work
+        let result = Mutex<Result<T, any Error>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            let outcome = Result { try job() }
+            result.withLock { $0 = outcome }
+            done.signal()
+        }
+        thread.name = "nestdbg-migrate"
+        thread.start()
+        done.wait()
+        return try result.withLock { $0! }.get()
     }
 
     /// `break exit NAME`, `break l2-rip ADDR`, `break l1-rip ADDR`: read as a search would read them.
