@@ -318,7 +318,7 @@ public final class EngineSession: DebugSession, @unchecked Sendable {
             if quitRequested || !claimed {
                 condition.unlock()
                 // On this thread: for another process's vCPU it is the tracer. A failed
-                // detach is an event the caller reads after `shutdown` (`endFailure`).
+                // detach is kept for the caller to read after `shutdown` (`endFailure`).
                 if claimed {
                     do { try engine.detach() } catch {
                         locked { detachFailure = "leaving the vCPU as nestdbg found it: \(error)" }
