@@ -108,9 +108,10 @@ struct EmbeddedEngineTests {
     @Test("an L1 breakpoint is refused by a source that cannot patch, with the reason")
     func refusedBreakpoint() throws {
         let (engine, _) = EmbeddedScene.engine(try EmbeddedScene.target(), [])
-        #expect(throws: EngineError.sourceCannot("this stop source cannot stop on L1 instructions")) {
+        #expect(throws: EngineError.sourceCannot(.stopOnL1Instructions)) {
             try engine.addBreakpoint(.l1RIP(0x1000))
         }
+        #expect(EngineError.sourceCannot(.stopOnL1Instructions).description.contains("cannot stop on L1 instructions"))
     }
 }
 

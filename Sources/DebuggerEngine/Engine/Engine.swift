@@ -5,7 +5,13 @@ import SVMModel
 public enum EngineError: Error, Equatable, CustomStringConvertible {
     case cannotStepL2
     case breakpointNeedsL1
-    case sourceCannot(String)
+    /// The stop source lacks what the command needs.
+    case sourceCannot(SourceAbility)
+
+    /// What a command asked of a stop source that it could not do.
+    public enum SourceAbility: Equatable, Sendable {
+        case singleStep, runFreely, stopOnL1Instructions
+    }
 
     public var description: String {
         switch self {
@@ -13,7 +19,9 @@ public enum EngineError: Error, Equatable, CustomStringConvertible {
             return
                 "single-step in L2 is refused: re-arming it on an instruction L1 intercepts makes KVM inject #DB into L1; use n (next exit)"
         case .breakpointNeedsL1: return "set L1 breakpoints while stopped in L1 (its paging translates the address)"
-        case let .sourceCannot(what): return what
+        case .sourceCannot(.singleStep): return "this stop source cannot single-step"
+        case .sourceCannot(.runFreely): return "this stop source cannot run freely"
+        case .sourceCannot(.stopOnL1Instructions): return "this stop source cannot stop on L1 instructions"
         }
     }
 }
@@ -130,7 +138,7 @@ public final class Engine {
     /// Executes one L1 instruction (L2 single-step is refused: see `EngineError.cannotStepL2`).
     public func stepInstruction() throws -> Stop {
         guard source.capabilities.contains(.singleStep) else {
-            throw EngineError.sourceCannot("this stop source cannot single-step")
+            throw EngineError.sourceCannot(.singleStep)
         }
         if try target.isInGuestMode() { throw EngineError.cannotStepL2 }
         return try record(try assembler.assemble(try source.singleStep(), from: target))
@@ -145,7 +153,7 @@ public final class Engine {
     /// fault or exit that ended it).
     public func runFree(shouldStop: () -> Bool, sample: (Stop) -> Void) throws -> Stop {
         guard source.capabilities.contains(.freeRun) else {
-            throw EngineError.sourceCannot("this stop source cannot run freely")
+            throw EngineError.sourceCannot(.runFreely)
         }
         var assembler = self.assembler
         target.resumeOtherVCPUs()
@@ -164,7 +172,7 @@ public final class Engine {
     public func addBreakpoint(_ breakpoint: Breakpoint) throws {
         if case let .l1RIP(address) = breakpoint {
             guard source.capabilities.contains(.l1Breakpoints) else {
-                throw EngineError.sourceCannot("this stop source cannot stop on L1 instructions")
+                throw EngineError.sourceCannot(.stopOnL1Instructions)
             }
             guard try !target.isInGuestMode() else { throw EngineError.breakpointNeedsL1 }
             try source.addL1Breakpoint(address)
@@ -202,7 +210,7 @@ public final class Engine {
                 try recorder.record(s, serialOutput: serialOutput)
             } catch {
                 self.recorder = nil
-                throw RecordingFailure(path: recorder.path, underlying: "\(error)")
+                throw RecordingFailure(path: recorder.path, underlying: error)
             }
         }
         return s

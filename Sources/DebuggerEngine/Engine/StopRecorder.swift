@@ -20,7 +20,8 @@ public struct RecorderHandle: Equatable, @unchecked Sendable {
 /// The recording failed (a full disk, a removed file): it stops, what was committed stays.
 public struct RecordingFailure: Error, CustomStringConvertible {
     public let path: String
-    public let underlying: String
+    /// The recorder's own error (SQLite's, the disk's), kept typed for whoever wants to tell them apart.
+    public let underlying: any Error
     public var description: String {
         "recording to \(path) stopped: \(underlying) (what was committed before stays in the file)"
     }
