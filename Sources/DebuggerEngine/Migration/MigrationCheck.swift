@@ -146,7 +146,8 @@ public struct MigrationReport: Sendable {
         /// the run where L0 took a host interrupt: L2's STI shadow did not survive L0's exit and
         /// re-entry, so the pending V_IRQ was taken before the instruction after STI, not after it.
         /// KVM keeps the shadow in vmcb02's int_state; the CPU under L0 must honour it at VMRUN (the
-        /// sandbox's TCG CPU, QEMU 7.2, loads no int_state at VMRUN; later QEMUs do).
+        /// sandbox's TCG CPU runs as if it did not: an older QEMU's VMRUN, as read, loads no int_state;
+        /// the current one does).
         public var lostInterruptShadow: Bool {
             let vintr: UInt64 = 0x64
             guard original.exit?.code == vintr, clone.exit?.code == vintr,

@@ -51,7 +51,8 @@ extension MigrationReport {
                     "  timing: an STI interrupt shadow lost across L0's host-interrupt exit: the run where L0 took"
                         + " the interrupt took the pending V_IRQ one instruction early (VINTR at the instruction after"
                         + " STI). KVM keeps the shadow in vmcb02's int_state; the CPU under L0 must honour it at"
-                        + " VMRUN, and the sandbox's TCG CPU (QEMU 7.2) does not. Not the restore's doing.")
+                        + " VMRUN; the sandbox's TCG CPU evidently does not (older QEMUs' VMRUN loads no int_state)."
+                        + " Not the restore's doing.")
             } else if d.l0InterruptsDiffer {
                 lines.append(
                     "  timing: L0 took host interrupts in one run and not the other before this stop (INTR/NMI/SMI"
